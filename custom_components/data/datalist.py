@@ -1,0 +1,265 @@
+"""Loading and validation of decathlon-style datalists (``labeled`` / ``unlabeled`` / ``validation`` / ``test``).
+
+``validate_datalist`` reads every image and label with MONAI's ``LoadImage`` (``PILReader`` for PNG/BMP/TIFF/JPEG,
+``NibabelReader`` for NIfTI, ``ITKReader`` for NRRD/MHA) and raises ``DatalistError`` naming the offending file.
+
+Command line::
+
+    python -m custom_components.data.datalist /work/data/ph2/splits/datalist_r0.1_s0.json --num-classes 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["DatalistError", "load_datalist", "validate_datalist", "LIST_KEYS", "reader_for", "main"]
+
+LIST_KEYS = ("labeled", "unlabeled", "validation", "test", "cases")
+_SPLIT_KEYS = ("labeled", "unlabeled", "validation", "test")
+_LABELLED_KEYS = ("labeled", "validation", "test", "cases")
+
+
+class DatalistError(ValueError):
+    """A datalist or one of the files it lists is invalid; the message names the file and the problem."""
+
+
+def reader_for(path: str | os.PathLike) -> Any:
+    """MONAI image reader for a file, chosen by extension.
+
+    Args:
+        path: image or label file.
+
+    Returns:
+        a ``PILReader`` (PNG/BMP/TIFF/JPEG), ``NibabelReader`` (NIfTI) or ``ITKReader`` (other formats) instance.
+    """
+    from monai.data import ITKReader, NibabelReader, PILReader
+
+    name = str(path).lower()
+    if name.endswith((".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg")):
+        return PILReader()
+    if name.endswith((".nii", ".nii.gz")):
+        return NibabelReader()
+    return ITKReader()
+
+
+def load_datalist(path: str | os.PathLike, resolve: bool = True) -> dict[str, Any]:
+    """Read a datalist JSON.
+
+    Args:
+        path: datalist file.
+        resolve: make the ``image`` / ``label`` paths of every list (``labeled``, ``unlabeled``, ``validation``,
+            ``test``, ``cases``) absolute, relative to the datalist's folder (as ``load_decathlon_datalist`` does).
+
+    Returns:
+        the datalist dict (metadata keys untouched).
+
+    Raises:
+        DatalistError: the file is missing, is not valid JSON, is not an object, or a list entry is malformed.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise DatalistError(f"{p}: datalist file not found.")
+    try:
+        data = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DatalistError(f"{p}: malformed JSON ({e}).") from e
+    if not isinstance(data, dict):
+        raise DatalistError(f"{p}: malformed datalist, top level must be an object, got {type(data).__name__}.")
+    base = p.parent.resolve()
+    for key in LIST_KEYS:
+        if key not in data:
+            continue
+        if not isinstance(data[key], list):
+            raise DatalistError(f"{p}: malformed datalist, '{key}' must be a list.")
+        for i, e in enumerate(data[key]):
+            if not isinstance(e, dict) or not isinstance(e.get("image"), str):
+                raise DatalistError(f"{p}: malformed entry {key}[{i}]: needs an 'image' path string, got {e!r}.")
+            if resolve:
+                for k in ("image", "label"):
+                    if isinstance(e.get(k), str):
+                        e[k] = os.path.normpath(os.path.join(base, e[k]))
+    return data
+
+
+def _load(file: str, where: str) -> tuple[np.ndarray, dict]:
+    from monai.transforms import LoadImage
+
+    if not os.path.isfile(file):
+        raise DatalistError(f"{file}: missing file ({where}).")
+    try:
+        img = LoadImage(reader=reader_for(file), image_only=True, ensure_channel_first=True)(file)
+    except Exception as e:  # any reader failure: unreadable or truncated
+        raise DatalistError(f"{file}: unreadable or truncated file ({where}): {type(e).__name__}: {e}") from e
+    return np.asarray(img), dict(getattr(img, "meta", {}))
+
+
+def validate_datalist(
+    path: str | os.PathLike,
+    num_classes: int | None,
+    spatial_dims: int | None = None,
+    in_channels: int | None = None,
+    check_files: bool = True,
+    require_keys: Sequence[str] = ("labeled",),
+) -> dict[str, Any]:
+    """Validate a datalist and, optionally, every file it lists.
+
+    Checks: JSON well-formed; each key of ``require_keys`` present and non-empty (an empty labelled set is an
+    error); labelled lists have ``label`` entries and ``unlabeled`` has none; no image appears twice (in one list
+    or in two splits); with ``check_files``: every file exists and loads, images have ``in_channels`` channels and
+    ``spatial_dims`` spatial axes, labels have one channel, the image's spatial shape, and values in
+    ``[0, num_classes)``.
+
+    Args:
+        path: datalist file.
+        num_classes: number of classes (labels must lie in ``[0, num_classes)``); None takes the datalist's
+            ``num_classes`` key (value checks are skipped when neither exists).
+        spatial_dims: expected number of spatial axes (2 or 3); None accepts either (or the datalist's key).
+        in_channels: expected image channels; None takes the datalist's ``in_channels`` key if any.
+        check_files: load every image and label (otherwise only the JSON structure is checked).
+        require_keys: list keys that must be present and non-empty.
+
+    Returns:
+        statistics: ``counts`` per list, ``image_shapes`` (min and max spatial shape), ``channels``,
+        ``class_fractions`` (voxel fraction per class over all labels read), ``num_files``.
+
+    Raises:
+        DatalistError: with a message naming the offending file (the datalist or an image/label) and the problem.
+    """
+    p = Path(path)
+    data = load_datalist(p, resolve=True)
+    num_classes = num_classes if num_classes is not None else data.get("num_classes")
+    spatial_dims = spatial_dims if spatial_dims is not None else data.get("spatial_dims")
+    in_channels = in_channels if in_channels is not None else data.get("in_channels")
+    for key in require_keys:
+        if key not in data:
+            raise DatalistError(f"{p}: required list '{key}' is missing.")
+        if not data[key]:
+            what = "empty labelled set" if key == "labeled" else f"empty list '{key}'"
+            raise DatalistError(f"{p}: {what} ('{key}' has no entries).")
+    lists = {k: data[k] for k in LIST_KEYS if k in data}
+    if not lists:
+        raise DatalistError(f"{p}: no list found (expected one of {list(LIST_KEYS)}).")
+    if any(k in lists for k in _SPLIT_KEYS):
+        lists.pop("cases", None)  # a split datalist: 'cases' (if kept) legitimately repeats the split entries
+
+    seen: dict[str, str] = {}
+    for key, entries in lists.items():
+        for i, e in enumerate(entries):
+            where = f"{key}[{i}]"
+            if key in _LABELLED_KEYS and not isinstance(e.get("label"), str):
+                raise DatalistError(f"{e['image']}: entry {where} of {p} has no 'label'.")
+            if key == "unlabeled" and "label" in e:
+                raise DatalistError(f"{e['image']}: unlabelled entry {where} of {p} has a 'label' key.")
+            img = os.path.normpath(e["image"])
+            if img in seen:
+                raise DatalistError(f"{e['image']}: the same image appears twice in {p}: {seen[img]} and {where}.")
+            seen[img] = where
+
+    stats: dict[str, Any] = {"counts": {k: len(v) for k, v in lists.items()}, "num_files": 0}
+    if not check_files:
+        return stats
+    shapes: list[tuple[int, ...]] = []
+    channels: set[int] = set()
+    class_counts = np.zeros(max(int(num_classes or 0), 1), np.int64)
+    for key, entries in lists.items():
+        for i, e in enumerate(entries):
+            where = f"{p}, {key}[{i}]"
+            img, _ = _load(e["image"], where)
+            stats["num_files"] += 1
+            c, sp = img.shape[0], tuple(img.shape[1:])
+            if spatial_dims is not None and len(sp) != spatial_dims:
+                got = f"{len(sp)}D"
+                raise DatalistError(
+                    f"{e['image']}: {got} image where {spatial_dims}D is expected (shape {tuple(img.shape)}, {where})."
+                )
+            if in_channels is not None and c != in_channels:
+                raise DatalistError(
+                    f"{e['image']}: wrong channel count, {c} channel(s) where {in_channels} expected ({where})."
+                )
+            channels.add(c)
+            shapes.append(sp)
+            if "label" not in e:
+                continue
+            lab, _ = _load(e["label"], where)
+            stats["num_files"] += 1
+            if lab.shape[0] != 1:
+                raise DatalistError(f"{e['label']}: label must have one channel, got {lab.shape[0]} ({where}).")
+            if tuple(lab.shape[1:]) != sp:
+                raise DatalistError(
+                    f"{e['label']}: image/label shape mismatch, label {tuple(lab.shape[1:])} vs image {sp} "
+                    f"({e['image']}, {where})."
+                )
+            if num_classes is not None:
+                vals = np.unique(lab)
+                bad = vals[(vals < 0) | (vals >= num_classes) | (vals != np.round(vals))]
+                if bad.size:
+                    raise DatalistError(
+                        f"{e['label']}: label values {[int(v) if v == int(v) else float(v) for v in bad[:5]]} outside [0, {num_classes}) ({where})."
+                    )
+                class_counts += np.bincount(lab.astype(np.int64).ravel(), minlength=num_classes)[:num_classes]
+    if shapes:
+        arr = np.array([s for s in shapes if len(s) == len(shapes[0])])
+        stats["image_shapes"] = {"min": arr.min(0).tolist(), "max": arr.max(0).tolist()}
+    stats["channels"] = sorted(channels)
+    if num_classes is not None and class_counts.sum():
+        stats["class_fractions"] = (class_counts / class_counts.sum()).round(4).tolist()
+    return stats
+
+
+def _format(stats: dict[str, Any]) -> str:
+    lines = ["counts: " + ", ".join(f"{k} {v}" for k, v in stats["counts"].items())]
+    if "image_shapes" in stats:
+        lines.append(f"spatial shape: min {stats['image_shapes']['min']}, max {stats['image_shapes']['max']}")
+    if "channels" in stats:
+        lines.append(f"channels: {stats['channels']}")
+    if "class_fractions" in stats:
+        lines.append("class fractions: " + ", ".join(f"{c}: {f:.4f}" for c, f in enumerate(stats["class_fractions"])))
+    lines.append(f"files read: {stats['num_files']}")
+    return "\n".join(lines)
+
+
+def main(argv: Iterable[str] | None = None) -> int:
+    """``python -m custom_components.data.datalist DATALIST --num-classes K``: validate and print statistics.
+
+    Args:
+        argv: command-line arguments (default ``sys.argv[1:]``).
+
+    Returns:
+        0 when valid, 1 when a ``DatalistError`` was raised (its message is printed to stderr).
+    """
+    ap = argparse.ArgumentParser(description="Validate a datalist and print statistics.")
+    ap.add_argument("datalist")
+    ap.add_argument("--num-classes", type=int, default=None, help="default: the datalist's num_classes key")
+    ap.add_argument("--spatial-dims", type=int, default=None, choices=(2, 3))
+    ap.add_argument("--in-channels", type=int, default=None)
+    ap.add_argument("--no-files", action="store_true", help="check the JSON structure only")
+    ap.add_argument("--require", nargs="*", default=None,
+                    help="lists that must be non-empty (default: labeled, or cases for a dataset datalist)")
+    a = ap.parse_args(None if argv is None else list(argv))
+    require = a.require
+    if require is None:
+        try:
+            raw = json.loads(Path(a.datalist).read_text())
+            require = ["labeled"] if not (isinstance(raw, dict) and "cases" in raw and "labeled" not in raw) else ["cases"]
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+            require = ["labeled"]
+    try:
+        stats = validate_datalist(a.datalist, a.num_classes, a.spatial_dims, a.in_channels, not a.no_files, require)
+    except DatalistError as e:
+        print(f"INVALID: {e}", file=sys.stderr)
+        return 1
+    print(f"OK: {a.datalist}")
+    print(_format(stats))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

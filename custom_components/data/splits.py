@@ -1,0 +1,297 @@
+"""Deterministic labelled / unlabelled / validation / test splits (the datalist of ``docs/ARCHITECTURE.md``).
+
+Rules (all tested):
+
+- deterministic in ``seed``; validation and test never depend on ``labeled_ratio``;
+- labelled = a prefix of one seeded ordering of the training pool, so the labelled set of a smaller ratio is a
+  subset of that of a larger one; labelled and unlabelled are disjoint; ratio 1.0 leaves ``unlabeled`` empty;
+- unlabelled entries carry no ``"label"`` key;
+- official splits: ``official_test`` ids become the test split; with ``official_train`` the training pool keeps
+  that list's order, validation is a seeded sample taken outside the first ``val_protect_fraction`` of the list,
+  and labelled = the first N remaining ids (the ``la_uamt`` protocol: 4/8/16 of 80 for ratio 0.05/0.1/0.2).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["make_split", "write_split", "split_filename", "case_id", "read_id_list"]
+
+_META_KEYS = ("name", "spatial_dims", "num_classes", "in_channels", "spacing", "labels", "source", "image_size")
+_EXTS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg", ".h5")
+
+
+def case_id(case: Mapping[str, Any]) -> str:
+    """Identifier of a datalist entry: its ``"id"`` key, else the image file name without extension.
+
+    Args:
+        case: datalist entry with at least an ``"image"`` key.
+
+    Returns:
+        the case identifier.
+    """
+    if "id" in case:
+        return str(case["id"])
+    name = os.path.basename(str(case["image"]))
+    for ext in _EXTS:
+        if name.lower().endswith(ext):
+            return name[: -len(ext)]
+    return name
+
+
+def read_id_list(path: str | Path) -> list[str]:
+    """Read a split list file (one id per line, blank lines ignored; a path-like line keeps its last folder name
+    if it ends with ``mri_norm2.h5``, as in UA-MT's lists).
+
+    Args:
+        path: list file.
+
+    Returns:
+        ids in file order.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: split list file not found.")
+    ids = []
+    for line in p.read_text().splitlines():
+        s = line.strip()
+        if not s:
+            continue
+        if s.endswith(".h5"):
+            s = Path(s).parent.name
+        ids.append(s)
+    return ids
+
+
+def split_filename(labeled_ratio: float, seed: int, labeled_first_n: int | None = None) -> str:
+    """File name of a per-regime datalist: ``datalist_r<ratio>_s<seed>.json`` (ratio as ``%g``: ``r0.1``,
+    ``r0.05``, ``r1``), or ``datalist_n<N>_s<seed>.json`` when ``labeled_first_n`` is set.
+
+    Args:
+        labeled_ratio: labelled ratio.
+        seed: split seed.
+        labeled_first_n: explicit labelled count, if any.
+
+    Returns:
+        the file name.
+    """
+    if labeled_first_n is not None:
+        return f"datalist_n{int(labeled_first_n)}_s{int(seed)}.json"
+    return f"datalist_r{float(labeled_ratio):g}_s{int(seed)}.json"
+
+
+def _round(x: float) -> int:
+    return int(math.floor(x + 0.5))
+
+
+def _load(datalist_or_cases: str | Path | Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> tuple[dict, list[dict]]:
+    if isinstance(datalist_or_cases, (str, Path)):
+        p = Path(datalist_or_cases)
+        if not p.is_file():
+            raise FileNotFoundError(f"{p}: datalist not found.")
+        try:
+            data = json.loads(p.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{p}: malformed JSON ({e}).") from e
+    elif isinstance(datalist_or_cases, Mapping):
+        data = dict(datalist_or_cases)
+    else:
+        data = {"cases": list(datalist_or_cases)}
+    if "cases" in data:
+        cases = list(data["cases"])
+    else:  # an already split datalist: pool everything that has a label
+        cases = [c for k in ("labeled", "validation", "test", "training") for c in data.get(k, []) if "label" in c]
+    if not cases:
+        raise ValueError("make_split: no cases (expected a 'cases' list of entries with 'image' and 'label').")
+    for c in cases:
+        if "image" not in c or "label" not in c:
+            raise ValueError(f"make_split: every case needs 'image' and 'label'; got {dict(c)}.")
+    return data, [dict(c) for c in cases]
+
+
+def make_split(
+    datalist_or_cases: str | Path | Mapping[str, Any] | Sequence[Mapping[str, Any]],
+    labeled_ratio: float,
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.3,
+    official_test: Sequence[str] | None = None,
+    official_train: Sequence[str] | None = None,
+    min_labeled: int = 1,
+    labeled_first_n: int | None = None,
+    use_official: bool = True,
+    val_protect_fraction: float = 0.2,
+) -> dict[str, Any]:
+    """Split labelled cases into ``labeled`` / ``unlabeled`` / ``validation`` / ``test``.
+
+    Without an official split: one seeded permutation of all cases; the first ``round(test_fraction * n)`` are
+    test, the next ``round(val_fraction * n)`` validation, the rest the training pool, whose first
+    ``round(labeled_ratio * n_pool)`` (at least ``min_labeled``) are labelled. With ``official_test`` the test
+    split is that list and the pool is permuted as above. With ``official_train`` the pool keeps the list's order,
+    validation is a seeded sample of ``round(val_fraction * n_train)`` ids outside the first
+    ``ceil(val_protect_fraction * n_train)``, and labelled = the first ``round(labeled_ratio * n_train)`` remaining
+    ids (the ratio counts against the official training list, as in the literature: 10 % of 80 = 8).
+
+    Args:
+        datalist_or_cases: path of a ``datalist.json`` (with ``"cases"``), the loaded dict, or a list of entries
+            (``{"image": ..., "label": ..., optional "id"}``). Paths are kept as they are.
+        labeled_ratio: fraction of the training pool that keeps its labels, in (0, 1].
+        seed: split seed.
+        val_fraction: validation fraction (of all cases, or of the official training list), in [0, 1).
+        test_fraction: test fraction of all cases, in [0, 1); ignored when an official test list is used.
+        official_test: case ids forming the test split (see ``case_id``).
+        official_train: case ids of the official training list, in order.
+        min_labeled: minimum number of labelled cases.
+        labeled_first_n: labelled count overriding ``labeled_ratio`` (first N of the pool order).
+        use_official: when the arguments are None, use ``official_test`` / ``official_train`` stored in the datalist.
+        val_protect_fraction: with ``official_train``, leading fraction of the list never used for validation.
+
+    Returns:
+        datalist dict with ``labeled``, ``unlabeled`` (no ``label`` key), ``validation``, ``test`` and metadata
+        (``seed``, ``labeled_ratio``, ``split`` parameters, and ``name``, ``spatial_dims``, ``num_classes``, ... copied
+        from the source datalist).
+    """
+    if not 0.0 < float(labeled_ratio) <= 1.0:
+        raise ValueError(f"labeled_ratio must be in (0, 1], got {labeled_ratio}.")
+    if not 0.0 <= val_fraction < 1.0 or not 0.0 <= test_fraction < 1.0 or val_fraction + test_fraction >= 1.0:
+        raise ValueError(
+            f"val_fraction and test_fraction must be in [0, 1) with a sum < 1; got {val_fraction}, {test_fraction}."
+        )
+    if min_labeled < 0:
+        raise ValueError(f"min_labeled must be >= 0, got {min_labeled}.")
+    data, cases = _load(datalist_or_cases)
+    if use_official:
+        official_test = official_test if official_test is not None else data.get("official_test")
+        official_train = official_train if official_train is not None else data.get("official_train")
+
+    by_id: dict[str, dict] = {}
+    seen_images: set[str] = set()
+    for c in cases:
+        cid = case_id(c)
+        if cid in by_id:
+            raise ValueError(f"make_split: duplicate case id '{cid}' ({c['image']}).")
+        if str(c["image"]) in seen_images:
+            raise ValueError(f"make_split: image {c['image']} listed twice.")
+        seen_images.add(str(c["image"]))
+        by_id[cid] = c
+    ids = sorted(by_id)  # the input order does not matter
+    rng = np.random.default_rng(int(seed))
+
+    def _check(lst: Sequence[str], what: str) -> list[str]:
+        missing = [i for i in lst if i not in by_id]
+        if missing:
+            raise ValueError(f"make_split: {len(missing)} id(s) of {what} not in the datalist, e.g. {missing[:3]}.")
+        if len(set(lst)) != len(lst):
+            raise ValueError(f"make_split: {what} lists an id twice.")
+        return list(lst)
+
+    if official_train is not None:
+        train = _check(official_train, "official_train")
+        test = _check(official_test, "official_test") if official_test is not None else []
+        overlap = set(train) & set(test)
+        if overlap:
+            raise ValueError(f"make_split: ids in both official_train and official_test: {sorted(overlap)[:3]}.")
+        n_train = len(train)
+        n_val = _round(val_fraction * n_train)
+        protect = min(math.ceil(val_protect_fraction * n_train), n_train - n_val)
+        cand = train[protect:]
+        pick = set(rng.choice(len(cand), size=n_val, replace=False).tolist()) if n_val else set()
+        val = [cand[i] for i in sorted(pick)]
+        pool = [i for i in train if i not in set(val)]
+        ratio_base = n_train
+    else:
+        if official_test is not None:
+            test = _check(official_test, "official_test")
+            rest = [i for i in ids if i not in set(test)]
+            perm = [rest[i] for i in rng.permutation(len(rest))]
+            n_val = _round(val_fraction * len(ids))
+            val, pool = perm[:n_val], perm[n_val:]
+        else:
+            perm = [ids[i] for i in rng.permutation(len(ids))]
+            n_test = _round(test_fraction * len(ids))
+            n_val = _round(val_fraction * len(ids))
+            test, val, pool = perm[:n_test], perm[n_test : n_test + n_val], perm[n_test + n_val :]
+        ratio_base = len(pool)
+    if not pool:
+        raise ValueError(f"make_split: the training pool is empty ({len(ids)} cases, {len(val)} validation, "
+                         f"{len(test)} test).")
+    if labeled_first_n is not None:
+        if not 1 <= labeled_first_n <= len(pool):
+            raise ValueError(f"labeled_first_n must be in [1, {len(pool)}], got {labeled_first_n}.")
+        n_lab = int(labeled_first_n)
+    elif float(labeled_ratio) >= 1.0:
+        n_lab = len(pool)
+    else:
+        n_lab = min(len(pool), max(int(min_labeled), _round(float(labeled_ratio) * ratio_base)))
+
+    def entry(i: str, labelled: bool = True) -> dict:
+        e = dict(by_id[i])
+        if not labelled:
+            e.pop("label", None)
+        return e
+
+    out: dict[str, Any] = {k: data[k] for k in _META_KEYS if k in data}
+    out.update(
+        {
+            "seed": int(seed),
+            "labeled_ratio": float(labeled_ratio),
+            "split": {
+                "val_fraction": val_fraction,
+                "test_fraction": None if official_test is not None else test_fraction,
+                "official_test": official_test is not None,
+                "official_train": official_train is not None,
+                "labeled_first_n": labeled_first_n,
+                "min_labeled": min_labeled,
+                "num_labeled": n_lab,
+            },
+            "labeled": [entry(i) for i in pool[:n_lab]],
+            "unlabeled": [entry(i, labelled=False) for i in pool[n_lab:]],
+            "validation": [entry(i) for i in val],
+            "test": [entry(i) for i in test],
+        }
+    )
+    return out
+
+
+def write_split(
+    split: Mapping[str, Any], dataset_dir: str | Path, path: str | Path | None = None
+) -> Path:
+    """Write a split made by ``make_split`` whose relative paths are relative to ``dataset_dir``.
+
+    Relative image/label paths are rewritten relative to the output file's folder, so that
+    ``monai.data.load_decathlon_datalist(path, data_list_key=...)`` resolves them.
+
+    Args:
+        split: the dict returned by ``make_split``.
+        dataset_dir: folder the split's relative paths refer to (the source datalist's folder).
+        path: output file; default ``<dataset_dir>/splits/`` + ``split_filename(...)``.
+
+    Returns:
+        the written path.
+    """
+    ddir = Path(dataset_dir)
+    if path is None:
+        s = split.get("split", {})
+        path = ddir / "splits" / split_filename(split["labeled_ratio"], split["seed"], s.get("labeled_first_n"))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rel_root = os.path.relpath(ddir.resolve(), path.parent.resolve())
+    out = dict(split)
+    for key in ("labeled", "unlabeled", "validation", "test"):
+        lst = []
+        for e in split.get(key, []):
+            e = dict(e)
+            for k in ("image", "label"):
+                if k in e and isinstance(e[k], str) and not os.path.isabs(e[k]):
+                    e[k] = os.path.normpath(os.path.join(rel_root, e[k])) if rel_root != "." else e[k]
+            lst.append(e)
+        out[key] = lst
+    path.write_text(json.dumps(out, indent=2))
+    return path

@@ -1,0 +1,231 @@
+"""Phase 2: teacher / twin-student co-training with CPS and R diffusion rounds (METHOD.md, "Phase 2")."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+
+import torch
+import torch.nn as nn
+from ignite.engine import Engine
+from monai.engines.utils import IterationEvents
+from monai.utils import CommonKeys
+
+from ..losses import HardTargetDiceLoss, hard_labels
+from ..networks.teacher import DiffusionTeacher
+from .base import DiffusionTrainerBase
+
+__all__ = ["CoTrainer", "LinearRampUp"]
+
+
+class LinearRampUp:
+    """``lambda(e) = lambda_max * min(1, (e + 1) / ramp_epochs)`` for a 0-based epoch ``e``.
+
+    Args:
+        lambda_max: the final weight.
+        ramp_epochs: epochs to reach it (``E_ramp``); must be >= 1.
+    """
+
+    def __init__(self, lambda_max: float = 1.0, ramp_epochs: int = 1) -> None:
+        if ramp_epochs < 1:
+            raise ValueError(f"ramp_epochs must be >= 1, got {ramp_epochs}.")
+        if lambda_max < 0:
+            raise ValueError(f"lambda_max must be >= 0, got {lambda_max}.")
+        self.lambda_max = lambda_max
+        self.ramp_epochs = ramp_epochs
+
+    def __call__(self, epoch: int) -> float:
+        return self.lambda_max * min(1.0, (epoch + 1) / self.ramp_epochs)
+
+
+class CoTrainer(DiffusionTrainerBase):
+    """Teacher / twin-student co-training.
+
+    Every iteration takes a labelled batch ``(x_l, y)`` and an unlabelled batch ``x_u`` (a ``PairedLoader``
+    item). Both networks segment both batches (``P_S``, ``P_T``, each with its own noise draw), then:
+
+    - ``L_cps = Dice(P_S, argmax P_T) + Dice(P_T, argmax P_S)`` on ``x_u``;
+    - for ``j = 1..R``: ``(L_rec_j, x0_hat_j) = G_T(x | m = stopgrad(2 softmax(P_T) - 1))``,
+      ``P~_j = S_T(stopgrad(x0_hat_j))``, ``L_align_j = Dice(P~_j, target)`` with ``target = argmax P_S`` on
+      ``x_u`` and ``y`` on ``x_l``; ``round_mode="chained"`` conditions round ``j`` on ``P~_(j-1)`` instead;
+    - ``L_unsup = lambda(e) [L_cps + (w_d / R) sum_j (L_align_j + L_rec_j)]`` on ``x_u``;
+    - ``L_sup = Dice(P_S, y) + Dice(P_T, y) + (w_d / R) sum_j (L_align_j + L_rec_j)`` on ``(x_l, y)``;
+    - ``L = L_sup + L_unsup``; both optimizers step.
+
+    Gradient routing follows from the detaches: CPS and the supervised Dice train ``S_S`` and ``S_T``; the
+    alignment terms train only ``S_T`` (detached input, hard target); the reconstruction terms train only
+    ``G_T`` (detached condition). ``R = 0`` is plain CPS.
+
+    With ``batch_rounds`` (default) the ``R`` independent rounds run as one forward pass over an ``R``-times
+    repeated batch: the same maths (each round has its own ``t_j`` and noise), fewer kernel launches.
+
+    ``engine.state.output`` holds ``loss``, ``loss_sup``, ``loss_unsup``, ``loss_sup_dice``, ``loss_cps``,
+    ``loss_align``, ``loss_rec`` (each round-sum over labelled + unlabelled, divided by ``R``) and
+    ``unsup_weight``.
+
+    Args:
+        device: training device.
+        max_epochs: number of epochs.
+        train_data_loader: a ``PairedLoader`` of labelled and unlabelled batches.
+        teacher: the teacher (phase-1 weights or fresh for plain CPS).
+        student: the twin student (same architecture; only its mask pathway is used).
+        teacher_optimizer: optimizer of the teacher's parameters (both pathways).
+        student_optimizer: optimizer of the student's mask-pathway parameters.
+        seg_loss: ``Dice(P, target)`` against hard targets (default ``HardTargetDiceLoss()``; pass
+            ``HardTargetDiceLoss(use_ce=True)`` for Dice + CE).
+        rounds: ``R >= 0``.
+        round_mode: ``"independent"`` or ``"chained"``.
+        w_d: weight ``w_d`` of the diffusion terms.
+        unsup_weight: callable ``lambda(e)`` of the 0-based epoch (default ``LinearRampUp(1.0, max_epochs)``).
+        batch_rounds: run independent rounds as one batched forward pass.
+        epoch_length: iterations per epoch (default: the paired loader's length).
+        non_blocking: non-blocking copies.
+        amp: autocast on.
+        amp_dtype: ``"bfloat16"`` or ``"float16"``.
+        grad_clip_norm: gradient-norm clipping (``None``: off).
+        train_handlers: Ignite handlers of the trainer.
+        image_key: image key.
+        label_key: label key.
+        labeled_key: key of the labelled batch in a paired item.
+        unlabeled_key: key of the unlabelled batch in a paired item.
+    """
+
+    def __init__(
+        self,
+        device: torch.device | str,
+        max_epochs: int,
+        train_data_loader: Iterable,
+        teacher: DiffusionTeacher,
+        student: DiffusionTeacher,
+        teacher_optimizer: torch.optim.Optimizer,
+        student_optimizer: torch.optim.Optimizer,
+        seg_loss: nn.Module | None = None,
+        rounds: int = 3,
+        round_mode: str = "independent",
+        w_d: float = 1.0,
+        unsup_weight: Callable[[int], float] | None = None,
+        batch_rounds: bool = True,
+        epoch_length: int | None = None,
+        non_blocking: bool = False,
+        amp: bool = False,
+        amp_dtype: str = "bfloat16",
+        grad_clip_norm: float | None = None,
+        train_handlers: Sequence | None = None,
+        image_key: str = CommonKeys.IMAGE,
+        label_key: str = CommonKeys.LABEL,
+        labeled_key: str = "labeled",
+        unlabeled_key: str = "unlabeled",
+    ) -> None:
+        if rounds < 0:
+            raise ValueError(f"rounds must be >= 0, got {rounds}.")
+        if round_mode not in ("independent", "chained"):
+            raise ValueError(f"round_mode must be 'independent' or 'chained', got {round_mode!r}.")
+        if teacher.num_classes != student.num_classes or teacher.in_channels != student.in_channels:
+            raise ValueError(
+                f"the twin student must match the teacher: teacher (in_channels={teacher.in_channels}, "
+                f"num_classes={teacher.num_classes}), student (in_channels={student.in_channels}, "
+                f"num_classes={student.num_classes})."
+            )
+        super().__init__(
+            device, max_epochs, train_data_loader, epoch_length, non_blocking, amp, amp_dtype, grad_clip_norm,
+            train_handlers, image_key, label_key,
+        )
+        self.teacher = teacher
+        self.student = student
+        self.network = teacher  # the standard id MONAI handlers look for
+        self.teacher_optimizer = teacher_optimizer
+        self.student_optimizer = student_optimizer
+        self.seg_loss = seg_loss or HardTargetDiceLoss()
+        self.rounds = rounds
+        self.round_mode = round_mode
+        self.w_d = w_d
+        self.unsup_weight = unsup_weight or LinearRampUp(1.0, max_epochs)
+        self.batch_rounds = batch_rounds
+        self.labeled_key = labeled_key
+        self.unlabeled_key = unlabeled_key
+
+    def compute_losses(self, x_l: torch.Tensor, y: torch.Tensor, x_u: torch.Tensor, epoch: int) -> dict[str, torch.Tensor]:
+        """All loss terms of one iteration (no optimizer step); ``loss`` is the total.
+
+        Args:
+            x_l: labelled images ``(B_l, C, *spatial)``.
+            y: their labels ``(B_l, 1, *spatial)``.
+            x_u: unlabelled images ``(B_u, C, *spatial)``.
+            epoch: the 0-based epoch of the ramp-up.
+        """
+        n_l = x_l.shape[0]
+        x = torch.cat([x_l, x_u], dim=0)
+        seg = self.seg_loss
+        p_s = self.student.segment(x)
+        p_t = self.teacher.segment(x)
+        self.fire_event(IterationEvents.FORWARD_COMPLETED)
+        ps_l, ps_u, pt_l, pt_u = p_s[:n_l], p_s[n_l:], p_t[:n_l], p_t[n_l:]
+        loss_sup_dice = seg(ps_l, y) + seg(pt_l, y)
+        loss_cps = seg(ps_u, hard_labels(pt_u)) + seg(pt_u, hard_labels(ps_u))
+        target = torch.cat([y.long(), hard_labels(ps_u)], dim=0)
+        zero = torch.zeros((), device=x.device)
+        align_l, align_u, rec_l, rec_u = zero, zero, zero, zero
+        r = self.rounds
+        if r > 0:
+            cond = (2 * p_t.detach().float().softmax(1) - 1).to(x.dtype)
+            if self.round_mode == "independent" and self.batch_rounds:
+                rec = self.teacher.reconstruct(x.repeat(r, *[1] * (x.ndim - 1)), cond.repeat(r, *[1] * (x.ndim - 1)))
+                p_tilde = self.teacher.segment(rec.x0_hat.detach())
+                b = x.shape[0]
+                pt_r = p_tilde.reshape(r, b, *p_tilde.shape[1:])
+                tg_r = target.unsqueeze(0).expand(r, *target.shape)
+                align_l = sum(seg(pt_r[j, :n_l], tg_r[j, :n_l]) for j in range(r))
+                align_u = sum(seg(pt_r[j, n_l:], tg_r[j, n_l:]) for j in range(r))
+                rl = rec.loss.reshape(r, b)
+                rec_l, rec_u = rl[:, :n_l].mean(1).sum(), rl[:, n_l:].mean(1).sum()
+            else:
+                for _ in range(r):
+                    rec = self.teacher.reconstruct(x, cond)
+                    p_tilde = self.teacher.segment(rec.x0_hat.detach())
+                    align_l = align_l + seg(p_tilde[:n_l], target[:n_l])
+                    align_u = align_u + seg(p_tilde[n_l:], target[n_l:])
+                    rec_l = rec_l + rec.loss[:n_l].mean()
+                    rec_u = rec_u + rec.loss[n_l:].mean()
+                    if self.round_mode == "chained":
+                        cond = (2 * p_tilde.detach().float().softmax(1) - 1).to(x.dtype)
+        coef = self.w_d / r if r > 0 else 0.0
+        lam = float(self.unsup_weight(epoch))
+        loss_unsup = lam * (loss_cps + coef * (align_u + rec_u))
+        loss_sup = loss_sup_dice + coef * (align_l + rec_l)
+        loss = loss_sup + loss_unsup
+        self.fire_event(IterationEvents.LOSS_COMPLETED)
+        denom = max(r, 1)
+        return {
+            CommonKeys.LOSS: loss,
+            "loss_sup": loss_sup,
+            "loss_unsup": loss_unsup,
+            "loss_sup_dice": loss_sup_dice,
+            "loss_cps": loss_cps,
+            "loss_align": (align_l + align_u) / denom,
+            "loss_rec": (rec_l + rec_u) / denom,
+            "unsup_weight": torch.tensor(lam),
+        }
+
+    def _iteration(self, engine: Engine, batchdata: dict) -> dict:
+        if batchdata is None:
+            raise ValueError("Must provide batch data for current iteration.")
+        for key in (self.labeled_key, self.unlabeled_key):
+            if key not in batchdata:
+                raise KeyError(f"co-training batch has no '{key}' stream (keys: {sorted(batchdata)}); use a PairedLoader.")
+        x_l, y = self.split_image_label(batchdata[self.labeled_key])
+        x_u, _ = self.split_image_label(batchdata[self.unlabeled_key])
+        if y is None:
+            raise ValueError(f"the labelled batch has no '{self.label_key}'.")
+        self.teacher.check_input(x_l, "labelled batch")
+        self.teacher.check_input(x_u, "unlabelled batch")
+        self.teacher.train()
+        self.student.train()
+        with self.autocast():
+            losses = self.compute_losses(x_l, y, x_u, engine.state.epoch - 1)
+        self.step(
+            losses[CommonKeys.LOSS],
+            [self.teacher_optimizer, self.student_optimizer],
+            [self.teacher.parameters(), self.student.mask_net.parameters()],
+        )
+        engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
+        return {k: v.detach() for k, v in losses.items()}

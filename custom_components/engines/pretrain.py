@@ -1,0 +1,242 @@
+"""Phase 1: unsupervised cycle-consistency pretraining of the diffusion teacher (METHOD.md, "Phase 1")."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Sequence
+
+import torch
+import torch.nn as nn
+from ignite.engine import Engine
+from monai.engines import Evaluator
+from monai.engines.utils import IterationEvents
+from monai.inferers import Inferer
+from monai.metrics import compute_dice
+from monai.utils import CommonKeys
+
+from ..losses import HardTargetDiceLoss
+from ..networks.teacher import DiffusionTeacher, make_noise
+from .base import DiffusionTrainerBase, plain
+
+__all__ = ["TeacherPretrainTrainer", "TeacherMonitorEvaluator", "class_fractions", "permutation_dice"]
+
+
+def class_fractions(logits: torch.Tensor) -> torch.Tensor:
+    """Per-class pixel fractions of ``argmax`` of ``logits``, averaged over the batch: shape ``(K,)``.
+
+    Args:
+        logits: ``(B, K, *spatial)``.
+    """
+    k = logits.shape[1]
+    lab = logits.argmax(1)
+    return torch.stack([(lab == c).float().mean() for c in range(k)])
+
+
+def _fg_dice(pred_lab: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
+    """Per-sample mean foreground Dice of hard label maps ``(B, 1, ...)``; empty-vs-empty counts as 1."""
+    oh_p = torch.nn.functional.one_hot(pred_lab[:, 0].long(), k).movedim(-1, 1)
+    oh_y = torch.nn.functional.one_hot(y[:, 0].long(), k).movedim(-1, 1)
+    d = compute_dice(oh_p, oh_y, include_background=False, ignore_empty=False)
+    return d.nanmean(1)
+
+
+def permutation_dice(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-sample foreground Dice of the teacher's unnamed channels under the best channel-to-class
+    assignment (chosen once for the whole batch): shape ``(B,)``.
+
+    Args:
+        logits: ``(B, K, *spatial)`` teacher logits.
+        y: ``(B, 1, *spatial)`` labels.
+    """
+    k = logits.shape[1]
+    lab = logits.argmax(1, keepdim=True)
+    best = None
+    for perm in itertools.permutations(range(k)):
+        mapped = torch.as_tensor(perm, device=lab.device)[lab]
+        d = _fg_dice(mapped, y, k)
+        if best is None or d.mean() > best.mean():
+            best = d
+    return best
+
+
+class TeacherPretrainTrainer(DiffusionTrainerBase):
+    """Cycle-consistency pretraining of the teacher; labels only ever train the monitoring probe.
+
+    One iteration on images ``x``:
+
+    1. ``p = softmax(S(concat[m_t^bg, x], t1))``, ``m = 2 p - 1`` (not detached);
+    2. ``L_cyc = mean((eps - G(concat[x_t2, m], t2)) ** 2)`` with a fresh ``t2``;
+    3. one optimizer step on both pathways; then, on samples that carry a label (no ``ignore_value``), one
+       step of the probe on ``p.detach()``.
+
+    ``engine.state.output`` holds ``loss`` (= ``loss_cyc``), ``loss_cyc``, ``loss_probe`` and ``frac_class<k>``
+    (per-class pixel fractions of the teacher's masks, so that a collapse shows in the logs).
+
+    Args:
+        device: training device.
+        max_epochs: number of epochs.
+        train_data_loader: loader over every training image (labelled and unlabelled).
+        teacher: the ``DiffusionTeacher``.
+        optimizer: optimizer of the teacher's parameters.
+        probe: optional ``ChannelProbe``; ``None`` disables monitoring.
+        probe_optimizer: optimizer of the probe's parameters (required with a probe).
+        probe_loss: loss of the probe against labels (default: Dice + CE on hard labels).
+        ignore_value: the label value marking "no label" (filled by ``FillMissingLabeld``).
+        epoch_length: iterations per epoch.
+        non_blocking: non-blocking copies.
+        amp: autocast on.
+        amp_dtype: ``"bfloat16"`` or ``"float16"``.
+        grad_clip_norm: gradient-norm clipping of the teacher (``None``: off).
+        train_handlers: Ignite handlers of the trainer.
+        image_key: image key.
+        label_key: label key.
+    """
+
+    def __init__(
+        self,
+        device: torch.device | str,
+        max_epochs: int,
+        train_data_loader: Iterable,
+        teacher: DiffusionTeacher,
+        optimizer: torch.optim.Optimizer,
+        probe: nn.Module | None = None,
+        probe_optimizer: torch.optim.Optimizer | None = None,
+        probe_loss: nn.Module | None = None,
+        ignore_value: int = -1,
+        epoch_length: int | None = None,
+        non_blocking: bool = False,
+        amp: bool = False,
+        amp_dtype: str = "bfloat16",
+        grad_clip_norm: float | None = None,
+        train_handlers: Sequence | None = None,
+        image_key: str = CommonKeys.IMAGE,
+        label_key: str = CommonKeys.LABEL,
+    ) -> None:
+        if probe is not None and probe_optimizer is None:
+            raise ValueError("a probe needs a probe_optimizer.")
+        super().__init__(
+            device, max_epochs, train_data_loader, epoch_length, non_blocking, amp, amp_dtype, grad_clip_norm,
+            train_handlers, image_key, label_key,
+        )
+        self.teacher = teacher
+        self.network = teacher  # the standard id MONAI handlers look for
+        self.optimizer = optimizer
+        self.probe = probe
+        self.probe_optimizer = probe_optimizer
+        self.probe_loss = probe_loss or HardTargetDiceLoss(use_ce=True)
+        self.ignore_value = ignore_value
+
+    def _iteration(self, engine: Engine, batchdata: dict) -> dict:
+        if batchdata is None:
+            raise ValueError("Must provide batch data for current iteration.")
+        x, y = self.split_image_label(batchdata)
+        self.teacher.check_input(x, "training batch")
+        self.teacher.train()
+        out: dict = {CommonKeys.IMAGE: x}
+        with self.autocast():
+            logits = self.teacher.segment(x)
+            p = logits.float().softmax(1)
+            engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+            rec = self.teacher.reconstruct(x, 2 * p - 1)
+            loss = rec.loss.mean()
+        engine.fire_event(IterationEvents.LOSS_COMPLETED)
+        self.step(loss, [self.optimizer], [self.teacher.parameters()])
+        engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+        out.update({CommonKeys.LOSS: loss.detach(), "loss_cyc": loss.detach()})
+        for c, f in enumerate(class_fractions(logits.detach())):
+            out[f"frac_class{c}"] = f
+        out["loss_probe"] = torch.zeros((), device=x.device)
+        if self.probe is not None and y is not None:
+            has_label = (y != self.ignore_value).flatten(1).all(1)
+            if has_label.any():
+                self.probe.train()
+                probe_logits = self.probe(p.detach()[has_label])
+                loss_probe = self.probe_loss(probe_logits, y[has_label])
+                self.probe_optimizer.zero_grad(set_to_none=True)
+                loss_probe.backward()
+                self.probe_optimizer.step()
+                out["loss_probe"] = loss_probe.detach()
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
+        return out
+
+
+class TeacherMonitorEvaluator(Evaluator):
+    """Phase-1 validation: probe Dice, best-assignment Dice, class fractions and reconstruction error.
+
+    Each iteration segments the validation images at the teacher's fixed inference ``t`` with seeded noise,
+    applies the probe, and reconstructs the image at ``recon_timestep`` conditioned on the teacher's mask.
+    ``engine.state.output`` carries per-sample values ``probe_dice``, ``perm_dice``, ``rec_mse`` and
+    ``frac_class<k>`` for ``OutputAverage`` metrics, plus ``pred`` (probe probabilities) and ``label``.
+
+    Args:
+        device: device.
+        val_data_loader: validation loader (image + label).
+        teacher: the ``DiffusionTeacher``.
+        probe: the ``ChannelProbe`` (``None``: identity, i.e. the raw channels).
+        recon_timestep: fixed ``t`` of the reconstruction check.
+        seed: seed of the reconstruction noise.
+        key_val_metric: the key metric (``{"val_probe_dice": OutputAverage("probe_dice")}`` typically).
+        additional_metrics: further metrics.
+        val_handlers: handlers of the evaluator.
+        inferer: unused (kept for the standard evaluator signature); must be ``None``.
+        non_blocking: non-blocking copies.
+        amp: autocast on.
+    """
+
+    def __init__(
+        self,
+        device: torch.device | str,
+        val_data_loader: Iterable,
+        teacher: DiffusionTeacher,
+        probe: nn.Module | None = None,
+        recon_timestep: int = 250,
+        seed: int = 0,
+        key_val_metric: dict | None = None,
+        additional_metrics: dict | None = None,
+        val_handlers: Sequence | None = None,
+        inferer: Inferer | None = None,
+        non_blocking: bool = False,
+        amp: bool = False,
+    ) -> None:
+        super().__init__(
+            device=device,
+            val_data_loader=val_data_loader,
+            key_val_metric=key_val_metric,
+            additional_metrics=additional_metrics,
+            val_handlers=val_handlers,
+            non_blocking=non_blocking,
+            amp=amp,
+            decollate=False,
+        )
+        self.teacher = teacher
+        self.network = teacher
+        self.probe = probe
+        self.recon_timestep = recon_timestep
+        self.seed = seed
+
+    def _iteration(self, engine: Engine, batchdata: dict) -> dict:
+        x = plain(batchdata[CommonKeys.IMAGE]).to(engine.state.device).float()
+        y = plain(batchdata[CommonKeys.LABEL]).to(engine.state.device)
+        self.teacher.eval()
+        if self.probe is not None:
+            self.probe.eval()
+        with torch.no_grad():
+            k = self.teacher.num_classes
+            logits = self.teacher.segment(x, self.teacher.infer_timestep, self.teacher.fixed_noise(x))
+            p = logits.float().softmax(1)
+            probe_logits = self.probe(p) if self.probe is not None else logits
+            noise = make_noise(x.shape, self.seed, x.device, x.dtype)
+            rec = self.teacher.reconstruct(x, 2 * p - 1, self.recon_timestep, noise)
+            out = {
+                CommonKeys.PRED: probe_logits.softmax(1),
+                CommonKeys.LABEL: y,
+                "probe_dice": _fg_dice(probe_logits.argmax(1, keepdim=True), y, k),
+                "perm_dice": permutation_dice(logits, y),
+                "rec_mse": rec.loss,
+            }
+            lab = logits.argmax(1)
+            for c in range(k):
+                out[f"frac_class{c}"] = (lab == c).flatten(1).float().mean(1)
+        engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
+        return out

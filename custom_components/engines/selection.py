@@ -1,0 +1,240 @@
+"""Phase-2 model selection: validate student and teacher, sweep the binary threshold, keep the best."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+from ignite.engine import Engine, Events
+from monai.engines import Evaluator
+from monai.engines.utils import IterationEvents
+from monai.inferers import Inferer, SimpleInferer
+from monai.utils import CommonKeys
+
+from ..handlers.checkpoint import atomic_torch_save
+from ..networks.deployable import MaskPathwaySegmenter
+from .base import plain
+
+__all__ = ["DualNetworkEvaluator", "SelectedModelSaver", "dice_per_threshold"]
+
+logger = logging.getLogger(__name__)
+
+
+def dice_per_threshold(probs: torch.Tensor, label: torch.Tensor, thresholds: torch.Tensor | None) -> torch.Tensor:
+    """Per-case foreground Dice for a batch: ``(B, len(thresholds))`` for binary tasks with a sweep,
+    else ``(B, 1)`` (argmax, mean over foreground classes). Empty prediction and empty reference give 1.
+
+    Args:
+        probs: probabilities ``(B, K, *spatial)``.
+        label: labels ``(B, 1, *spatial)``.
+        thresholds: foreground thresholds (binary only); ``None``: argmax.
+    """
+    y = label[:, 0].long()
+    b, k = probs.shape[:2]
+    if k == 2 and thresholds is not None:
+        fg = probs[:, 1].flatten(1)  # (B, N)
+        yt = (y.flatten(1) == 1)
+        out = []
+        for thr in thresholds.tolist():
+            pred = fg >= thr
+            inter = (pred & yt).sum(1).double()
+            denom = (pred.sum(1) + yt.sum(1)).double()
+            out.append(torch.where(denom > 0, 2 * inter / denom.clamp_min(1), torch.ones_like(denom)))
+        return torch.stack(out, 1)
+    lab = probs.argmax(1).flatten(1)
+    yf = y.flatten(1)
+    ds = []
+    for c in range(1, k):
+        p, t = lab == c, yf == c
+        inter = (p & t).sum(1).double()
+        denom = (p.sum(1) + t.sum(1)).double()
+        ds.append(torch.where(denom > 0, 2 * inter / denom.clamp_min(1), torch.ones_like(denom)))
+    return torch.stack(ds, 1).mean(1, keepdim=True)
+
+
+class DualNetworkEvaluator(Evaluator):
+    """Validate several ``image -> probabilities`` networks (student and teacher) on the validation split.
+
+    Each iteration runs every network through the inferer and records the per-case foreground Dice for each
+    threshold of the sweep (binary) or of the argmax (multi-class). At the end of the run the best
+    (network, threshold) pair is chosen by mean per-case Dice; ``engine.state.metrics`` then holds
+    ``val_dice`` (the selected pair's Dice, the key metric), ``val_dice_<name>`` (each network at its best
+    threshold) and ``val_threshold``; ``engine.state.selection`` holds the choice.
+
+    Args:
+        device: device.
+        val_data_loader: validation loader (image + label).
+        networks: name -> ``image -> probabilities`` module (e.g. ``MaskPathwaySegmenter`` views).
+        inferer: inferer (sliding window for 3D); default ``SimpleInferer``.
+        threshold_step: sweep step for binary tasks (0.02 in METHOD.md); ``None``: plain argmax.
+        val_handlers: handlers (``SelectedModelSaver``, stats).
+        non_blocking: non-blocking copies.
+        amp: autocast on.
+    """
+
+    def __init__(
+        self,
+        device: torch.device | str,
+        val_data_loader: Iterable,
+        networks: dict[str, nn.Module],
+        inferer: Inferer | None = None,
+        threshold_step: float | None = 0.02,
+        val_handlers: Sequence | None = None,
+        non_blocking: bool = False,
+        amp: bool = False,
+    ) -> None:
+        if not networks:
+            raise ValueError("networks must name at least one network.")
+        super().__init__(
+            device=device,
+            val_data_loader=val_data_loader,
+            val_handlers=None,
+            non_blocking=non_blocking,
+            amp=amp,
+            decollate=False,
+        )
+        self.networks = dict(networks)
+        self.network = next(iter(self.networks.values()))
+        self.inferer = inferer or SimpleInferer()
+        if threshold_step is not None:
+            if not 0 < threshold_step < 1:
+                raise ValueError(f"threshold_step must be in (0, 1), got {threshold_step}.")
+            n = int(round(1 / threshold_step))
+            self.thresholds: torch.Tensor | None = torch.tensor([i * threshold_step for i in range(1, n)], dtype=torch.float64)
+        else:
+            self.thresholds = None
+        self._curves: dict[str, list[torch.Tensor]] = {}
+        # selection runs before any handler (stats, model saver) reads the metrics
+        self.add_event_handler(Events.EPOCH_STARTED, self._reset)
+        self.add_event_handler(Events.EPOCH_COMPLETED, self._select)
+        if val_handlers:
+            self._register_handlers(val_handlers)
+
+    def _reset(self, engine: Engine) -> None:
+        self._curves = {name: [] for name in self.networks}
+
+    def _iteration(self, engine: Engine, batchdata: dict) -> dict:
+        x = plain(batchdata[CommonKeys.IMAGE]).to(engine.state.device).float()
+        y = plain(batchdata[CommonKeys.LABEL]).to(engine.state.device)
+        out = {CommonKeys.LABEL: y}
+        with torch.no_grad():
+            for name, net in self.networks.items():
+                net.eval()
+                probs = self.inferer(x, net).float()
+                k = probs.shape[1]
+                self._curves[name].append(dice_per_threshold(probs, y, self.thresholds if k == 2 else None).cpu())
+                out[f"{CommonKeys.PRED}_{name}"] = probs
+        engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
+        return out
+
+    def _select(self, engine: Engine) -> None:
+        best = None
+        for name, curves in self._curves.items():
+            mean = torch.cat(curves).mean(0)
+            i = int(mean.argmax())
+            thr = float(self.thresholds[i]) if mean.numel() > 1 and self.thresholds is not None else 0.5
+            engine.state.metrics[f"val_dice_{name}"] = float(mean[i])
+            if mean.numel() > 1:
+                i05 = int(torch.argmin((self.thresholds - 0.5).abs()))
+                engine.state.metrics[f"val_dice_{name}_at_0.5"] = float(mean[i05])
+            if best is None or float(mean[i]) > best["dice"]:
+                best = {"network": name, "threshold": round(thr, 4), "dice": float(mean[i])}
+        engine.state.selection = best
+        engine.state.metrics["val_dice"] = best["dice"]
+        engine.state.metrics["val_threshold"] = best["threshold"]
+        engine.state.key_metric_name = "val_dice"
+        if best["dice"] > engine.state.best_metric:
+            engine.state.best_metric = best["dice"]
+            engine.state.best_metric_epoch = engine.state.epoch
+
+
+class SelectedModelSaver:
+    """Save the selected network's mask pathway as the deployable model whenever validation improves.
+
+    Attached to a ``DualNetworkEvaluator``; at the end of each validation run, if ``val_dice`` beats the best so
+    far, ``filename`` receives the ``state_dict`` of a ``MaskPathwaySegmenter`` wrapping the selected mask
+    pathway with the selected threshold folded in (one network, ``torch.load(weights_only=True)``-loadable),
+    written atomically, and ``<stem>_selection.json`` records network, threshold, Dice and epoch. Its own
+    ``state_dict`` (the best value) belongs in the resumable training state, so a resumed run never
+    overwrites a better model with a worse one.
+
+    Args:
+        save_dir: folder of the model file.
+        deployable: the ``MaskPathwaySegmenter`` template (its configuration; its weights are replaced).
+        mask_nets: name -> mask backbone (e.g. ``{"student": student.mask_net, "teacher": teacher.mask_net}``).
+        filename: model file name.
+        trainer: the trainer, to record the epoch (optional).
+    """
+
+    def __init__(
+        self,
+        save_dir: str,
+        deployable: MaskPathwaySegmenter,
+        mask_nets: dict[str, nn.Module],
+        filename: str = "model.pt",
+        trainer: Engine | None = None,
+    ) -> None:
+        self.save_dir = Path(save_dir)
+        self.deployable = deployable
+        self.mask_nets = mask_nets
+        self.filename = filename
+        self.trainer = trainer
+        self.best_dice = -1.0
+        self.best: dict = {}
+        self.history: list[dict] = []
+
+    def attach(self, engine: Engine) -> None:
+        """Attach to the evaluator.
+
+        Args:
+            engine: the ``DualNetworkEvaluator``.
+        """
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def state_dict(self) -> dict:
+        """The best value so far and the validation history (for the resumable state)."""
+        return {"best_dice": self.best_dice, "best": json.dumps(self.best), "history": json.dumps(self.history)}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`.
+
+        Args:
+            state: a dict from :meth:`state_dict`.
+        """
+        self.best_dice = float(state["best_dice"])
+        self.best = json.loads(state.get("best", "{}"))
+        self.history = json.loads(state.get("history", "[]"))
+
+    def __call__(self, engine: Engine) -> None:
+        sel = getattr(engine.state, "selection", None)
+        if sel is None:
+            return
+        epoch = int((self.trainer or engine).state.epoch)
+        record = {"epoch": epoch, **sel, **{k: v for k, v in engine.state.metrics.items() if k.startswith("val_dice_")}}
+        self.history.append(record)
+        if engine.state.rank != 0 if hasattr(engine.state, "rank") else False:
+            return
+        if sel["dice"] > self.best_dice:
+            self.best_dice = sel["dice"]
+            self.best = record
+            src = self.mask_nets[sel["network"]]
+            src = getattr(src, "module", src)  # unwrap DDP
+            self.deployable.mask_net.load_state_dict(src.state_dict())
+            self.deployable.set_threshold(min(max(sel["threshold"], 1e-3), 1 - 1e-3))
+            state = {k: v.detach().cpu().clone() for k, v in self.deployable.state_dict().items()}
+            atomic_torch_save(state, self.save_dir / self.filename)
+            stem = Path(self.filename).stem
+            tmp = self.save_dir / f".{stem}_selection.json.tmp"
+            tmp.write_text(json.dumps(record, indent=2))
+            os.replace(tmp, self.save_dir / f"{stem}_selection.json")
+            logger.info(
+                "new best model: %s at threshold %.2f, validation Dice %.4f (epoch %d) -> %s",
+                sel["network"], sel["threshold"], sel["dice"], epoch, self.save_dir / self.filename,
+            )

@@ -1,0 +1,1 @@
+from .cps import CPSLoss, HardTargetDiceLoss, hard_labels

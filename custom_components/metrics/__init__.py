@@ -1,0 +1,30 @@
+"""Segmentation metrics (Dice, Jaccard, HD95, ASD) under named protocols, summaries and report writers."""
+
+from custom_components.metrics.protocols import EMPTY_CASES_DOC, PROTOCOLS, EvaluationProtocol, get_protocol
+from custom_components.metrics.reports import CSV_NAME, JSON_NAME, file_stem, format_table, write_reports
+from custom_components.metrics.segmentation import (
+    METRICS,
+    compute_case_metrics,
+    largest_connected_component,
+    resolve_class_names,
+    summarize,
+    surface_distances,
+)
+
+__all__ = [
+    "EMPTY_CASES_DOC",
+    "PROTOCOLS",
+    "EvaluationProtocol",
+    "get_protocol",
+    "CSV_NAME",
+    "JSON_NAME",
+    "file_stem",
+    "format_table",
+    "write_reports",
+    "METRICS",
+    "compute_case_metrics",
+    "largest_connected_component",
+    "resolve_class_names",
+    "summarize",
+    "surface_distances",
+]

@@ -1,0 +1,127 @@
+"""The deployable segmentation network: a trained mask pathway wrapped as ``image -> class probabilities``.
+
+The noise and ``t`` of the mask pathway are fixed and seeded inside, so MONAI evaluators, sliding-window
+inferers, TorchScript export and MONAI Label use it like any segmentation network.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+
+from monai.networks.schedulers import DDPMScheduler
+
+from .teacher import background_mask, build_backbone, check_spatial_size, make_noise
+
+__all__ = ["MaskPathwaySegmenter"]
+
+
+class MaskPathwaySegmenter(nn.Module):
+    """``image -> class probabilities`` from a diffusion mask pathway.
+
+    ``forward(x)`` noises the all-background mask to the fixed ``timestep`` with noise drawn from ``seed``
+    (``seed + i`` for draw ``i`` of an ensemble), runs the mask pathway, and returns the mean softmax
+    probabilities. For binary tasks the foreground threshold chosen on validation is folded into the output:
+    ``fg_logit_offset = log(thr / (1 - thr))`` is subtracted from the foreground-minus-background logit, so that
+    ``argmax`` of the returned probabilities equals thresholding the raw foreground probability at ``thr``.
+    The offset is a buffer: ``models/model.pt`` carries it.
+
+    Args:
+        spatial_dims: 2 or 3.
+        in_channels: image channels ``C``.
+        num_classes: classes ``K``.
+        channels: backbone feature channels per level (default backbone only).
+        num_res_blocks: backbone residual blocks per level (default backbone only).
+        attention_levels: backbone attention per level (default backbone only).
+        norm_num_groups: backbone group-norm groups (default backbone only).
+        mask_net: an existing mask backbone to wrap (shared, not copied); ``None`` builds the default one.
+        num_train_timesteps: ``T`` of the schedule the pathway was trained with.
+        schedule: the MONAI noise schedule name it was trained with.
+        schedule_args: that schedule's keyword arguments.
+        timestep: the fixed inference ``t``.
+        seed: the seed of the inference noise.
+        num_draws: ensemble size (1: a single pass); draws are batched.
+        threshold: the binary foreground threshold (stored as ``fg_logit_offset``).
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        num_classes: int,
+        channels: Sequence[int] = (32, 64, 128, 256),
+        num_res_blocks: int | Sequence[int] = 1,
+        attention_levels: Sequence[bool] | None = None,
+        norm_num_groups: int = 8,
+        mask_net: nn.Module | None = None,
+        num_train_timesteps: int = 1000,
+        schedule: str = "scaled_linear_beta",
+        schedule_args: dict | None = None,
+        timestep: int = 500,
+        seed: int = 0,
+        num_draws: int = 1,
+        threshold: float = 0.5,
+    ) -> None:
+        super().__init__()
+        if num_draws < 1:
+            raise ValueError(f"num_draws must be >= 1, got {num_draws}.")
+        self.spatial_dims = spatial_dims
+        self.in_channels = in_channels
+        self.num_classes = num_classes
+        self.num_levels = len(channels)
+        self.timestep = timestep
+        self.seed = seed
+        self.num_draws = num_draws
+        self.mask_net = mask_net or build_backbone(
+            spatial_dims, num_classes + in_channels, num_classes, channels, num_res_blocks, attention_levels, norm_num_groups
+        )
+        self.scheduler = DDPMScheduler(
+            num_train_timesteps=num_train_timesteps, schedule=schedule, clip_sample=False, **(schedule_args or {})
+        )
+        self.register_buffer("fg_logit_offset", torch.zeros(()))
+        self.set_threshold(threshold)
+
+    def set_threshold(self, threshold: float) -> None:
+        """Fold a binary foreground threshold into the output (ignored for multi-class).
+
+        Args:
+            threshold: in (0, 1); 0.5 means plain argmax.
+        """
+        if not 0.0 < threshold < 1.0:
+            raise ValueError(f"threshold must be in (0, 1), got {threshold}.")
+        self.fg_logit_offset.fill_(math.log(threshold / (1.0 - threshold)) if self.num_classes == 2 else 0.0)
+
+    @property
+    def threshold(self) -> float:
+        """The binary foreground threshold folded into the output."""
+        return float(torch.sigmoid(self.fg_logit_offset))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class probabilities ``(B, K, *spatial)`` for images ``(B, C, *spatial)``.
+
+        Args:
+            x: images, intensity-normalised as in training.
+        """
+        if x.ndim != self.spatial_dims + 2 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"expected images of shape (B, {self.in_channels}, {', '.join(['*'] * self.spatial_dims)}), "
+                f"got {tuple(x.shape)}."
+            )
+        check_spatial_size(x.shape[2:], self.num_levels)
+        b = x.shape[0]
+        t = torch.full((b * self.num_draws,), self.timestep, dtype=torch.long, device=x.device)
+        shape = (1, self.num_classes, *x.shape[2:])
+        noise = torch.cat(
+            [make_noise(shape, self.seed + i, x.device, x.dtype).expand(b, *shape[1:]) for i in range(self.num_draws)]
+        )
+        xs = x.repeat(self.num_draws, *([1] * (x.ndim - 1)))
+        m_bg = background_mask(xs, self.num_classes)
+        m_t = self.scheduler.add_noise(m_bg, noise, t)
+        logits = self.mask_net(torch.cat([m_t, xs], dim=1), t).float()
+        if self.num_classes == 2:
+            logits = torch.stack([logits[:, 0], logits[:, 1] - self.fg_logit_offset], dim=1)
+        probs = logits.softmax(1)
+        return probs.reshape(self.num_draws, b, *probs.shape[1:]).mean(0)

@@ -1,0 +1,74 @@
+"""Loading the teacher checkpoint that links phase 1 to phases 2 and 3, with clear errors."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+__all__ = ["load_teacher_weights", "describe_architecture"]
+
+
+def describe_architecture(net: nn.Module) -> str:
+    """A one-line description of a teacher's architecture for error messages.
+
+    Args:
+        net: a ``DiffusionTeacher`` (or any module).
+    """
+    fields = ["spatial_dims", "in_channels", "num_classes", "num_levels"]
+    desc = ", ".join(f"{f}={getattr(net, f)}" for f in fields if hasattr(net, f))
+    n = sum(p.numel() for p in net.parameters())
+    return f"{type(net).__name__}({desc}; {n} parameters)"
+
+
+def load_teacher_weights(teacher: nn.Module, path: str | os.PathLike, strict: bool = True) -> nn.Module:
+    """Load a teacher checkpoint (a ``state_dict`` of both pathways, ``torch.load(weights_only=True)``).
+
+    Also accepts the resumable training state of phase 1 (the ``teacher`` entry is used).
+
+    Args:
+        teacher: the ``DiffusionTeacher`` to fill.
+        path: the checkpoint file (phase 1's ``models/teacher.pt``).
+        strict: require exactly matching keys and shapes.
+
+    Raises:
+        FileNotFoundError: the file does not exist (message names it and how to make it).
+        ValueError: unreadable file, or a checkpoint of another architecture (message names the file, the
+            mismatching tensors and the expected architecture).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"teacher checkpoint '{path}' does not exist: run the teacher_pretrain bundle first, or set "
+            "teacher_ckpt to '' for co-training without phase 1 (plain CPS)."
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure is reported the same way
+        raise ValueError(f"teacher checkpoint '{path}' cannot be read ({type(e).__name__}: {e}); it may be truncated or not a weights file.") from e
+    if isinstance(state, dict) and "teacher" in state and isinstance(state["teacher"], dict):
+        state = state["teacher"]
+    if not isinstance(state, dict):
+        raise ValueError(f"teacher checkpoint '{path}' holds a {type(state).__name__}, not a state_dict.")
+    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    own = teacher.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shape = [f"{k}: checkpoint {tuple(state[k].shape)} vs expected {tuple(own[k].shape)}" for k in own if k in state and hasattr(state[k], "shape") and state[k].shape != own[k].shape]
+    if strict and (missing or unexpected or shape):
+        details = []
+        if shape:
+            details.append("shape mismatch: " + "; ".join(shape[:3]) + (" ..." if len(shape) > 3 else ""))
+        if missing:
+            details.append(f"{len(missing)} missing keys (e.g. {missing[:2]})")
+        if unexpected:
+            details.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[:2]})")
+        raise ValueError(
+            f"teacher checkpoint '{path}' does not match the configured architecture "
+            f"{describe_architecture(teacher)}: {'; '.join(details)}. Use the same spatial_dims, in_channels, "
+            "num_classes and channels as in teacher_pretrain."
+        )
+    teacher.load_state_dict(state, strict=strict)
+    return teacher

@@ -1,0 +1,423 @@
+"""The diffusion teacher of METHOD.md: a mask pathway ``S`` (segmenter) and an image pathway ``G`` (reconstructor).
+
+Both pathways are conditional denoising UNets conditioned by channel concatenation and on the timestep. The
+noise schedule lives in a MONAI scheduler held next to the backbones: the backbones know nothing of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from monai.networks.nets import DiffusionModelUNet
+from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
+
+__all__ = [
+    "DiffusionTeacher",
+    "Reconstruction",
+    "background_mask",
+    "build_backbone",
+    "check_spatial_size",
+    "make_noise",
+]
+
+
+class Reconstruction(NamedTuple):
+    """Output of the image pathway.
+
+    Attributes:
+        loss: ``mean((eps - eps_hat) ** 2)`` per sample, shape ``(B,)``.
+        x0_hat: the recovered clean image ``(z_t - sqrt(1 - abar_t) eps_hat) / sqrt(abar_t)``.
+        eps_hat: the image pathway's noise estimate.
+    """
+
+    loss: torch.Tensor
+    x0_hat: torch.Tensor
+    eps_hat: torch.Tensor
+
+
+def build_backbone(
+    spatial_dims: int,
+    in_channels: int,
+    out_channels: int,
+    channels: Sequence[int] = (32, 64, 128, 256),
+    num_res_blocks: int | Sequence[int] = 1,
+    attention_levels: Sequence[bool] | None = None,
+    norm_num_groups: int = 8,
+    num_head_channels: int = 8,
+) -> DiffusionModelUNet:
+    """The default backbone of both pathways: MONAI's ``DiffusionModelUNet``.
+
+    Args:
+        spatial_dims: 2 or 3.
+        in_channels: input channels (mask + image channels).
+        out_channels: output channels.
+        channels: feature channels per level.
+        num_res_blocks: residual blocks per level.
+        attention_levels: self-attention per level; ``None`` means no attention anywhere.
+        norm_num_groups: group-norm groups (must divide every entry of ``channels``).
+        num_head_channels: attention head width, used only where attention is on.
+    """
+    if attention_levels is None:
+        attention_levels = [False] * len(channels)
+    return DiffusionModelUNet(
+        spatial_dims=spatial_dims,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        channels=list(channels),
+        num_res_blocks=num_res_blocks,
+        attention_levels=list(attention_levels),
+        norm_num_groups=norm_num_groups,
+        num_head_channels=num_head_channels,
+    )
+
+
+def background_mask(like: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """The all-background mask ``m_bg`` scaled to [-1, 1]: +1 in channel 0, -1 elsewhere.
+
+    Args:
+        like: a tensor ``(B, C, *spatial)`` giving batch size, spatial shape, dtype and device.
+        num_classes: number of classes ``K``.
+    """
+    shape = (like.shape[0], num_classes, *like.shape[2:])
+    m = torch.full(shape, -1.0, dtype=like.dtype, device=like.device)
+    m[:, 0] = 1.0
+    return m
+
+
+def make_noise(shape: Sequence[int], seed: int, device: torch.device | str, dtype: torch.dtype) -> torch.Tensor:
+    """Seeded Gaussian noise, identical on every device and constant under ``torch.jit.trace``.
+
+    Drawn with NumPy's PCG64 generator on the host (so a traced graph records a constant, not ``randn``),
+    then moved to ``device``.
+
+    Args:
+        shape: the noise shape.
+        seed: the generator seed.
+        device: where the noise goes.
+        dtype: its dtype.
+    """
+    arr = np.random.default_rng(int(seed)).standard_normal(tuple(int(s) for s in shape), dtype=np.float32)
+    return torch.from_numpy(arr).to(device=device, dtype=dtype)
+
+
+def check_spatial_size(spatial_shape: Sequence[int], num_levels: int, where: str = "input") -> None:
+    """Reject spatial sizes the UNet cannot take (each must be divisible by ``2 ** (levels - 1)``).
+
+    Args:
+        spatial_shape: the spatial shape of the input.
+        num_levels: number of resolution levels of the backbone.
+        where: what to name in the message (a file name, say).
+    """
+    factor = 2 ** (num_levels - 1)
+    bad = [s for s in spatial_shape if s % factor]
+    if bad:
+        raise ValueError(
+            f"{where}: spatial size {tuple(spatial_shape)} cannot be taken by a backbone with {num_levels} levels; "
+            f"every spatial size must be a multiple of {factor} (e.g. {tuple(max(factor, (s // factor) * factor) for s in spatial_shape)})."
+        )
+
+
+class DiffusionTeacher(nn.Module):
+    """The teacher: one module holding the mask pathway ``S`` and the image pathway ``G``.
+
+    ``S`` takes ``concat[m_t, x]`` (``K + C`` channels) and ``t`` and returns ``K`` channels (an estimate of the
+    clean mask, used as logits). ``G`` takes ``concat[x_t, m]`` (``C + K`` channels) and ``t`` and returns a noise
+    estimate (``C`` channels).
+
+    Args:
+        spatial_dims: 2 or 3.
+        in_channels: image channels ``C``.
+        num_classes: classes ``K`` (2 for binary).
+        channels: backbone feature channels per level (default backbone only).
+        num_res_blocks: backbone residual blocks per level (default backbone only).
+        attention_levels: backbone attention per level (default backbone only; ``None``: none).
+        norm_num_groups: backbone group-norm groups (default backbone only).
+        mask_net: a replacement backbone for ``S`` (any ``net(x, timesteps)`` module); ``None``: the default.
+        image_net: a replacement backbone for ``G``; ``None``: the default.
+        num_train_timesteps: ``T``.
+        schedule: a MONAI noise schedule name (``linear_beta``, ``scaled_linear_beta``, ``sigmoid_beta``, ``cosine``).
+        schedule_args: keyword arguments of the schedule (``beta_start``, ``beta_end``, ``sig_range``, ...).
+        infer_timestep: the fixed ``t`` of one-pass inference.
+        infer_seed: the seed of the inference noise.
+        min_alpha_cumprod: lower bound on ``abar_t`` when recovering ``x0_hat`` (avoids division by ~0 at ``t ~ T``).
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        num_classes: int,
+        channels: Sequence[int] = (32, 64, 128, 256),
+        num_res_blocks: int | Sequence[int] = 1,
+        attention_levels: Sequence[bool] | None = None,
+        norm_num_groups: int = 8,
+        mask_net: nn.Module | None = None,
+        image_net: nn.Module | None = None,
+        num_train_timesteps: int = 1000,
+        schedule: str = "scaled_linear_beta",
+        schedule_args: dict | None = None,
+        infer_timestep: int = 500,
+        infer_seed: int = 0,
+        min_alpha_cumprod: float = 1e-3,
+    ) -> None:
+        super().__init__()
+        if spatial_dims not in (2, 3):
+            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}.")
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2 (2 for binary), got {num_classes}.")
+        if in_channels < 1:
+            raise ValueError(f"in_channels must be >= 1, got {in_channels}.")
+        if not 0 <= infer_timestep < num_train_timesteps:
+            raise ValueError(f"infer_timestep must be in [0, {num_train_timesteps}), got {infer_timestep}.")
+        self.spatial_dims = spatial_dims
+        self.in_channels = in_channels
+        self.num_classes = num_classes
+        self.num_levels = len(channels)
+        self.num_train_timesteps = num_train_timesteps
+        self.infer_timestep = infer_timestep
+        self.infer_seed = infer_seed
+        self.min_alpha_cumprod = min_alpha_cumprod
+        backbone = dict(
+            channels=channels,
+            num_res_blocks=num_res_blocks,
+            attention_levels=attention_levels,
+            norm_num_groups=norm_num_groups,
+        )
+        self.mask_net = mask_net or build_backbone(spatial_dims, num_classes + in_channels, num_classes, **backbone)
+        self.image_net = image_net or build_backbone(spatial_dims, in_channels + num_classes, in_channels, **backbone)
+        self.scheduler = DDPMScheduler(
+            num_train_timesteps=num_train_timesteps, schedule=schedule, clip_sample=False, **(schedule_args or {})
+        )
+        self.schedule = schedule
+        self.schedule_args = dict(schedule_args or {})
+
+    # ------------------------------------------------------------------ helpers
+    def check_input(self, x: torch.Tensor, where: str = "input") -> None:
+        """Validate an image batch ``(B, C, *spatial)`` against the configuration.
+
+        Args:
+            x: the image batch.
+            where: what to name in the error message.
+        """
+        if x.ndim != self.spatial_dims + 2:
+            raise ValueError(
+                f"{where}: expected a {self.spatial_dims}D image batch of shape (B, {self.in_channels}, "
+                f"{', '.join(['*'] * self.spatial_dims)}), got shape {tuple(x.shape)}."
+            )
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f"{where}: expected {self.in_channels} image channel(s), got {x.shape[1]} (shape {tuple(x.shape)}).")
+        check_spatial_size(x.shape[2:], self.num_levels, where)
+
+    def sample_timesteps(self, batch_size: int, device: torch.device, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Uniform timesteps in ``[0, T)``, one per sample.
+
+        Args:
+            batch_size: number of samples.
+            device: device of the result.
+            generator: optional CPU generator for reproducibility.
+        """
+        return torch.randint(0, self.num_train_timesteps, (batch_size,), generator=generator).to(device)
+
+    def _timesteps(self, t: torch.Tensor | int | None, x: torch.Tensor) -> torch.Tensor:
+        if t is None:
+            return self.sample_timesteps(x.shape[0], x.device)
+        if isinstance(t, int):
+            return torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
+        t = t.to(x.device).long()
+        return t.expand(x.shape[0]) if t.ndim == 0 else t
+
+    def alpha_cumprod(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """``abar_t`` broadcast to ``like``'s rank.
+
+        Args:
+            t: timesteps ``(B,)``.
+            like: the tensor to broadcast against.
+        """
+        abar = self.scheduler.alphas_cumprod.to(device=like.device, dtype=like.dtype)[t]
+        return abar.reshape(-1, *([1] * (like.ndim - 1)))
+
+    # ------------------------------------------------------------------ mask pathway
+    def segment(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor | int | None = None,
+        noise: torch.Tensor | None = None,
+        mask_net: nn.Module | None = None,
+    ) -> torch.Tensor:
+        """Segment images: ``S(concat[add_noise(m_bg, eps, t), x], t)``, returning ``K``-channel logits.
+
+        During training ``t`` and ``noise`` are left ``None`` (drawn per sample).
+
+        Args:
+            x: images ``(B, C, *spatial)``.
+            t: timesteps (``(B,)`` tensor or an int); ``None`` draws them uniformly.
+            noise: the mask noise ``eps`` (same shape as ``m_bg``); ``None`` draws it.
+            mask_net: run this mask backbone instead of ``self.mask_net`` (the twin student uses it).
+        """
+        net = self.mask_net if mask_net is None else mask_net
+        t = self._timesteps(t, x)
+        m_bg = background_mask(x, self.num_classes)
+        if noise is None:
+            noise = torch.randn_like(m_bg)
+        m_t = self.scheduler.add_noise(m_bg, noise, t)
+        return net(torch.cat([m_t, x], dim=1), t)
+
+    def fixed_noise(self, x: torch.Tensor, seed: int | None = None) -> torch.Tensor:
+        """The seeded inference noise for ``x``'s spatial shape, the same for every sample of the batch.
+
+        Args:
+            x: images ``(B, C, *spatial)``.
+            seed: noise seed; ``None``: ``infer_seed``.
+        """
+        shape = (1, self.num_classes, *x.shape[2:])
+        n = make_noise(shape, self.infer_seed if seed is None else seed, x.device, x.dtype)
+        return n.expand(x.shape[0], *shape[1:])
+
+    @torch.no_grad()
+    def predict(
+        self,
+        x: torch.Tensor,
+        num_draws: int = 1,
+        timestep: int | None = None,
+        seed: int | None = None,
+        mask_net: nn.Module | None = None,
+        chunk_size: int | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inference: mean class probabilities over ``num_draws`` seeded draws and a per-voxel uncertainty map.
+
+        Draw ``i`` uses the noise of seed ``seed + i`` at the fixed ``timestep``; draws are batched together.
+        The uncertainty is the predictive entropy of the mean probabilities, normalised to [0, 1] by ``log K``.
+
+        Args:
+            x: images ``(B, C, *spatial)``.
+            num_draws: ensemble size (1: one pass).
+            timestep: the fixed ``t``; ``None``: ``infer_timestep``.
+            seed: base seed; ``None``: ``infer_seed``.
+            mask_net: run this mask backbone instead of ``self.mask_net``.
+            chunk_size: at most this many images per forward pass (``None``: all draws at once).
+        """
+        if num_draws < 1:
+            raise ValueError(f"num_draws must be >= 1, got {num_draws}.")
+        t = self.infer_timestep if timestep is None else timestep
+        s = self.infer_seed if seed is None else seed
+        xs = x.repeat(num_draws, *([1] * (x.ndim - 1)))
+        noise = torch.cat([self.fixed_noise(x, s + i) for i in range(num_draws)], dim=0)
+        step = chunk_size or xs.shape[0]
+        logits = torch.cat(
+            [self.segment(xs[i : i + step], t, noise[i : i + step], mask_net) for i in range(0, xs.shape[0], step)]
+        )
+        probs = logits.float().softmax(1).reshape(num_draws, *x.shape[:1], self.num_classes, *x.shape[2:]).mean(0)
+        return probs, normalized_entropy(probs)
+
+    @torch.no_grad()
+    def predict_ddim(
+        self,
+        x: torch.Tensor,
+        num_steps: int = 10,
+        start_timestep: int | None = None,
+        seed: int | None = None,
+        mask_net: nn.Module | None = None,
+    ) -> torch.Tensor:
+        """Multi-step DDIM refinement of the mask (``prediction_type="sample"``), returning probabilities.
+
+        Starts from the noised all-background mask at ``start_timestep`` and at each DDIM step feeds the current
+        mask estimate ``2 softmax(S) - 1`` to the scheduler as the clean-sample prediction.
+
+        Args:
+            x: images ``(B, C, *spatial)``.
+            num_steps: number of DDIM steps.
+            start_timestep: the first (largest) timestep; ``None``: ``T - 1``.
+            seed: noise seed; ``None``: ``infer_seed``.
+            mask_net: run this mask backbone instead of ``self.mask_net``.
+        """
+        if num_steps < 1:
+            raise ValueError(f"num_steps must be >= 1, got {num_steps}.")
+        ddim = DDIMScheduler(
+            num_train_timesteps=self.num_train_timesteps,
+            schedule=self.schedule,
+            clip_sample=True,
+            prediction_type="sample",
+            **self.schedule_args,
+        )
+        ddim.set_timesteps(num_steps, device=x.device)
+        timesteps = ddim.timesteps
+        if start_timestep is not None:
+            timesteps = timesteps[timesteps <= start_timestep]
+            if len(timesteps) == 0:
+                timesteps = torch.tensor([start_timestep], device=x.device)
+        net = self.mask_net if mask_net is None else mask_net
+        noise = self.fixed_noise(x, seed)
+        t0 = timesteps[0].long().expand(x.shape[0])
+        m_t = self.scheduler.add_noise(background_mask(x, self.num_classes), noise, t0)
+        logits = None
+        for t in timesteps:
+            tb = t.long().expand(x.shape[0])
+            logits = net(torch.cat([m_t, x], dim=1), tb)
+            m0 = 2 * logits.float().softmax(1) - 1
+            m_t, _ = ddim.step(m0.to(x.dtype), int(t), m_t)
+        return logits.float().softmax(1)
+
+    # ------------------------------------------------------------------ image pathway
+    def reconstruct(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor,
+        t: torch.Tensor | int | None = None,
+        noise: torch.Tensor | None = None,
+    ) -> Reconstruction:
+        """Image pathway: noise ``x`` to ``x_t``, estimate the noise conditioned on ``mask``, recover ``x0_hat``.
+
+        Args:
+            x: clean images ``(B, C, *spatial)``.
+            mask: the condition ``m`` in [-1, 1], ``(B, K, *spatial)`` (``2 p - 1`` for probabilities ``p``).
+            t: timesteps; ``None`` draws them uniformly.
+            noise: the image noise ``eps``; ``None`` draws it.
+        """
+        t = self._timesteps(t, x)
+        if noise is None:
+            noise = torch.randn_like(x)
+        x_t = self.scheduler.add_noise(x, noise, t)
+        eps_hat = self.image_net(torch.cat([x_t, mask.to(x_t.dtype)], dim=1), t)
+        loss = ((eps_hat.float() - noise.float()) ** 2).flatten(1).mean(1)
+        abar = self.alpha_cumprod(t, x_t).clamp_min(self.min_alpha_cumprod)
+        x0_hat = (x_t - (1 - abar).sqrt() * eps_hat) / abar.sqrt()
+        return Reconstruction(loss, x0_hat, eps_hat)
+
+
+def normalized_entropy(probs: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """Predictive entropy of class probabilities divided by ``log K``, kept as a 1-channel map.
+
+    Args:
+        probs: probabilities ``(B, K, *spatial)``.
+        dim: the class dimension.
+    """
+    k = probs.shape[dim]
+    ent = -(probs * probs.clamp_min(1e-8).log()).sum(dim, keepdim=True)
+    return ent / torch.log(torch.tensor(float(k)))
+
+
+def probabilities_to_mask(probs: torch.Tensor) -> torch.Tensor:
+    """``2 p - 1``: class probabilities to the [-1, 1] mask space of the diffusion pathways.
+
+    Args:
+        probs: probabilities ``(B, K, *spatial)``.
+    """
+    return 2 * probs - 1
+
+
+def one_hot_mask(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """``2 Y - 1`` for a hard label map ``(B, 1, *spatial)`` or ``(B, *spatial)``.
+
+    Args:
+        labels: integer class indices.
+        num_classes: ``K``.
+    """
+    if labels.ndim >= 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    y = F.one_hot(labels.long(), num_classes).movedim(-1, 1).float()
+    return 2 * y - 1

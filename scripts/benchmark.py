@@ -1,0 +1,603 @@
+#!/usr/bin/env python
+"""Benchmark every phase's training step and inference, eager fp32 against each speed switch, in one run.
+
+Measures per case: median ms per step (after warm-up, with ``torch.cuda.synchronize``), samples/s, achieved
+TFLOP/s (FLOPs counted once per workload with ``torch.utils.flop_counter.FlopCounterMode``), peak memory
+(``torch.cuda.max_memory_allocated``; on CPU the process's peak RSS), the first step's loss (training) or the
+Dice agreement with the eager fp32 prediction (inference); and, per dimension, the data-loading wait as a
+share of the step for a MONAI ``Dataset`` + ``DataLoader`` and a ``CacheDataset`` + ``ThreadDataLoader`` on
+synthetic files. Results are printed and written as JSON (rewritten after every case, so a run cut short
+keeps what it measured).
+
+Usage::
+
+    python scripts/benchmark.py --quick --output /tmp/bench.json          # tiny sizes on CPU, ~20-30 s
+    python scripts/benchmark.py --output bench.json --time-budget 420     # full sizes on a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from custom_components.engines.fastpath import (  # noqa: E402
+    backbones_of,
+    compile_backbones,
+    restore_backend_flags,
+    set_backend_flags,
+    to_channels_last,
+)
+
+#: switch name -> settings (anything not named is off / fp32)
+SWITCHES: dict[str, dict[str, Any]] = {
+    "eager_fp32": {},
+    "tf32": {"tf32": True},
+    "cudnn_benchmark": {"cudnn_benchmark": True},
+    "bf16": {"amp": "bfloat16"},
+    "fp16": {"amp": "float16"},
+    "channels_last": {"channels_last": True},
+    "batch_rounds_off": {"batch_rounds": False},
+    "fast": {"amp": "bfloat16", "tf32": True, "cudnn_benchmark": True},
+    "fast_channels_last": {"amp": "bfloat16", "tf32": True, "cudnn_benchmark": True, "channels_last": True},
+    "fast_compile": {"amp": "bfloat16", "tf32": True, "cudnn_benchmark": True, "compile": True},
+}
+
+
+def workload_configs(quick: bool) -> dict[str, dict[str, Any]]:
+    """The PH2-like 2D and LA-like 3D settings (tiny ones with ``quick``).
+
+    Args:
+        quick: tiny sizes for a CPU smoke run.
+    """
+    if quick:
+        return {
+            "ph2": dict(spatial_dims=2, in_channels=3, num_classes=2, size=(16, 16), batch=2, channels=(4, 8),
+                        groups=2, sup_channels=(4, 8), image_size=(20, 20), n_files=6, ddim_steps=2,
+                        infer_batch=2, rounds=(0, 2)),
+            "la": dict(spatial_dims=3, in_channels=1, num_classes=2, size=(8, 8, 8), batch=1, channels=(4, 8),
+                       groups=2, sup_channels=(4, 8), volume=(12, 12, 10), window=(8, 8, 8), strides=(4, 4, 2),
+                       image_size=(12, 12, 10), n_files=3, ddim_steps=2, sw_batch=2, rounds=(0, 2)),
+        }
+    return {
+        "ph2": dict(spatial_dims=2, in_channels=3, num_classes=2, size=(128, 128), batch=8,
+                    channels=(32, 64, 128, 256), groups=8, sup_channels=(16, 32, 64, 128, 256),
+                    image_size=(192, 256), n_files=48, ddim_steps=5, infer_batch=16, rounds=(0, 3)),
+        "la": dict(spatial_dims=3, in_channels=1, num_classes=2, size=(96, 96, 80), batch=1,
+                   channels=(16, 32, 64, 128), groups=8, sup_channels=(16, 32, 64, 128, 256),
+                   volume=(144, 144, 88), window=(112, 112, 80), strides=(18, 18, 4), image_size=(144, 144, 88),
+                   n_files=8, ddim_steps=4, sw_batch=4, rounds=(0, 3)),
+    }
+
+
+# ----------------------------------------------------------------------------------------------- utilities
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (no-op on CPU).
+
+    Args:
+        device: the device.
+    """
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_memory_mb(device: torch.device) -> tuple[float, str]:
+    """Peak memory in MiB and what it measures.
+
+    Args:
+        device: the device.
+    """
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20, "torch.cuda.max_memory_allocated"
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process peak RSS (CPU)"
+
+
+def reset_peak(device: torch.device) -> None:
+    """Reset the CUDA peak-memory counter (no-op on CPU).
+
+    Args:
+        device: the device.
+    """
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def count_flops(fn: Callable[[], Any]) -> int:
+    """FLOPs of one call of ``fn`` (matrix products and convolutions, forward and backward).
+
+    Args:
+        fn: the step.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as fc:
+        fn()
+    return int(fc.get_total_flops())
+
+
+def time_steps(fn: Callable[[], Any], device: torch.device, warmup: int, iters: int) -> list[float]:
+    """Milliseconds of each of ``iters`` timed calls after ``warmup`` untimed ones.
+
+    Args:
+        fn: the step.
+        device: the device (synchronised around every call).
+        warmup: untimed calls first.
+        iters: timed calls.
+    """
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    out = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        out.append((time.perf_counter() - t0) * 1e3)
+    return out
+
+
+def autocast_ctx(device: torch.device, amp: str | None) -> contextlib.AbstractContextManager:
+    """Autocast for inference cases (``None``: off).
+
+    Args:
+        device: the device.
+        amp: ``"bfloat16"``, ``"float16"`` or ``None``.
+    """
+    if not amp:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=getattr(torch, amp))
+
+
+def hard_dice(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Foreground Dice between the argmax maps of two probability tensors ``(B, K, ...)`` (1.0 when both empty).
+
+    Args:
+        a: probabilities.
+        b: probabilities.
+    """
+    la, lb = a.argmax(1) > 0, b.argmax(1) > 0
+    inter = (la & lb).sum().item()
+    tot = la.sum().item() + lb.sum().item()
+    return 1.0 if tot == 0 else 2.0 * inter / tot
+
+
+# ----------------------------------------------------------------------------------------------- builders
+def _teacher(cfg: dict, device: torch.device, seed: int) -> torch.nn.Module:
+    from custom_components.networks import DiffusionTeacher
+
+    torch.manual_seed(seed)
+    return DiffusionTeacher(
+        cfg["spatial_dims"], cfg["in_channels"], cfg["num_classes"], channels=cfg["channels"],
+        norm_num_groups=cfg["groups"],
+    ).to(device)
+
+
+def _images(cfg: dict, batch: int, device: torch.device, seed: int, size: tuple | None = None) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, cfg["in_channels"], *(size or cfg["size"]), generator=g).to(device)
+
+
+def _labels(cfg: dict, batch: int, device: torch.device, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed + 1)
+    return torch.randint(0, cfg["num_classes"], (batch, 1, *cfg["size"]), generator=g).to(device)
+
+
+def _apply_switch(nets: list[torch.nn.Module], spatial_dims: int, sw: dict) -> None:
+    if sw.get("channels_last"):
+        for m in nets:
+            to_channels_last(m, spatial_dims)
+    if sw.get("compile"):
+        compile_backbones(nets)
+
+
+def build_case(phase: str, cfg: dict, sw: dict, device: torch.device, rounds: int = 0) -> tuple[Callable, int, Callable]:
+    """A step function for a phase, its samples per step, and a function returning a loss/prediction to compare.
+
+    Args:
+        phase: ``sup``, ``p1``, ``p2``, ``infer``, ``infer_ens4``, ``ddim``.
+        cfg: the workload settings.
+        sw: the switch settings.
+        device: the device.
+        rounds: ``R`` of phase 2.
+    """
+    from monai.engines.utils import IterationEvents  # noqa: F401  (registers events on the trainers)
+
+    amp = sw.get("amp")
+    sd = cfg["spatial_dims"]
+    b = cfg["batch"]
+    if phase == "sup":
+        from monai.networks.nets import UNet
+
+        from custom_components.losses import HardTargetDiceLoss
+
+        torch.manual_seed(0)
+        net = UNet(sd, cfg["in_channels"], cfg["num_classes"], channels=cfg["sup_channels"],
+                   strides=[2] * (len(cfg["sup_channels"]) - 1), num_res_units=2).to(device)
+        _apply_switch([net], sd, sw)
+        opt = torch.optim.Adam(net.parameters(), 1e-3)
+        loss_fn = HardTargetDiceLoss(use_ce=True)
+        scaler = torch.amp.GradScaler(enabled=amp == "float16")
+        x, y = _images(cfg, b, device, 0), _labels(cfg, b, device, 0)
+
+        def step() -> torch.Tensor:
+            opt.zero_grad(set_to_none=True)
+            with autocast_ctx(device, amp):
+                loss = loss_fn(net(x), y)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            return loss.detach()
+
+        return step, b, step
+    if phase == "p1":
+        from custom_components.engines import TeacherPretrainTrainer
+
+        teacher = _teacher(cfg, device, 0)
+        _apply_switch(backbones_of(teacher), sd, sw)
+        opt = torch.optim.Adam(teacher.parameters(), 1e-3)
+        n = 2 * b  # phase 1 sees every image: batch = labelled + unlabelled size
+        trainer = TeacherPretrainTrainer(device, 1, [0], teacher, opt, amp=bool(amp), amp_dtype=amp or "bfloat16")
+        trainer.state.epoch = 1
+        batch = {"image": _images(cfg, n, device, 0)}
+
+        def step(loaded: dict | None = None) -> torch.Tensor:
+            return trainer._iteration(trainer, loaded or batch)["loss"]
+
+        return step, n, step
+    if phase == "p2":
+        from custom_components.engines import CoTrainer
+
+        teacher, student = _teacher(cfg, device, 0), _teacher(cfg, device, 1)
+        _apply_switch(backbones_of(teacher) + [student.mask_net], sd, sw)
+        t_opt = torch.optim.Adam(teacher.parameters(), 1e-3)
+        s_opt = torch.optim.Adam(student.mask_net.parameters(), 1e-3)
+        trainer = CoTrainer(device, 1, [0], teacher, student, t_opt, s_opt, rounds=rounds,
+                            batch_rounds=sw.get("batch_rounds", True), amp=bool(amp), amp_dtype=amp or "bfloat16")
+        trainer.state.epoch = 1
+        batch = {
+            "labeled": {"image": _images(cfg, b, device, 0), "label": _labels(cfg, b, device, 0)},
+            "unlabeled": {"image": _images(cfg, b, device, 2)},
+        }
+
+        def step() -> torch.Tensor:
+            torch.manual_seed(123)  # identical t / noise draws in every case (same first-step loss)
+            return trainer._iteration(trainer, batch)["loss"]
+
+        return step, 2 * b, step
+    # ---- inference
+    from custom_components.inferers.uamt import UAMTSlidingWindowInferer
+    from custom_components.networks import MaskPathwaySegmenter
+
+    teacher = _teacher(cfg, device, 0).eval()
+    draws = 4 if phase == "infer_ens4" else 1
+    seg = MaskPathwaySegmenter(sd, cfg["in_channels"], cfg["num_classes"], channels=cfg["channels"],
+                               norm_num_groups=cfg["groups"], mask_net=teacher.mask_net, num_draws=draws).to(device).eval()
+    _apply_switch([teacher.mask_net], sd, sw)
+    if sd == 2:
+        x = _images(cfg, cfg["infer_batch"], device, 5)
+        n = x.shape[0]
+        run = (lambda: teacher.predict_ddim(x, num_steps=cfg["ddim_steps"])) if phase == "ddim" else (lambda: seg(x))
+    else:
+        x = _images(cfg, 1, device, 5, size=cfg["volume"])
+        n = 1
+        sw_batch = 1 if draws > 1 else cfg["sw_batch"]
+        inferer = UAMTSlidingWindowInferer(cfg["window"], cfg["strides"], sw_batch_size=sw_batch, apply_softmax=False)
+        if phase == "ddim":
+            run = lambda: inferer(x, lambda w: teacher.predict_ddim(w, num_steps=cfg["ddim_steps"]))  # noqa: E731
+        else:
+            run = lambda: inferer(x, seg)  # noqa: E731
+
+    def step() -> torch.Tensor:
+        with torch.inference_mode(), autocast_ctx(device, amp):
+            return run()
+
+    return step, n, step
+
+
+# ----------------------------------------------------------------------------------------------- data loading
+def write_synthetic_files(cfg: dict, root: Path) -> list[dict]:
+    """Write ``n_files`` synthetic image/label pairs (PNG in 2D, NIfTI in 3D) and return their datalist.
+
+    Args:
+        cfg: the workload settings.
+        root: output folder.
+    """
+    rng = np.random.default_rng(0)
+    items = []
+    for i in range(cfg["n_files"]):
+        shape = cfg["image_size"]
+        lab = (rng.random(shape) > 0.7).astype(np.uint8)
+        if cfg["spatial_dims"] == 2:
+            from PIL import Image
+
+            img = (rng.random((*shape, cfg["in_channels"])) * 255).astype(np.uint8)
+            ip, lp = root / f"img{i}.png", root / f"lab{i}.png"
+            Image.fromarray(img).save(ip)
+            Image.fromarray(lab).save(lp)
+        else:
+            import nibabel as nib
+
+            ip, lp = root / f"img{i}.nii.gz", root / f"lab{i}.nii.gz"
+            nib.save(nib.Nifti1Image(rng.standard_normal(shape).astype(np.float32), np.eye(4)), ip)
+            nib.save(nib.Nifti1Image(lab, np.eye(4)), lp)
+        items.append({"image": str(ip), "label": str(lp)})
+    return items
+
+
+def loading_pipeline(cfg: dict, items: list[dict], kind: str, batch: int, workers: int) -> Any:
+    """A MONAI training loader as the bundles build it: ``kind`` is ``dataset`` or ``cache``.
+
+    Args:
+        cfg: the workload settings.
+        items: datalist entries.
+        kind: ``dataset`` (``Dataset`` + ``DataLoader``) or ``cache`` (``CacheDataset`` + ``ThreadDataLoader``).
+        batch: batch size.
+        workers: ``DataLoader`` worker processes (``dataset`` only).
+    """
+    from monai import transforms as T
+    from monai.data import CacheDataset, DataLoader, Dataset, ThreadDataLoader
+
+    keys = ["image", "label"]
+    det = [T.LoadImaged(keys, image_only=True, ensure_channel_first=True), T.ScaleIntensityd("image", -1.0, 1.0)]
+    if cfg["spatial_dims"] == 2:
+        det.append(T.Resized(keys, cfg["size"], mode=["area", "nearest"]))
+        rand = [T.RandFlipd(keys, 0.5, 0), T.RandFlipd(keys, 0.5, 1), T.RandRotate90d(keys, 0.5, 3)]
+    else:
+        rand = [T.RandSpatialCropd(keys, cfg["size"], random_size=False), T.RandFlipd(keys, 0.5, 0),
+                T.RandFlipd(keys, 0.5, 1)]
+    final = [T.EnsureTyped("image", dtype=torch.float32, track_meta=False),
+             T.EnsureTyped("label", dtype=torch.int64, track_meta=False)]
+    tf = T.Compose(det + rand + final)
+    if kind == "cache":
+        ds = CacheDataset(items, tf, cache_rate=1.0, num_workers=max(workers, 1), progress=False)
+        return ThreadDataLoader(ds, batch_size=batch, shuffle=True, num_workers=0, drop_last=True)
+    return DataLoader(Dataset(items, tf), batch_size=batch, shuffle=True, num_workers=workers, drop_last=True,
+                      persistent_workers=workers > 0)
+
+
+def measure_data_wait(cfg: dict, step_for_batch: Callable[[dict], Any], loader: Any, device: torch.device,
+                      iters: int) -> dict:
+    """Loop ``iters`` steps over ``loader``: time waiting for the next batch vs the step (incl. host-to-device).
+
+    Args:
+        cfg: the workload settings.
+        step_for_batch: runs one training step on a batch dictionary.
+        loader: the loader (re-iterated as needed).
+        device: the device.
+        iters: timed steps (after one warm-up step).
+    """
+    def batches():
+        while True:
+            yield from loader
+
+    it = batches()
+    step_for_batch(next(it))
+    sync(device)
+    wait, comp = [], []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        bt = next(it)
+        t1 = time.perf_counter()
+        step_for_batch(bt)
+        sync(device)
+        t2 = time.perf_counter()
+        wait.append((t1 - t0) * 1e3)
+        comp.append((t2 - t1) * 1e3)
+    w, c = sum(wait), sum(comp)
+    return {"wait_ms_per_step": w / iters, "compute_ms_per_step": c / iters, "wait_share": w / (w + c)}
+
+
+# ----------------------------------------------------------------------------------------------- driver
+def versions() -> dict[str, str]:
+    """Library versions of this run."""
+    import ignite
+    import monai
+
+    out = {"python": platform.python_version(), "torch": torch.__version__, "monai": monai.__version__,
+           "ignite": ignite.__version__, "numpy": np.__version__}
+    if torch.cuda.is_available():
+        out["cuda"] = str(torch.version.cuda)
+        out["cudnn"] = str(torch.backends.cudnn.version())
+    return out
+
+
+def device_name(device: torch.device) -> str:
+    """Human name of the device.
+
+    Args:
+        device: the device.
+    """
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def plan(quick: bool, device: torch.device) -> list[tuple[str, str, int, str]]:
+    """The ordered cases ``(workload, phase, rounds, switch)``: most important first (a time budget cuts the tail).
+
+    Args:
+        quick: smoke mode (few switches).
+        device: the device (fp16 / compile / channels-last are GPU switches; quick mode skips them).
+    """
+    core = ["eager_fp32", "fast"]
+    train_all = ["eager_fp32", "tf32", "cudnn_benchmark", "bf16", "fp16", "channels_last", "fast", "fast_channels_last"]
+    infer_all = ["eager_fp32", "tf32", "bf16", "fast", "fast_channels_last"]
+    if quick:
+        train_all = ["eager_fp32", "bf16", "channels_last", "fast"]
+        infer_all = core
+    cases: list[tuple[str, str, int, str]] = []
+    for wl in ("la", "ph2"):
+        r_max = workload_configs(quick)[wl]["rounds"][1]
+        cases += [(wl, "p2", r_max, s) for s in train_all + ["batch_rounds_off"]]
+        cases += [(wl, "p2", 0, s) for s in core]
+        cases += [(wl, "p1", 0, s) for s in core]
+        cases += [(wl, "sup", 0, s) for s in core]
+        cases += [(wl, "infer", 0, s) for s in infer_all]
+        cases += [(wl, "infer_ens4", 0, s) for s in core]
+        cases += [(wl, "ddim", 0, s) for s in core]
+    if not quick and device.type == "cuda":
+        cases += [("la", "p2", workload_configs(quick)["la"]["rounds"][1], "fast_compile"),
+                  ("la", "infer", 0, "fast_compile"), ("ph2", "p2", workload_configs(quick)["ph2"]["rounds"][1], "fast_compile")]
+    return cases
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run the benchmark; return (and write) the results dictionary.
+
+    Args:
+        argv: command-line arguments (``None``: ``sys.argv``).
+    """
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="tiny sizes on CPU, few iterations (~20-30 s)")
+    ap.add_argument("--output", default="benchmark.json", help="JSON file to write")
+    ap.add_argument("--device", default=None, help="device (default: cuda if available, cpu with --quick)")
+    ap.add_argument("--warmup", type=int, default=None, help="untimed steps per case")
+    ap.add_argument("--iters", type=int, default=None, help="timed steps per case")
+    ap.add_argument("--time-budget", type=float, default=0.0, help="seconds; cases that start later are skipped (0: none)")
+    ap.add_argument("--workers", type=int, default=4, help="DataLoader workers of the uncached loading pipeline")
+    ap.add_argument("--only", default=None, help="comma-separated workloads (la, ph2)")
+    args = ap.parse_args(argv)
+    t_start = time.perf_counter()
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() and not args.quick else "cpu"))
+    if args.quick and device.type == "cpu":
+        torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    warmup = args.warmup if args.warmup is not None else (1 if args.quick else 3)
+    iters = args.iters if args.iters is not None else (2 if args.quick else 8)
+    cfgs = workload_configs(args.quick)
+    only = set(args.only.split(",")) if args.only else set(cfgs)
+    out_path = Path(args.output)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    res: dict[str, Any] = {
+        "command": " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
+        "device": device_name(device), "versions": versions(), "quick": args.quick,
+        "warmup": warmup, "iters": iters, "workloads": {k: {kk: list(v) if isinstance(v, tuple) else v for kk, v in c.items()} for k, c in cfgs.items()},
+        "switches": SWITCHES, "cases": [], "data_loading": [], "skipped": [],
+    }
+
+    def write() -> None:
+        res["elapsed_s"] = time.perf_counter() - t_start
+        out_path.write_text(json.dumps(res, indent=2))
+
+    flops_cache: dict[tuple, int] = {}
+    ref: dict[tuple, dict] = {}
+    for wl, phase, rounds, swname in plan(args.quick, device):
+        if wl not in only:
+            continue
+        key = (wl, phase, rounds)
+        name = f"{wl}/{phase}{'_R' + str(rounds) if phase == 'p2' else ''}/{swname}"
+        if args.time_budget and time.perf_counter() - t_start > args.time_budget * (0.6 if "compile" in swname else 1.0):
+            res["skipped"].append({"case": name, "reason": "time budget"})
+            continue
+        sw = SWITCHES[swname]
+        prev = set_backend_flags(tf32=bool(sw.get("tf32")), cudnn_benchmark=bool(sw.get("cudnn_benchmark")))
+        torch._dynamo.reset() if sw.get("compile") else None
+        reset_peak(device)
+        entry: dict[str, Any] = {"case": name, "workload": wl, "phase": phase, "rounds": rounds, "switch": swname}
+        try:
+            t0 = time.perf_counter()
+            step, n, probe = build_case(phase, cfgs[wl], sw, device, rounds)
+            first = probe()
+            sync(device)
+            entry["first_call_s"] = time.perf_counter() - t0
+            if swname == "eager_fp32" and key not in flops_cache:
+                flops_cache[key] = count_flops(step)
+            times = time_steps(step, device, max(0, warmup - 1), iters)
+            ms = statistics.median(times)
+            mem, mem_src = peak_memory_mb(device)
+            entry.update(ms_per_step=ms, ms_min=min(times), ms_max=max(times), samples_per_step=n,
+                         samples_per_s=n / ms * 1e3, peak_mem_mb=mem, peak_mem_source=mem_src)
+            if key in flops_cache:
+                entry["gflop_per_step"] = flops_cache[key] / 1e9
+                entry["tflops"] = flops_cache[key] / (ms / 1e3) / 1e12
+            if phase in ("sup", "p1", "p2"):
+                entry["first_loss"] = float(first)
+                if swname == "eager_fp32":
+                    ref[key] = {"ms": ms, "loss": float(first)}
+                elif key in ref:
+                    entry["first_loss_rel_diff"] = abs(float(first) - ref[key]["loss"]) / max(abs(ref[key]["loss"]), 1e-12)
+            else:
+                pred = first.float()
+                if swname == "eager_fp32":
+                    ref[key] = {"ms": ms, "pred": pred}
+                elif key in ref:
+                    entry["dice_vs_eager_fp32"] = hard_dice(pred, ref[key]["pred"])
+                    entry["max_abs_prob_diff"] = float((pred - ref[key]["pred"]).abs().max())
+            if key in ref and swname != "eager_fp32":
+                entry["speedup_vs_eager_fp32"] = ref[key]["ms"] / ms
+            del step, probe, first
+        except torch.cuda.OutOfMemoryError as e:  # record and go on
+            entry["error"] = f"out of memory: {str(e).splitlines()[0]}"
+        except Exception as e:  # noqa: BLE001  (a benchmark records failures instead of stopping)
+            entry["error"] = f"{type(e).__name__}: {e}"
+        finally:
+            restore_backend_flags(prev)
+        res["cases"].append(entry)
+        msg = entry.get("error") or (
+            f"{entry['ms_per_step']:9.2f} ms  {entry['samples_per_s']:8.1f} samples/s  "
+            f"{entry.get('tflops', float('nan')):6.2f} TFLOP/s  {entry['peak_mem_mb']:8.0f} MiB"
+            + (f"  x{entry['speedup_vs_eager_fp32']:.2f}" if "speedup_vs_eager_fp32" in entry else "")
+        )
+        print(f"{name:40s} {msg}", flush=True)
+        write()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    # data loading wait, phase-1 step (eager fp32 and fast), two pipelines
+    with tempfile.TemporaryDirectory() as tmp:
+        for wl in [w for w in ("la", "ph2") if w in only]:
+            if args.time_budget and time.perf_counter() - t_start > args.time_budget:
+                res["skipped"].append({"case": f"{wl}/data_loading", "reason": "time budget"})
+                continue
+            cfg = cfgs[wl]
+            root = Path(tmp) / wl
+            root.mkdir()
+            try:
+                items = write_synthetic_files(cfg, root)
+                for swname in ("eager_fp32", "fast"):
+                    sw = SWITCHES[swname]
+                    prev = set_backend_flags(tf32=bool(sw.get("tf32")), cudnn_benchmark=bool(sw.get("cudnn_benchmark")))
+                    try:
+                        step, n, _ = build_case("p1", cfg, sw, device)
+
+                        def run_on(bt: dict, _step: Callable = step) -> Any:
+                            return _step({"image": bt["image"].to(device, non_blocking=True)})
+
+                        for kind in ("dataset", "cache"):
+                            workers = 0 if args.quick else args.workers
+                            loader = loading_pipeline(cfg, items, kind, n, workers)
+                            d = measure_data_wait(cfg, run_on, loader, device, iters if args.quick else 2 * iters)
+                            d.update(workload=wl, phase="p1", switch=swname, pipeline=kind,
+                                     workers=workers if kind == "dataset" else 0, batch=n)
+                            res["data_loading"].append(d)
+                            print(f"{wl}/data/{swname}/{kind:8s} wait {d['wait_ms_per_step']:8.2f} ms  "
+                                  f"compute {d['compute_ms_per_step']:8.2f} ms  share {d['wait_share']:.3f}", flush=True)
+                            del loader
+                    finally:
+                        restore_backend_flags(prev)
+            except Exception as e:  # noqa: BLE001
+                res["data_loading"].append({"workload": wl, "error": f"{type(e).__name__}: {e}"})
+                print(f"{wl}/data_loading error {e}", flush=True)
+            write()
+    write()
+    print(f"wrote {out_path} ({res['elapsed_s']:.1f} s)")
+    return res
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,232 @@
+"""Package -> verify round trip and every failure the verifier must name."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from custom_components.bundle_tools import (
+    BundlePackageError,
+    analyze_expression,
+    classify_target,
+    package_bundle,
+    validate_metadata,
+    verify_bundle,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _messages(report) -> str:
+    return "\n".join(i.message for i in report.errors)
+
+
+@pytest.mark.parametrize("as_zip", [True, False])
+def test_package_then_verify_passes(tiny_bundle, tmp_path, as_zip):
+    b = tiny_bundle()
+    (b / "models" / "train_state.pt").write_bytes(b"resumable state, not shipped")
+    out = package_bundle(b, tmp_path / ("pkg.zip" if as_zip else "pkg"))
+    report = verify_bundle(out)
+    assert report.ok, report.format()
+    assert report.version == "0.2.0"
+    assert report.files_checked == 5  # inference.json, metadata.json, README.md, LICENSE, model.pt
+    if as_zip:
+        names = zipfile.ZipFile(out).namelist()
+        assert "tiny/manifest.json" in names and "tiny/models/train_state.pt" not in names
+        manifest = json.loads(zipfile.ZipFile(out).read("tiny/manifest.json"))
+    else:
+        assert not (out / "models" / "train_state.pt").exists()
+        manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["version"] == "0.2.0" and "0.2.0" in manifest["changelog"]
+    entry = {e["path"]: e for e in manifest["files"]}["models/model.pt"]
+    assert entry["size"] == (b / "models" / "model.pt").stat().st_size and len(entry["sha256"]) == 64
+    # every expression and _target_ is reported, none fails; `import os` is flagged for review
+    kinds = {(e.kind, e.path) for e in report.executables}
+    assert ("target", "network_def#_target_") in kinds and ("expression", "initialize#0") in kinds
+    assert any(e.status == "review" and e.text == "$import os" for e in report.executables)
+
+
+def test_no_models_package_and_refusals(tiny_bundle, tmp_path):
+    b = tiny_bundle()
+    out = package_bundle(b, tmp_path / "cfg_only", include_models=False)
+    assert not (out / "models").exists()
+    report = verify_bundle(out)
+    assert report.ok and any(w.code == "weights" for w in report.warnings)
+    with pytest.raises(BundlePackageError, match="already exists"):
+        package_bundle(b, tmp_path / "cfg_only")
+    with pytest.raises(BundlePackageError, match="outside the bundle folder"):
+        package_bundle(b, b / "models" / "x.zip")
+    with pytest.raises(BundlePackageError, match="configs/metadata.json not found"):
+        package_bundle(tmp_path / "cfg_only", tmp_path / "again.zip")
+
+
+@pytest.mark.parametrize("rel", ["configs/inference.json", "configs/metadata.json", "docs/README.md", "LICENSE",
+                                 "models/model.pt"])
+def test_one_changed_byte_fails_naming_the_file(tiny_bundle, tmp_path, rel):
+    out = package_bundle(tiny_bundle(), tmp_path / "pkg")
+    p = out / rel
+    data = bytearray(p.read_bytes())
+    i = len(data) // 2
+    data[i] = (data[i] + 1) % 256  # same size, one byte different
+    p.write_bytes(bytes(data))
+    report = verify_bundle(out)
+    assert not report.ok
+    mism = [e for e in report.errors if e.code == "hash-mismatch"]
+    assert [e.file for e in mism] == [rel]
+    assert rel in mism[0].message and "modified" in mism[0].message
+
+
+def test_tampered_zip_member_and_unlisted_file(tiny_bundle, tmp_path):
+    out = package_bundle(tiny_bundle(), tmp_path / "pkg.zip")
+    tampered = tmp_path / "tampered.zip"
+    with zipfile.ZipFile(out) as src, zipfile.ZipFile(tampered, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename == "tiny/docs/README.md":
+                data = data.replace(b"Overview", b"Overviex")
+            dst.writestr(info, data)
+        dst.writestr("tiny/configs/extra.json", "{}")
+    msgs = _messages(verify_bundle(tampered))
+    assert "docs/README.md: sha256" in msgs
+    assert "configs/extra.json: present in the bundle but not listed in manifest.json" in msgs
+
+
+def test_unexpected_target_fails_naming_file_and_path(tiny_bundle, tmp_path):
+    b = tiny_bundle()
+    cfg = json.loads((b / "configs" / "inference.json").read_text())
+    cfg["handlers"] = [{"_target_": "os.system", "command": "echo owned"}]
+    (b / "configs" / "inference.json").write_text(json.dumps(cfg))
+    report = verify_bundle(package_bundle(b, tmp_path / "pkg.zip"))  # hashes fine: the sender put it there
+    bad = [e for e in report.errors if e.code == "unexpected-target"]
+    assert len(bad) == 1 and bad[0].file == "configs/inference.json" and bad[0].where == "handlers#0#_target_"
+    assert "configs/inference.json: target at handlers#0#_target_: 'os.system'" in bad[0].message
+    assert "FAILED" in report.format()
+
+
+def test_unsafe_expression_fails(tiny_bundle):
+    b = tiny_bundle()
+    cfg = json.loads((b / "configs" / "inference.json").read_text())
+    cfg["run"] = ["$__import__('subprocess').call(['ls'])"]
+    (b / "configs" / "inference.json").write_text(json.dumps(cfg))
+    report = verify_bundle(b, require_manifest=False)
+    bad = [e for e in report.errors if e.code == "unsafe-expression"]
+    assert len(bad) == 1 and bad[0].where == "run#0" and "__import__" in bad[0].message
+
+
+@pytest.mark.parametrize("expr,status", [
+    ("$@network_def.to(@device)", "allowed"),
+    ("$torch.device('cuda' if torch.cuda.is_available() else 'cpu')", "allowed"),
+    ("$os.path.join(@bundle_root, 'models')", "allowed"),
+    ("$[x * 2 for x in range(3)]", "allowed"),
+    ("$np.linspace(0, 1, 5)", "allowed"),
+    ("$import glob", "allowed"),
+    ("$import os", "review"),
+    ("$requests.get('http://x')", "rejected"),
+    ("$os.system('ls')", "rejected"),
+    ("$import subprocess", "rejected"),
+    ("$eval('1+1')", "rejected"),
+    ("$open('/etc/passwd').read()", "rejected"),
+    ("$torch.load(@p, weights_only=False)", "rejected"),
+    ("$torch.hub.load('a/b', 'c')", "rejected"),
+    ("$().__class__.__bases__[0].__subclasses__()", "rejected"),
+    ("$np.load(@p, allow_pickle=True)", "rejected"),
+    ("$some_unknown_module.f()", "review"),
+    ("$print(1 +", "rejected"),
+])
+def test_expression_judgement(expr, status):
+    assert analyze_expression(expr)[0] == status, analyze_expression(expr)
+
+
+@pytest.mark.parametrize("target,status", [
+    ("monai.networks.nets.UNet", "allowed"), ("UNet", "allowed"), ("torch.optim.Adam", "allowed"),
+    ("custom_components.networks.deployable.MaskPathwaySegmenter", "allowed"), ("scipy.ndimage.label", "allowed"),
+    ("ignite.metrics.Accuracy", "allowed"), ("os.system", "rejected"), ("subprocess.Popen", "rejected"),
+    ("eval", "rejected"), ("os", "rejected"), ("torch.hub.load", "rejected"), ("builtins.exec", "rejected"),
+    ("@network_def", "allowed"), ("$os.system", "rejected"), (3, "rejected"),
+])
+def test_target_judgement(target, status):
+    assert classify_target(target)[0] == status
+
+
+def test_missing_license_fails(tiny_bundle, tmp_path):
+    b = tiny_bundle()
+    (b / "LICENSE").unlink()
+    report = verify_bundle(package_bundle(b, tmp_path / "pkg"))
+    assert not report.ok
+    assert [e.message for e in report.errors] == ["missing required file LICENSE"]
+
+
+def test_missing_configs_and_manifest(tiny_bundle):
+    b = tiny_bundle()
+    (b / "configs" / "inference.json").unlink()
+    msgs = _messages(verify_bundle(b))
+    assert "configs/inference.json or configs/train.json" in msgs
+    assert "missing manifest.json" in msgs
+
+
+@pytest.mark.parametrize("mutate,needle", [
+    (lambda m: m.update(version="1.0"), "$.version: '1.0' does not match"),
+    (lambda m: m.pop("license"), "'license' is a required property (schema: required)"),
+    (lambda m: m["network_data_format"]["inputs"]["image"].update(num_channels="one"),
+     "$.network_data_format.inputs.image.num_channels: 'one' is not of type 'integer' "
+     "(schema: properties/network_data_format/properties/inputs/additionalProperties/properties/num_channels/type)"),
+    (lambda m: m["network_data_format"]["outputs"]["pred"].pop("channel_def"),
+     "$.network_data_format.outputs.pred: 'channel_def' is a required property"),
+    (lambda m: m.update(version="0.3.0"), "$.changelog: has no entry for version '0.3.0'"),
+])
+def test_invalid_metadata_fails_with_schema_path(tiny_bundle, tmp_path, mutate, needle):
+    b = tiny_bundle()
+    meta = json.loads((b / "configs" / "metadata.json").read_text())
+    mutate(meta)
+    assert any(needle in p for p in validate_metadata(meta))
+    (b / "configs" / "metadata.json").write_text(json.dumps(meta))
+    report = verify_bundle(package_bundle(b, tmp_path / "pkg.zip"))
+    schema_errors = [e for e in report.errors if e.code == "schema"]
+    assert schema_errors and all(e.file == "configs/metadata.json" for e in schema_errors)
+    assert any(needle in e.message for e in schema_errors)
+
+
+def test_pickled_module_weights_fail(tiny_bundle, tmp_path):
+    b = tiny_bundle()
+    torch.save(torch.nn.Linear(2, 2), b / "models" / "model.pt")  # a full module: needs pickle
+    report = verify_bundle(package_bundle(b, tmp_path / "pkg"))
+    bad = [e for e in report.errors if e.code == "weights"]
+    assert len(bad) == 1 and bad[0].file == "models/model.pt"
+    assert "cannot be loaded with torch.load(weights_only=True)" in bad[0].message
+
+
+def test_model_pt_must_be_a_state_dict(tiny_bundle):
+    b = tiny_bundle()
+    torch.save({"epoch": 3}, b / "models" / "model.pt")
+    msgs = _messages(verify_bundle(b, require_manifest=False))
+    assert "models/model.pt: expected one network's state_dict" in msgs
+
+
+def test_zip_member_escaping_the_folder_fails(tmp_path):
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as zf:
+        zf.writestr("tiny/configs/metadata.json", "{}")
+        zf.writestr("../outside.txt", "x")
+    report = verify_bundle(evil)
+    assert not report.ok and "'../outside.txt' escapes the bundle folder" in _messages(report)
+    assert not (tmp_path.parent / "outside.txt").exists()
+
+
+def test_cli_exit_codes(tiny_bundle, tmp_path):
+    b = tiny_bundle()
+    out = tmp_path / "pkg.zip"
+    run = lambda *a: subprocess.run([sys.executable, *a], capture_output=True, text=True, cwd=REPO)  # noqa: E731
+    r = run("scripts/package_bundle.py", str(b), str(out))
+    assert r.returncode == 0, r.stderr
+    r = run("scripts/verify_bundle.py", str(out), "--json", str(tmp_path / "report.json"))
+    assert r.returncode == 0 and "Result: PASSED" in r.stdout, r.stdout + r.stderr
+    assert json.loads((tmp_path / "report.json").read_text())["ok"] is True
+    (b / "LICENSE").unlink()
+    r = run("scripts/verify_bundle.py", str(b))
+    assert r.returncode == 1 and "missing required file LICENSE" in r.stdout

@@ -1,0 +1,168 @@
+"""Tests of datalist loading and validation: one negative test per error, each asserting the file is named."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from PIL import Image
+
+from custom_components.data.datalist import DatalistError, load_datalist, main, validate_datalist
+
+
+def _png(path: Path, arr: np.ndarray) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path)
+    return str(path)
+
+
+@pytest.fixture
+def ds(tmp_path):
+    """A valid 2D RGB dataset with 3 labelled, 1 unlabelled, 1 validation case; returns (dir, datalist dict)."""
+    rng = np.random.default_rng(0)
+    entries = []
+    for i in range(5):
+        _png(tmp_path / "img" / f"c{i}.png", rng.integers(0, 255, (12, 10, 3), dtype=np.uint8))
+        _png(tmp_path / "lab" / f"c{i}.png", (rng.random((12, 10)) > 0.5).astype(np.uint8))
+        entries.append({"image": f"img/c{i}.png", "label": f"lab/c{i}.png"})
+    d = {"num_classes": 2, "labeled": entries[:3], "unlabeled": [{"image": entries[3]["image"]}],
+         "validation": [entries[4]], "test": []}
+    return tmp_path, d
+
+
+def _write(tmp_path: Path, d: dict) -> Path:
+    p = tmp_path / "datalist.json"
+    p.write_text(json.dumps(d))
+    return p
+
+
+def test_valid_stats_and_load(ds):
+    root, d = ds
+    p = _write(root, d)
+    stats = validate_datalist(p, num_classes=2, spatial_dims=2, in_channels=3)
+    assert stats["counts"] == {"labeled": 3, "unlabeled": 1, "validation": 1, "test": 0}
+    assert stats["image_shapes"]["min"] == [10, 12] and stats["channels"] == [3]  # PILReader: (W, H)
+    assert abs(sum(stats["class_fractions"]) - 1) < 1e-6
+    loaded = load_datalist(p)
+    assert loaded["labeled"][0]["image"] == str(root / "img/c0.png")
+
+
+def test_3d_nifti_valid(tmp_path):
+    aff = np.diag([0.6, 0.6, 0.6, 1])
+    nib.save(nib.Nifti1Image(np.zeros((6, 7, 5), np.float32), aff), tmp_path / "i.nii.gz")
+    nib.save(nib.Nifti1Image(np.ones((6, 7, 5), np.uint8), aff), tmp_path / "l.nii.gz")
+    p = _write(tmp_path, {"labeled": [{"image": "i.nii.gz", "label": "l.nii.gz"}]})
+    stats = validate_datalist(p, 2, spatial_dims=3, in_channels=1)
+    assert stats["image_shapes"]["max"] == [6, 7, 5]
+    with pytest.raises(DatalistError, match=r"i\.nii\.gz: 3D image where 2D is expected"):
+        validate_datalist(p, 2, spatial_dims=2)
+
+
+def test_missing_file(ds):
+    root, d = ds
+    d["labeled"][1]["label"] = "lab/nope.png"
+    with pytest.raises(DatalistError, match=r"lab/nope\.png: missing file"):
+        validate_datalist(_write(root, d), 2)
+
+
+def test_missing_datalist(tmp_path):
+    with pytest.raises(DatalistError, match=r"absent\.json: datalist file not found"):
+        validate_datalist(tmp_path / "absent.json", 2)
+
+
+def test_truncated_file(ds):
+    root, d = ds
+    f = root / "img" / "c2.png"
+    f.write_bytes(f.read_bytes()[:60])
+    with pytest.raises(DatalistError, match=r"img/c2\.png: unreadable or truncated file"):
+        validate_datalist(_write(root, d), 2)
+
+
+def test_unreadable_file(ds):
+    root, d = ds
+    (root / "lab" / "c0.png").write_text("not an image")
+    with pytest.raises(DatalistError, match=r"lab/c0\.png: unreadable or truncated file"):
+        validate_datalist(_write(root, d), 2)
+
+
+def test_shape_mismatch(ds):
+    root, d = ds
+    _png(root / "lab" / "c1.png", np.zeros((11, 10), np.uint8))
+    with pytest.raises(DatalistError, match=r"lab/c1\.png: image/label shape mismatch"):
+        validate_datalist(_write(root, d), 2)
+
+
+def test_label_values_out_of_range(ds):
+    root, d = ds
+    _png(root / "lab" / "c0.png", np.full((12, 10), 255, np.uint8))  # a 0/255 mask: not a class index
+    with pytest.raises(DatalistError, match=r"lab/c0\.png: label values \[255\] outside \[0, 2\)"):
+        validate_datalist(_write(root, d), 2)
+
+
+def test_same_image_in_two_splits(ds):
+    root, d = ds
+    d["test"] = [dict(d["labeled"][0])]
+    with pytest.raises(DatalistError, match=r"img/c0\.png: the same image appears twice.*labeled\[0\] and test\[0\]"):
+        validate_datalist(_write(root, d), 2, check_files=False)
+
+
+def test_same_image_twice_in_one_list(ds):
+    root, d = ds
+    d["labeled"].append(dict(d["labeled"][2]))
+    with pytest.raises(DatalistError, match=r"img/c2\.png: the same image appears twice"):
+        validate_datalist(_write(root, d), 2, check_files=False)
+
+
+def test_empty_labelled_set(ds):
+    root, d = ds
+    d["labeled"] = []
+    with pytest.raises(DatalistError, match=r"datalist\.json: empty labelled set"):
+        validate_datalist(_write(root, d), 2)
+
+
+def test_malformed_json(tmp_path):
+    p = tmp_path / "datalist.json"
+    p.write_text('{"labeled": [')
+    with pytest.raises(DatalistError, match=r"datalist\.json: malformed JSON"):
+        validate_datalist(p, 2)
+
+
+def test_malformed_entry(ds):
+    root, d = ds
+    d["labeled"][0] = {"label": "lab/c0.png"}
+    with pytest.raises(DatalistError, match=r"datalist\.json: malformed entry labeled\[0\]"):
+        validate_datalist(_write(root, d), 2)
+
+
+def test_wrong_channel_count(ds):
+    root, d = ds
+    with pytest.raises(DatalistError, match=r"img/c0\.png: wrong channel count, 3 channel\(s\) where 1 expected"):
+        validate_datalist(_write(root, d), 2, in_channels=1)
+
+
+def test_2d_where_3d_expected(ds):
+    root, d = ds
+    with pytest.raises(DatalistError, match=r"img/c0\.png: 2D image where 3D is expected"):
+        validate_datalist(_write(root, d), 2, spatial_dims=3)
+
+
+def test_labelled_entry_without_label_and_unlabelled_with_label(ds):
+    root, d = ds
+    d2 = json.loads(json.dumps(d))
+    d2["validation"][0].pop("label")
+    with pytest.raises(DatalistError, match=r"img/c4\.png: entry validation\[0\].*has no 'label'"):
+        validate_datalist(_write(root, d2), 2, check_files=False)
+    d["unlabeled"][0]["label"] = "lab/c3.png"
+    with pytest.raises(DatalistError, match=r"img/c3\.png: unlabelled entry unlabeled\[0\].*has a 'label' key"):
+        validate_datalist(_write(root, d), 2, check_files=False)
+
+
+def test_cli(ds, capsys):
+    root, d = ds
+    assert main([str(_write(root, d)), "--num-classes", "2"]) == 0
+    assert "counts: labeled 3, unlabeled 1, validation 1, test 0" in capsys.readouterr().out
+    assert main([str(_write(root, d)), "--num-classes", "2", "--spatial-dims", "3"]) == 1
+    assert "INVALID" in capsys.readouterr().err

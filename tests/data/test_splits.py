@@ -1,0 +1,119 @@
+"""Tests of the deterministic split maker."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from monai.data import load_decathlon_datalist
+
+from custom_components.data.splits import case_id, make_split, read_id_list, split_filename, write_split
+
+
+def _cases(n: int) -> list[dict]:
+    return [{"image": f"imagesTr/c{i:03d}.png", "label": f"labelsTr/c{i:03d}.png"} for i in range(n)]
+
+
+def _imgs(lst):
+    return [e["image"] for e in lst]
+
+
+def test_keys_counts_and_disjoint():
+    s = make_split(_cases(100), labeled_ratio=0.1, seed=0)
+    assert len(s["test"]) == 30 and len(s["validation"]) == 10
+    assert len(s["labeled"]) == 6 and len(s["unlabeled"]) == 54  # 10 % of the 60-case pool
+    all_imgs = _imgs(s["labeled"]) + _imgs(s["unlabeled"]) + _imgs(s["validation"]) + _imgs(s["test"])
+    assert len(all_imgs) == len(set(all_imgs)) == 100
+    assert all("label" not in e for e in s["unlabeled"])
+    assert all("label" in e for k in ("labeled", "validation", "test") for e in s[k])
+    assert s["seed"] == 0 and s["labeled_ratio"] == 0.1
+
+
+def test_deterministic_and_seed_dependent():
+    a = make_split(_cases(50), 0.2, seed=1)
+    b = make_split(list(reversed(_cases(50))), 0.2, seed=1)  # input order does not matter
+    c = make_split(_cases(50), 0.2, seed=2)
+    assert a == b
+    assert _imgs(a["test"]) != _imgs(c["test"])
+
+
+def test_validation_test_independent_of_ratio_and_labeled_nested():
+    splits = [make_split(_cases(80), r, seed=5) for r in (0.05, 0.1, 0.2, 0.5, 1.0)]
+    for s in splits[1:]:
+        assert s["validation"] == splits[0]["validation"] and s["test"] == splits[0]["test"]
+    for small, large in zip(splits, splits[1:]):
+        assert set(_imgs(small["labeled"])) < set(_imgs(large["labeled"]))
+    assert splits[-1]["unlabeled"] == [] and len(splits[-1]["labeled"]) == 80 - 24 - 8
+
+
+def test_min_labeled_and_first_n():
+    assert len(make_split(_cases(20), 0.01, seed=0)["labeled"]) == 1
+    assert len(make_split(_cases(20), 0.01, seed=0, min_labeled=3)["labeled"]) == 3
+    s = make_split(_cases(20), 0.5, seed=0, labeled_first_n=2)
+    assert len(s["labeled"]) == 2 and s["split"]["labeled_first_n"] == 2
+
+
+def test_official_train_test_la_protocol():
+    cases = [{"id": f"ID{i:02d}", "image": f"imagesTr/ID{i:02d}.nii.gz", "label": f"labelsTr/ID{i:02d}.nii.gz"}
+             for i in range(100)]
+    train = [f"ID{i:02d}" for i in range(99, 19, -1)]  # 80 ids, deliberately not sorted
+    test = [f"ID{i:02d}" for i in range(20)]
+    s8 = make_split(cases, 0.1, seed=0, official_train=train, official_test=test)
+    assert [case_id(e) for e in s8["test"]] == test
+    assert [case_id(e) for e in s8["labeled"]] == train[:8]  # labelled = first 8 ids of train.list
+    assert len(s8["validation"]) == 8
+    assert not set(case_id(e) for e in s8["validation"]) & set(train[:16])
+    s4 = make_split(cases, 0.05, seed=0, official_train=train, official_test=test)
+    s16 = make_split(cases, 0.2, seed=0, official_train=train, official_test=test)
+    assert [case_id(e) for e in s4["labeled"]] == train[:4]
+    assert [case_id(e) for e in s16["labeled"]] == train[:16]
+    assert s4["validation"] == s8["validation"] == s16["validation"]
+    assert len(s8["unlabeled"]) == 80 - 8 - 8
+    s_other = make_split(cases, 0.1, seed=1, official_train=train, official_test=test)
+    assert s_other["validation"] != s8["validation"]
+
+
+def test_official_lists_read_from_datalist(tmp_path):
+    data = {"cases": _cases(30), "official_test": [f"c{i:03d}" for i in range(10)]}
+    s = make_split(data, 0.5, seed=0)
+    assert sorted(case_id(e) for e in s["test"]) == [f"c{i:03d}" for i in range(10)]
+    s_no = make_split(data, 0.5, seed=0, use_official=False)
+    assert sorted(case_id(e) for e in s_no["test"]) != [f"c{i:03d}" for i in range(10)]
+
+
+def test_read_id_list_uamt_style(tmp_path):
+    p = tmp_path / "train.list"
+    p.write_text("A1\n\nB2\n../data/2018LA_Seg_Training Set/C3/mri_norm2.h5\n")
+    assert read_id_list(p) == ["A1", "B2", "C3"]
+
+
+def test_write_split_paths_resolve(tmp_path):
+    (tmp_path / "imagesTr").mkdir()
+    s = make_split(_cases(10), 0.2, seed=0)
+    out = write_split(s, tmp_path)
+    assert out == tmp_path / "splits" / "datalist_r0.2_s0.json"
+    assert json.loads(out.read_text())["labeled"][0]["image"].startswith("../imagesTr/")
+    items = load_decathlon_datalist(out, data_list_key="unlabeled")
+    assert items[0]["image"].startswith(str(tmp_path / "imagesTr"))
+    assert split_filename(1.0, 3) == "datalist_r1_s3.json" and split_filename(0.05, 0) == "datalist_r0.05_s0.json"
+
+
+@pytest.mark.parametrize(
+    "kwargs, msg",
+    [
+        ({"labeled_ratio": 0.0}, "labeled_ratio"),
+        ({"labeled_ratio": 1.5}, "labeled_ratio"),
+        ({"labeled_ratio": 0.1, "val_fraction": 0.6, "test_fraction": 0.5}, "val_fraction"),
+        ({"labeled_ratio": 0.1, "official_test": ["nope"]}, "official_test"),
+        ({"labeled_ratio": 0.1, "labeled_first_n": 99}, "labeled_first_n"),
+    ],
+)
+def test_invalid(kwargs, msg):
+    with pytest.raises(ValueError, match=msg):
+        make_split(_cases(10), **kwargs)
+
+
+def test_duplicate_image_rejected():
+    cases = _cases(5) + [{"id": "other", "image": "imagesTr/c000.png", "label": "labelsTr/c000.png"}]
+    with pytest.raises(ValueError, match="c000.png listed twice"):
+        make_split(cases, 0.5)

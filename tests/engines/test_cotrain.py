@@ -1,0 +1,389 @@
+"""Tests for ``custom_components.engines.cotrain`` (METHOD.md, "Phase 2"): gradient routing of every loss term,
+``R = 0`` as plain CPS, the ramp-up, batched vs looped rounds, chained rounds, and end-to-end runs."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+from ignite.engine import Events
+from torch.utils.data import DataLoader
+
+from custom_components.data.loaders import PairedLoader
+from custom_components.engines import CoTrainer, LinearRampUp
+from custom_components.losses.cps import HardTargetDiceLoss
+from custom_components.networks import DiffusionTeacher
+from custom_components.networks.teacher import make_noise
+
+torch.set_num_threads(1)
+
+SIZE = 16
+TINY = dict(channels=(8, 16), norm_num_groups=4)
+OUTPUT_KEYS = {"loss", "loss_sup", "loss_unsup", "loss_sup_dice", "loss_cps", "loss_align", "loss_rec", "unsup_weight"}
+
+
+def perturb_(module: torch.nn.Module, scale: float = 0.1) -> torch.nn.Module:
+    """Noise on every parameter: MONAI zero-initialises the UNet's output layer, which would hide every gradient
+    upstream of it and make every prediction uniform."""
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(scale * torch.randn_like(p))
+    return module
+
+
+def nets(dims: int = 2, c: int = 1, k: int = 2, seed: int = 0) -> tuple[DiffusionTeacher, DiffusionTeacher]:
+    torch.manual_seed(seed)
+    teacher = perturb_(DiffusionTeacher(dims, c, k, **TINY))
+    student = perturb_(DiffusionTeacher(dims, c, k, **TINY))
+    return teacher, student
+
+
+def batch(dims: int = 2, c: int = 1, k: int = 2, n_l: int = 2, n_u: int = 2, seed: int = 5):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, k, (n_l, 1, *([SIZE] * dims)), generator=g)
+    x_l = y.float() + 0.1 * torch.randn(n_l, c, *([SIZE] * dims), generator=g)
+    x_u = torch.randn(n_u, c, *([SIZE] * dims), generator=g)
+    return x_l, y, x_u
+
+
+def dataset(dims: int = 2, c: int = 1, k: int = 2, n: int = 2, labelled: bool = True, seed: int = 0) -> list[dict]:
+    x_l, y, x_u = batch(dims, c, k, n_l=n, n_u=n, seed=seed)
+    if labelled:
+        return [{"image": x_l[i], "label": y[i]} for i in range(n)]
+    return [{"image": x_u[i]} for i in range(n)]
+
+
+def paired(dims: int = 2, c: int = 1, k: int = 2, n_l: int = 2, n_u: int = 4, bs: int = 2) -> PairedLoader:
+    lab = DataLoader(dataset(dims, c, k, n_l, True, seed=1), batch_size=bs)
+    unl = DataLoader(dataset(dims, c, k, n_u, False, seed=2), batch_size=bs)
+    return PairedLoader(lab, unl)
+
+
+def make_trainer(teacher, student, loader=None, max_epochs: int = 1, **kw) -> CoTrainer:
+    return CoTrainer(
+        device="cpu",
+        max_epochs=max_epochs,
+        train_data_loader=loader if loader is not None else paired(),
+        teacher=teacher,
+        student=student,
+        teacher_optimizer=torch.optim.Adam(teacher.parameters(), lr=1e-3),
+        student_optimizer=torch.optim.Adam(student.mask_net.parameters(), lr=1e-3),
+        **kw,
+    )
+
+
+# ------------------------------------------------------------------------------------------- gradient routing
+@functools.lru_cache(maxsize=None)
+def _losses_for_routing(batch_rounds: bool):
+    teacher, student = nets()
+    trainer = make_trainer(teacher, student, rounds=2, batch_rounds=batch_rounds, unsup_weight=lambda e: 1.0)
+    x_l, y, x_u = batch()
+    torch.manual_seed(0)
+    out = trainer.compute_losses(x_l, y, x_u, epoch=0)
+    groups = {
+        "S_S": list(student.mask_net.parameters()),
+        "S_T": list(teacher.mask_net.parameters()),
+        "G_T": list(teacher.image_net.parameters()),
+    }
+    return out, groups
+
+
+def grad_norms(term: str, batch_rounds: bool = True) -> dict[str, float]:
+    """|d term / d params| summed per parameter group (0 where a group is not in the term's graph)."""
+    out, groups = _losses_for_routing(batch_rounds)
+    loss = out[term]
+    names = list(groups)
+    params = [p for n in names for p in groups[n]]
+    grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+    norms, i = {}, 0
+    for n in names:
+        g = grads[i : i + len(groups[n])]
+        norms[n] = float(sum(x.abs().sum() for x in g if x is not None))
+        i += len(groups[n])
+    return norms
+
+
+@pytest.mark.parametrize("batch_rounds", [True, False], ids=["batched", "loop"])
+def test_cps_trains_both_mask_pathways_and_nothing_in_g_t(batch_rounds: bool) -> None:
+    g = grad_norms("loss_cps", batch_rounds)
+    assert g["S_S"] > 0 and g["S_T"] > 0
+    assert g["G_T"] == 0
+
+
+@pytest.mark.parametrize("batch_rounds", [True, False], ids=["batched", "loop"])
+def test_align_trains_only_the_teacher_mask_pathway(batch_rounds: bool) -> None:
+    g = grad_norms("loss_align", batch_rounds)
+    assert g["S_T"] > 0
+    assert g["S_S"] == 0 and g["G_T"] == 0
+
+
+@pytest.mark.parametrize("batch_rounds", [True, False], ids=["batched", "loop"])
+def test_rec_trains_only_the_teacher_image_pathway(batch_rounds: bool) -> None:
+    g = grad_norms("loss_rec", batch_rounds)
+    assert g["G_T"] > 0
+    assert g["S_T"] == 0 and g["S_S"] == 0
+
+
+def test_supervised_dice_trains_both_mask_pathways() -> None:
+    g = grad_norms("loss_sup_dice")
+    assert g["S_S"] > 0 and g["S_T"] > 0
+    assert g["G_T"] == 0
+
+
+def test_total_loss_is_sup_plus_unsup_and_reaches_all_three_pathways() -> None:
+    out, _ = _losses_for_routing(True)
+    torch.testing.assert_close(out["loss"], out["loss_sup"] + out["loss_unsup"])
+    g = grad_norms("loss")
+    assert g["S_S"] > 0 and g["S_T"] > 0 and g["G_T"] > 0
+
+
+# ------------------------------------------------------------------------------------------------- R = 0
+def test_r0_is_plain_cps() -> None:
+    teacher, student = nets()
+    lam = 0.7
+    trainer = make_trainer(teacher, student, rounds=0, unsup_weight=lambda e: lam)
+    x_l, y, x_u = batch()
+    torch.manual_seed(11)
+    out = trainer.compute_losses(x_l, y, x_u, epoch=0)
+    # the same draws by hand: student first, then teacher, each on concat[x_l, x_u]
+    dice = HardTargetDiceLoss()
+    x = torch.cat([x_l, x_u])
+    torch.manual_seed(11)
+    p_s = student.segment(x)
+    p_t = teacher.segment(x)
+    n = x_l.shape[0]
+    cps = dice(p_s[n:], p_t[n:].argmax(1, keepdim=True)) + dice(p_t[n:], p_s[n:].argmax(1, keepdim=True))
+    expected = lam * cps + dice(p_s[:n], y) + dice(p_t[:n], y)
+    torch.testing.assert_close(out["loss"], expected)
+    torch.testing.assert_close(out["loss_cps"], cps)
+    assert float(out["loss_align"]) == 0 and float(out["loss_rec"]) == 0
+    assert float(out["unsup_weight"]) == pytest.approx(lam)
+    out["loss"].backward()
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in teacher.image_net.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in teacher.mask_net.parameters())
+
+
+def test_r0_never_calls_the_image_pathway(monkeypatch: pytest.MonkeyPatch) -> None:
+    teacher, student = nets()
+    trainer = make_trainer(teacher, student, rounds=0)
+
+    def forbidden(*a, **k):
+        raise AssertionError("reconstruct must not run with R = 0")
+
+    monkeypatch.setattr(teacher, "reconstruct", forbidden)
+    trainer.compute_losses(*batch(), epoch=0)
+
+
+# ------------------------------------------------------------------------------------------------- ramp-up
+def test_linear_ramp_up_values() -> None:
+    ramp = LinearRampUp(1.0, 3)
+    assert [ramp(e) for e in range(5)] == pytest.approx([1 / 3, 2 / 3, 1.0, 1.0, 1.0])
+    assert LinearRampUp(2.0, 4)(0) == pytest.approx(0.5)
+    assert LinearRampUp(0.5, 1)(0) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="ramp_epochs must be >= 1, got 0"):
+        LinearRampUp(1.0, 0)
+    with pytest.raises(ValueError, match="lambda_max must be >= 0, got -1"):
+        LinearRampUp(-1.0, 3)
+
+
+def test_unsup_weight_in_output_follows_the_default_ramp_over_three_epochs() -> None:
+    teacher, student = nets()
+    trainer = make_trainer(teacher, student, max_epochs=3, rounds=1, epoch_length=1)
+    seen = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: seen.append(float(e.state.output["unsup_weight"])))
+    trainer.run()
+    # default lambda(e) = 1 * min(1, (e + 1) / E_ramp) with E_ramp = max_epochs = 3, e 0-based
+    assert seen == pytest.approx([1 / 3, 2 / 3, 1.0])
+
+
+# ------------------------------------------------------------------------------------------ batched vs loop
+class RowDraws:
+    """Replace the random ``t`` and noise of ``segment`` / ``reconstruct`` by deterministic per-row draws.
+
+    Rows are numbered in call order per (network, pathway); row ``r`` always gets the same ``t`` and noise. The
+    batched path draws round ``j`` sample ``i`` at row ``j * B + i`` of one call; the loop draws it at row
+    ``i`` of its ``j``-th call: the same row number, hence the same draw, and the two paths must agree exactly.
+    """
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, net: DiffusionTeacher, tag: int) -> None:
+        self.rows = {"seg": 0, "rec": 0}
+        self.tag = tag
+        seg, rec = net.segment, net.reconstruct
+
+        def segment(x, t=None, noise=None, mask_net=None):
+            t, noise = self.draw("seg", x.shape[0], (net.num_classes, *x.shape[2:]))
+            return seg(x, t, noise, mask_net)
+
+        def reconstruct(x, mask, t=None, noise=None):
+            t, noise = self.draw("rec", x.shape[0], tuple(x.shape[1:]))
+            return rec(x, mask, t, noise)
+
+        monkeypatch.setattr(net, "segment", segment)
+        monkeypatch.setattr(net, "reconstruct", reconstruct)
+
+    def draw(self, kind: str, n: int, shape: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+        start = self.rows[kind]
+        self.rows[kind] += n
+        rows = range(start, start + n)
+        salt = 7919 * self.tag + (0 if kind == "seg" else 104729)
+        t = torch.tensor([(97 * r + 31 * self.tag + (13 if kind == "rec" else 0)) % 1000 for r in rows])
+        noise = torch.cat([make_noise((1, *shape), salt + r, "cpu", torch.float32) for r in rows])
+        return t, noise
+
+
+def _losses_with_row_draws(monkeypatch, batch_rounds: bool, seg_loss, rounds: int = 3) -> dict:
+    teacher, student = nets(seed=2)
+    with monkeypatch.context() as m:
+        RowDraws(m, teacher, 1)
+        RowDraws(m, student, 2)
+        trainer = make_trainer(teacher, student, rounds=rounds, batch_rounds=batch_rounds, seg_loss=seg_loss,
+                               unsup_weight=lambda e: 0.6)
+        x_l, y, x_u = batch(n_l=2, n_u=3)  # unequal halves catch a wrong labelled / unlabelled split
+        out = trainer.compute_losses(x_l, y, x_u, epoch=0)
+    return {k: v.detach() for k, v in out.items()}
+
+
+@pytest.mark.parametrize(
+    "seg_loss",
+    [
+        pytest.param(HardTargetDiceLoss(), id="dice"),
+        pytest.param(HardTargetDiceLoss(use_ce=True), id="dice_ce"),
+        pytest.param(HardTargetDiceLoss(batch=True), id="dice_batch"),
+    ],
+)
+def test_batched_rounds_equal_the_loop_with_the_same_draws(monkeypatch: pytest.MonkeyPatch, seg_loss) -> None:
+    batched = _losses_with_row_draws(monkeypatch, True, seg_loss)
+    looped = _losses_with_row_draws(monkeypatch, False, seg_loss)
+    for key in OUTPUT_KEYS:
+        torch.testing.assert_close(batched[key], looped[key], atol=2e-5, rtol=1e-5, msg=key)
+    assert float(batched["loss_align"]) > 0 and float(batched["loss_rec"]) > 0
+
+
+def test_row_draws_differ_between_rounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Guard for the test above: with these draws one round does not simply repeat another."""
+    one = _losses_with_row_draws(monkeypatch, False, HardTargetDiceLoss(), rounds=1)
+    three = _losses_with_row_draws(monkeypatch, False, HardTargetDiceLoss(), rounds=3)
+    assert not torch.allclose(one["loss_rec"], three["loss_rec"])
+    assert not torch.allclose(one["loss_align"], three["loss_align"])
+
+
+# ------------------------------------------------------------------------------------------ round conditions
+def _spy_rounds(monkeypatch, round_mode: str, batch_rounds: bool, rounds: int = 3):
+    teacher, student = nets()
+    masks, seg_outputs, rec_inputs = [], [], []
+    seg, rec = teacher.segment, teacher.reconstruct
+
+    def segment(x, *a, **k):
+        out = seg(x, *a, **k)
+        seg_outputs.append(out.detach())
+        return out
+
+    def reconstruct(x, mask, *a, **k):
+        masks.append(mask.detach().clone())
+        out = rec(x, mask, *a, **k)
+        rec_inputs.append(out.x0_hat.detach())
+        return out
+
+    monkeypatch.setattr(teacher, "segment", segment)
+    monkeypatch.setattr(teacher, "reconstruct", reconstruct)
+    trainer = make_trainer(teacher, student, rounds=rounds, round_mode=round_mode, batch_rounds=batch_rounds)
+    trainer.compute_losses(*batch(), epoch=0)
+    return masks, seg_outputs
+
+
+def test_chained_rounds_condition_on_the_previous_round(monkeypatch: pytest.MonkeyPatch) -> None:
+    masks, segs = _spy_rounds(monkeypatch, "chained", batch_rounds=True)  # chained ignores batch_rounds
+    assert len(masks) == 3 and len(segs) == 4  # P_T, then P~_1..P~_3
+    # round 1 conditions on P_T, round j on P~_(j-1)
+    for j in range(3):
+        torch.testing.assert_close(masks[j], 2 * segs[j].softmax(1) - 1)
+    assert not torch.allclose(masks[1], masks[0]) and not torch.allclose(masks[2], masks[1])
+
+
+def test_independent_rounds_all_condition_on_p_t(monkeypatch: pytest.MonkeyPatch) -> None:
+    masks, segs = _spy_rounds(monkeypatch, "independent", batch_rounds=False)
+    assert len(masks) == 3
+    for m in masks:
+        torch.testing.assert_close(m, 2 * segs[0].softmax(1) - 1)
+
+
+def test_batched_independent_rounds_repeat_the_p_t_condition(monkeypatch: pytest.MonkeyPatch) -> None:
+    masks, segs = _spy_rounds(monkeypatch, "independent", batch_rounds=True)
+    assert len(masks) == 1
+    b = segs[0].shape[0]
+    assert masks[0].shape[0] == 3 * b
+    for j in range(3):
+        torch.testing.assert_close(masks[0][j * b : (j + 1) * b], 2 * segs[0].softmax(1) - 1)
+
+
+def test_align_uses_detached_reconstruction_as_input(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``P~_j = S_T(stopgrad(x0_hat_j))``: the image the teacher re-segments carries no graph."""
+    teacher, student = nets()
+    inputs = []
+    seg = teacher.segment
+
+    def segment(x, *a, **k):
+        inputs.append(x)
+        return seg(x, *a, **k)
+
+    monkeypatch.setattr(teacher, "segment", segment)
+    make_trainer(teacher, student, rounds=2, batch_rounds=False).compute_losses(*batch(), epoch=0)
+    assert len(inputs) == 3
+    assert all(not x.requires_grad for x in inputs[1:])
+
+
+# ------------------------------------------------------------------------------------------------- end to end
+@pytest.mark.parametrize(
+    "dims,c,k,rounds,mode",
+    [(2, 1, 2, 2, "independent"), (2, 3, 4, 1, "chained"), (3, 1, 2, 1, "independent")],
+    ids=["2d-C1-K2-R2", "2d-C3-K4-R1-chained", "3d-C1-K2-R1"],
+)
+def test_trainer_runs_and_reports_every_component(dims: int, c: int, k: int, rounds: int, mode: str) -> None:
+    teacher, student = nets(dims, c, k)
+    loader = paired(dims, c, k, n_l=2, n_u=4, bs=2) if dims == 2 else paired(dims, c, k, n_l=1, n_u=1, bs=1)
+    t_before = [p.detach().clone() for p in teacher.parameters()]
+    s_before = [p.detach().clone() for p in student.mask_net.parameters()]
+    trainer = make_trainer(teacher, student, loader, max_epochs=2 if dims == 2 else 1, rounds=rounds, round_mode=mode)
+    outputs = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: outputs.append(e.state.output))
+    trainer.run()
+    assert len(outputs) == (4 if dims == 2 else 1)  # epoch = longer stream (2 batches) x 2 epochs
+    out = trainer.state.output
+    assert OUTPUT_KEYS <= set(out)
+    for key in OUTPUT_KEYS:
+        v = torch.as_tensor(out[key])
+        assert v.numel() == 1 and torch.isfinite(v) and not v.requires_grad, key
+    torch.testing.assert_close(out["loss"], out["loss_sup"] + out["loss_unsup"])
+    assert float(out["loss_align"]) > 0 and float(out["loss_rec"]) > 0
+    # both optimizers stepped: both pathways of the teacher and the student's mask pathway moved
+    assert any(not torch.equal(a, b.detach()) for a, b in zip(t_before, teacher.parameters()))
+    assert any(not torch.equal(a, b.detach()) for a, b in zip(s_before, student.mask_net.parameters()))
+
+
+def test_trainer_rejects_batches_without_paired_streams() -> None:
+    teacher, student = nets()
+    loader = DataLoader(dataset(), batch_size=2)
+    trainer = make_trainer(teacher, student, loader, rounds=0)
+    with pytest.raises(KeyError, match="co-training batch has no 'labeled' stream"):
+        trainer.run()
+
+
+@pytest.mark.parametrize(
+    "kwargs,msg",
+    [
+        (dict(rounds=-1), "rounds must be >= 0, got -1"),
+        (dict(round_mode="serial"), "round_mode must be 'independent' or 'chained', got 'serial'"),
+    ],
+)
+def test_invalid_arguments_rejected(kwargs: dict, msg: str) -> None:
+    teacher, student = nets()
+    with pytest.raises(ValueError, match=msg):
+        make_trainer(teacher, student, **kwargs)
+
+
+def test_student_must_match_teacher() -> None:
+    teacher, _ = nets()
+    student = DiffusionTeacher(2, 1, 3, **TINY)
+    with pytest.raises(ValueError, match=r"the twin student must match the teacher"):
+        make_trainer(teacher, student)

@@ -1,0 +1,107 @@
+"""End-to-end test of scripts/prepare_folder.py (generic image/mask folders, several formats)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from PIL import Image
+
+from custom_components.data.datalist import validate_datalist
+from custom_components.data.prepare import PreparationError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _main(argv):
+    spec = importlib.util.spec_from_file_location("prepare_folder", ROOT / "scripts" / "prepare_folder.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.main(argv)
+
+
+def _dirs(tmp_path):
+    (tmp_path / "im").mkdir()
+    (tmp_path / "ma").mkdir()
+    return tmp_path / "im", tmp_path / "ma"
+
+
+def test_2d_mixed_formats_binarize_with_suffix(tmp_path, capsys):
+    im, ma = _dirs(tmp_path)
+    rng = np.random.default_rng(0)
+    m = np.zeros((12, 16), np.uint8)
+    m[3:9, 4:12] = 255
+    for name, ext in (("a", ".png"), ("b", ".tif"), ("c", ".jpg"), ("d", ".bmp")):
+        Image.fromarray(rng.integers(0, 255, (12, 16), dtype=np.uint8)).save(im / f"{name}{ext}")
+    Image.fromarray(m).save(ma / "a_mask.png")
+    Image.fromarray(m).save(ma / "b_mask.tif")
+    Image.fromarray(m).save(ma / "c_mask.bmp")
+    Image.fromarray(m > 0).convert("1").save(ma / "d_mask.bmp")
+    assert _main(["--images", str(im), "--masks", str(ma), "--out", str(tmp_path / "o"), "--mask-suffix", "_mask",
+                  "--binarize", "--name", "HMEPS"]) == 0
+    assert "dataset HMEPS: 4 cases" in capsys.readouterr().out
+    dl = json.loads((tmp_path / "o" / "datalist.json").read_text())
+    assert dl["in_channels"] == 1 and dl["num_classes"] == 2 and [c["id"] for c in dl["cases"]] == list("abcd")
+    for c in "abcd":
+        assert np.array_equal(np.array(Image.open(tmp_path / "o" / "labelsTr" / f"{c}.png")), (m > 0).astype(np.uint8))
+    validate_datalist(tmp_path / "o" / "datalist.json", 2, spatial_dims=2, in_channels=1, require_keys=("cases",))
+
+
+def test_label_map_and_class_indices(tmp_path):
+    im, ma = _dirs(tmp_path)
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(im / "x.png")
+    m = np.zeros((8, 8), np.uint8)
+    m[:4] = 128
+    m[6:] = 255
+    Image.fromarray(m).save(ma / "x.png")
+    _main(["--images", str(im), "--masks", str(ma), "--out", str(tmp_path / "o"), "--label-map", "0:0,128:1,255:2"])
+    lab = np.array(Image.open(tmp_path / "o" / "labelsTr" / "x.png"))
+    assert lab[0, 0] == 1 and lab[7, 0] == 2 and lab[5, 0] == 0
+    assert json.loads((tmp_path / "o" / "datalist.json").read_text())["num_classes"] == 3
+    with pytest.raises(PreparationError, match=r"x\.png: mask values \[255\] missing from --label-map"):
+        _main(["--images", str(im), "--masks", str(ma), "--out", str(tmp_path / "o"), "--label-map", "0:0,128:1"])
+    with pytest.raises(PreparationError, match=r"x\.png: mask values \[0, 128, 255\] are not class indices"):
+        _main(["--images", str(im), "--masks", str(ma), "--out", str(tmp_path / "o")])
+
+
+def test_3d_nifti_and_nrrd(tmp_path):
+    im, ma = _dirs(tmp_path)
+    lab = np.zeros((6, 7, 5), np.uint8)
+    lab[1:4, 2:5, 1:3] = 2
+    aff = np.diag([0.8, 0.8, 1.5, 1])
+    nib.save(nib.Nifti1Image(np.ones((6, 7, 5), np.float32), aff), im / "p.nii.gz")
+    nib.save(nib.Nifti1Image(lab, aff), ma / "p.nii.gz")
+    s = sitk.GetImageFromArray(np.transpose(np.ones((6, 7, 5), np.float32), (2, 1, 0)))
+    s.SetSpacing((0.8, 0.8, 1.5))
+    sitk.WriteImage(s, str(im / "q.nrrd"))
+    s = sitk.GetImageFromArray(np.transpose(lab, (2, 1, 0)))
+    s.SetSpacing((0.8, 0.8, 1.5))
+    sitk.WriteImage(s, str(ma / "q.nrrd"))
+    _main(["--images", str(im), "--masks", str(ma), "--out", str(tmp_path / "o")])
+    dl = json.loads((tmp_path / "o" / "datalist.json").read_text())
+    assert dl["spatial_dims"] == 3 and dl["num_classes"] == 3
+    q = nib.load(tmp_path / "o" / "labelsTr" / "q.nii.gz")
+    assert np.array_equal(np.asarray(q.dataobj), lab) and np.allclose(q.header.get_zooms(), (0.8, 0.8, 1.5))
+    validate_datalist(tmp_path / "o" / "datalist.json", 3, spatial_dims=3, require_keys=("cases",))
+
+
+def test_folder_errors(tmp_path):
+    im, ma = _dirs(tmp_path)
+    with pytest.raises(PreparationError, match="no image file"):
+        _main(["--images", str(im), "--masks", str(ma), "--out", str(tmp_path / "o")])
+    with pytest.raises(PreparationError, match=r"nope: missing folder"):
+        _main(["--images", str(tmp_path / "nope"), "--masks", str(ma), "--out", str(tmp_path / "o")])
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(im / "a.png")
+    with pytest.raises(PreparationError, match=r"a\.png: no mask 'a_m\.\*'"):
+        _main(["--images", str(im), "--masks", str(ma), "--out", str(tmp_path / "o"), "--mask-suffix", "_m"])
+    Image.fromarray(np.zeros((8, 9), np.uint8)).save(ma / "a.png")
+    with pytest.raises(PreparationError, match=r"a\.png: mask/image size mismatch"):
+        _main(["--images", str(im), "--masks", str(ma), "--out", str(tmp_path / "o")])
+    (ma / "a.png").write_bytes(b"\x89PNG broken")
+    with pytest.raises(PreparationError, match=r"a\.png: unreadable mask"):
+        _main(["--images", str(im), "--masks", str(ma), "--out", str(tmp_path / "o")])
