@@ -80,6 +80,11 @@ def workload_configs(quick: bool) -> dict[str, dict[str, Any]]:
                    channels=(16, 32, 64, 128), groups=8, sup_channels=(16, 32, 64, 128, 256),
                    volume=(144, 144, 88), window=(112, 112, 80), strides=(18, 18, 4), image_size=(144, 144, 88),
                    n_files=8, ddim_steps=4, sw_batch=4, rounds=(0, 3)),
+        # the same LA setting with the prototype's wider backbone (memory and speed of the default channels)
+        "la_c32": dict(spatial_dims=3, in_channels=1, num_classes=2, size=(96, 96, 80), batch=1,
+                       channels=(32, 64, 128, 256), groups=8, sup_channels=(16, 32, 64, 128, 256),
+                       volume=(144, 144, 88), window=(112, 112, 80), strides=(18, 18, 4), image_size=(144, 144, 88),
+                       n_files=8, ddim_steps=4, sw_batch=4, rounds=(0, 3)),
     }
 
 
@@ -182,10 +187,17 @@ def _teacher(cfg: dict, device: torch.device, seed: int) -> torch.nn.Module:
     from custom_components.networks import DiffusionTeacher
 
     torch.manual_seed(seed)
-    return DiffusionTeacher(
+    net = DiffusionTeacher(
         cfg["spatial_dims"], cfg["in_channels"], cfg["num_classes"], channels=cfg["channels"],
         norm_num_groups=cfg["groups"],
-    ).to(device)
+    )
+    # DiffusionModelUNet zero-initialises its output (and residual-output) convolutions: every output would be 0
+    # in any precision, hiding precision effects; give them small random weights (as a trained network has)
+    with torch.no_grad():
+        for name, prm in net.named_parameters():
+            if prm.ndim > 1 and not prm.any():
+                prm.normal_(0.0, 0.05)
+    return net.to(device)
 
 
 def _images(cfg: dict, batch: int, device: torch.device, seed: int, size: tuple | None = None) -> torch.Tensor:
@@ -403,6 +415,47 @@ def measure_data_wait(cfg: dict, step_for_batch: Callable[[dict], Any], loader: 
     return {"wait_ms_per_step": w / iters, "compute_ms_per_step": c / iters, "wait_share": w / (w + c)}
 
 
+def run_data_loading(wl: str, cfg: dict, swname: str, device: torch.device, quick: bool, workers: int,
+                     iters: int) -> list[dict]:
+    """Data-loading wait of the phase-1 step on synthetic files, for both loading pipelines.
+
+    Args:
+        wl: workload name.
+        cfg: the workload settings.
+        swname: the switch of the step (``eager_fp32`` or ``fast``).
+        device: the device.
+        quick: smoke mode (no worker processes).
+        workers: worker processes of the uncached pipeline.
+        iters: timed steps.
+    """
+    out: list[dict] = []
+    sw = SWITCHES[swname]
+    prev = set_backend_flags(tf32=bool(sw.get("tf32")), cudnn_benchmark=bool(sw.get("cudnn_benchmark")))
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            items = write_synthetic_files(cfg, Path(tmp))
+            step, n, _ = build_case("p1", cfg, sw, device)
+
+            def run_on(bt: dict) -> Any:
+                return step({"image": bt["image"].to(device, non_blocking=True)})
+
+            for kind in ("dataset", "cache"):
+                nw = 0 if quick or kind == "cache" else workers
+                loader = loading_pipeline(cfg, items, kind, n, nw)
+                d = measure_data_wait(cfg, run_on, loader, device, iters)
+                d.update(workload=wl, phase="p1", switch=swname, pipeline=kind, workers=nw, batch=n)
+                out.append(d)
+                print(f"{wl}/data/{swname}/{kind:8s} wait {d['wait_ms_per_step']:8.2f} ms  "
+                      f"compute {d['compute_ms_per_step']:8.2f} ms  share {d['wait_share']:.3f}", flush=True)
+                del loader
+    except Exception as e:  # noqa: BLE001  (recorded, not fatal)
+        out.append({"workload": wl, "switch": swname, "error": f"{type(e).__name__}: {e}"})
+        print(f"{wl}/data_loading error {e}", flush=True)
+    finally:
+        restore_backend_flags(prev)
+    return out
+
+
 # ----------------------------------------------------------------------------------------------- driver
 def versions() -> dict[str, str]:
     """Library versions of this run."""
@@ -435,25 +488,32 @@ def plan(quick: bool, device: torch.device) -> list[tuple[str, str, int, str]]:
         quick: smoke mode (few switches).
         device: the device (fp16 / compile / channels-last are GPU switches; quick mode skips them).
     """
+    if quick:  # one case per phase (two for phase 2), enough to exercise every code path on a CPU
+        cases = [("la", "p2", 2, "eager_fp32"), ("la", "p2", 2, "bf16"), ("la", "p1", 0, "eager_fp32"),
+                 ("la", "sup", 0, "eager_fp32"), ("la", "infer", 0, "eager_fp32"), ("la", "infer_ens4", 0, "eager_fp32"),
+                 ("la", "ddim", 0, "eager_fp32"), ("ph2", "p2", 0, "eager_fp32"), ("ph2", "p1", 0, "eager_fp32"),
+                 ("ph2", "infer", 0, "eager_fp32"), ("ph2", "data", 0, "eager_fp32")]
+        return cases
     core = ["eager_fp32", "fast"]
-    train_all = ["eager_fp32", "tf32", "cudnn_benchmark", "bf16", "fp16", "channels_last", "fast", "fast_channels_last"]
-    infer_all = ["eager_fp32", "tf32", "bf16", "fast", "fast_channels_last"]
-    if quick:
-        train_all = ["eager_fp32", "bf16", "channels_last", "fast"]
-        infer_all = core
-    cases: list[tuple[str, str, int, str]] = []
+    r = {wl: workload_configs(quick)[wl]["rounds"][1] for wl in ("la", "ph2")}
+    cases = []
+    # 1. the headline numbers first (a time budget cuts the tail of this list)
     for wl in ("la", "ph2"):
-        r_max = workload_configs(quick)[wl]["rounds"][1]
-        cases += [(wl, "p2", r_max, s) for s in train_all + ["batch_rounds_off"]]
-        cases += [(wl, "p2", 0, s) for s in core]
-        cases += [(wl, "p1", 0, s) for s in core]
-        cases += [(wl, "sup", 0, s) for s in core]
-        cases += [(wl, "infer", 0, s) for s in infer_all]
-        cases += [(wl, "infer_ens4", 0, s) for s in core]
-        cases += [(wl, "ddim", 0, s) for s in core]
-    if not quick and device.type == "cuda":
-        cases += [("la", "p2", workload_configs(quick)["la"]["rounds"][1], "fast_compile"),
-                  ("la", "infer", 0, "fast_compile"), ("ph2", "p2", workload_configs(quick)["ph2"]["rounds"][1], "fast_compile")]
+        cases += [(wl, "p2", r[wl], s) for s in ("eager_fp32", "tf32", "bf16", "fast")]
+    for wl in ("la", "ph2"):
+        cases += [(wl, ph, 0, s) for ph in ("infer", "infer_ens4", "ddim") for s in core]
+    for wl in ("la", "ph2"):
+        cases += [(wl, ph, 0, s) for ph in ("p2", "p1", "sup") for s in core] + [(wl, "data", 0, "eager_fp32")]
+    # 2. the remaining single switches
+    for wl in ("la", "ph2"):
+        cases += [(wl, "p2", r[wl], s) for s in ("cudnn_benchmark", "fp16", "channels_last", "fast_channels_last",
+                                                 "batch_rounds_off")]
+        cases += [(wl, "infer", 0, s) for s in ("tf32", "bf16", "fast_channels_last")]
+    # 3. the wider backbone and torch.compile (slow to build)
+    if device.type == "cuda":
+        cases += [("la_c32", "p2", 3, "fast"), ("la_c32", "infer", 0, "fast"),
+                  ("la", "p2", r["la"], "fast_compile"), ("la", "infer", 0, "fast_compile"),
+                  ("ph2", "p2", r["ph2"], "fast_compile")]
     return cases
 
 
@@ -476,7 +536,7 @@ def main(argv: list[str] | None = None) -> dict:
     t_start = time.perf_counter()
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() and not args.quick else "cpu"))
     if args.quick and device.type == "cpu":
-        torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+        torch.set_num_threads(1)  # small ops: more threads only add contention on a shared CPU
     warmup = args.warmup if args.warmup is not None else (1 if args.quick else 3)
     iters = args.iters if args.iters is not None else (2 if args.quick else 8)
     cfgs = workload_configs(args.quick)
@@ -504,9 +564,16 @@ def main(argv: list[str] | None = None) -> dict:
         if args.time_budget and time.perf_counter() - t_start > args.time_budget * (0.6 if "compile" in swname else 1.0):
             res["skipped"].append({"case": name, "reason": "time budget"})
             continue
+        if phase == "data":
+            for swd in ("eager_fp32",) if args.quick else ("eager_fp32", "fast"):
+                res["data_loading"] += run_data_loading(wl, cfgs[wl], swd, device, args.quick, args.workers,
+                                                        iters if args.quick else 3 * iters)
+            write()
+            continue
         sw = SWITCHES[swname]
         prev = set_backend_flags(tf32=bool(sw.get("tf32")), cudnn_benchmark=bool(sw.get("cudnn_benchmark")))
-        torch._dynamo.reset() if sw.get("compile") else None
+        if sw.get("compile"):
+            torch._dynamo.reset()
         reset_peak(device)
         entry: dict[str, Any] = {"case": name, "workload": wl, "phase": phase, "rounds": rounds, "switch": swname}
         try:
@@ -517,7 +584,10 @@ def main(argv: list[str] | None = None) -> dict:
             entry["first_call_s"] = time.perf_counter() - t0
             if swname == "eager_fp32" and key not in flops_cache:
                 flops_cache[key] = count_flops(step)
-            times = time_steps(step, device, max(0, warmup - 1), iters)
+            # keep slow cases short: at most ~10 s of timed steps, never fewer than 3
+            n_iter = iters if args.quick else max(3, min(iters, int(10.0 / max(entry["first_call_s"], 1e-3))))
+            times = time_steps(step, device, max(0, warmup - 1), n_iter)
+            entry["timed_iters"] = n_iter
             ms = statistics.median(times)
             mem, mem_src = peak_memory_mb(device)
             entry.update(ms_per_step=ms, ms_min=min(times), ms_max=max(times), samples_per_step=n,
@@ -558,42 +628,6 @@ def main(argv: list[str] | None = None) -> dict:
         if device.type == "cuda":
             torch.cuda.empty_cache()
 
-    # data loading wait, phase-1 step (eager fp32 and fast), two pipelines
-    with tempfile.TemporaryDirectory() as tmp:
-        for wl in [w for w in ("la", "ph2") if w in only]:
-            if args.time_budget and time.perf_counter() - t_start > args.time_budget:
-                res["skipped"].append({"case": f"{wl}/data_loading", "reason": "time budget"})
-                continue
-            cfg = cfgs[wl]
-            root = Path(tmp) / wl
-            root.mkdir()
-            try:
-                items = write_synthetic_files(cfg, root)
-                for swname in ("eager_fp32", "fast"):
-                    sw = SWITCHES[swname]
-                    prev = set_backend_flags(tf32=bool(sw.get("tf32")), cudnn_benchmark=bool(sw.get("cudnn_benchmark")))
-                    try:
-                        step, n, _ = build_case("p1", cfg, sw, device)
-
-                        def run_on(bt: dict, _step: Callable = step) -> Any:
-                            return _step({"image": bt["image"].to(device, non_blocking=True)})
-
-                        for kind in ("dataset", "cache"):
-                            workers = 0 if args.quick else args.workers
-                            loader = loading_pipeline(cfg, items, kind, n, workers)
-                            d = measure_data_wait(cfg, run_on, loader, device, iters if args.quick else 2 * iters)
-                            d.update(workload=wl, phase="p1", switch=swname, pipeline=kind,
-                                     workers=workers if kind == "dataset" else 0, batch=n)
-                            res["data_loading"].append(d)
-                            print(f"{wl}/data/{swname}/{kind:8s} wait {d['wait_ms_per_step']:8.2f} ms  "
-                                  f"compute {d['compute_ms_per_step']:8.2f} ms  share {d['wait_share']:.3f}", flush=True)
-                            del loader
-                    finally:
-                        restore_backend_flags(prev)
-            except Exception as e:  # noqa: BLE001
-                res["data_loading"].append({"workload": wl, "error": f"{type(e).__name__}: {e}"})
-                print(f"{wl}/data_loading error {e}", flush=True)
-            write()
     write()
     print(f"wrote {out_path} ({res['elapsed_s']:.1f} s)")
     return res

@@ -31,6 +31,10 @@ class DatalistError(ValueError):
     """A datalist or one of the files it lists is invalid; the message names the file and the problem."""
 
 
+#: extensions read through ITK (3D formats other than NIfTI)
+ITK_EXTENSIONS = (".nrrd", ".nhdr", ".mha", ".mhd")
+
+
 def reader_for(path: str | os.PathLike) -> Any:
     """MONAI image reader for a file, chosen by extension.
 
@@ -47,7 +51,12 @@ def reader_for(path: str | os.PathLike) -> Any:
         return PILReader()
     if name.endswith((".nii", ".nii.gz")):
         return NibabelReader()
-    return ITKReader()
+    if name.endswith(ITK_EXTENSIONS):
+        return ITKReader()
+    raise DatalistError(
+        f"{path}: unsupported file extension; expected one of PNG/BMP/TIFF/JPEG (2D), NIfTI (.nii, .nii.gz) or "
+        f"{', '.join(ITK_EXTENSIONS)}."
+    )
 
 
 def load_datalist(path: str | os.PathLike, resolve: bool = True) -> dict[str, Any]:
@@ -94,11 +103,20 @@ def _load(file: str, where: str) -> tuple[np.ndarray, dict]:
 
     if not os.path.isfile(file):
         raise DatalistError(f"{file}: missing file ({where}).")
+    reader = reader_for(file)
     try:
-        img = LoadImage(reader=reader_for(file), image_only=True, ensure_channel_first=True)(file)
+        img = LoadImage(reader=reader, image_only=True, ensure_channel_first=True)(file)
     except Exception as e:  # any reader failure: unreadable or truncated
         raise DatalistError(f"{file}: unreadable or truncated file ({where}): {type(e).__name__}: {e}") from e
     return np.asarray(img), dict(getattr(img, "meta", {}))
+
+
+def _spacing(meta: dict, ndim: int) -> np.ndarray | None:
+    """Voxel spacing from a MetaTensor's ``pixdim`` (NIfTI/ITK); ``None`` for 2D formats that carry none."""
+    pixdim = meta.get("pixdim")
+    if pixdim is None or ndim < 3:
+        return None
+    return np.asarray(pixdim, dtype=float).reshape(-1)[1 : 1 + ndim]
 
 
 def validate_datalist(
@@ -172,7 +190,7 @@ def validate_datalist(
     for key, entries in lists.items():
         for i, e in enumerate(entries):
             where = f"{p}, {key}[{i}]"
-            img, _ = _load(e["image"], where)
+            img, img_meta = _load(e["image"], where)
             stats["num_files"] += 1
             c, sp = img.shape[0], tuple(img.shape[1:])
             if spatial_dims is not None and len(sp) != spatial_dims:
@@ -188,7 +206,7 @@ def validate_datalist(
             shapes.append(sp)
             if "label" not in e:
                 continue
-            lab, _ = _load(e["label"], where)
+            lab, lab_meta = _load(e["label"], where)
             stats["num_files"] += 1
             if lab.shape[0] != 1:
                 raise DatalistError(f"{e['label']}: label must have one channel, got {lab.shape[0]} ({where}).")
@@ -196,6 +214,12 @@ def validate_datalist(
                 raise DatalistError(
                     f"{e['label']}: image/label shape mismatch, label {tuple(lab.shape[1:])} vs image {sp} "
                     f"({e['image']}, {where})."
+                )
+            sp_img, sp_lab = _spacing(img_meta, len(sp)), _spacing(lab_meta, len(sp))
+            if sp_img is not None and sp_lab is not None and not np.allclose(sp_img, sp_lab, rtol=1e-3, atol=1e-4):
+                raise DatalistError(
+                    f"{e['label']}: image/label spacing mismatch, label {tuple(np.round(sp_lab, 4))} vs image "
+                    f"{tuple(np.round(sp_img, 4))} ({e['image']}, {where})."
                 )
             if num_classes is not None:
                 vals = np.unique(lab)

@@ -109,7 +109,8 @@ def _load(datalist_or_cases: str | Path | Mapping[str, Any] | Sequence[Mapping[s
     else:  # an already split datalist: pool everything that has a label
         cases = [c for k in ("labeled", "validation", "test", "training") for c in data.get(k, []) if "label" in c]
     if not cases:
-        raise ValueError("make_split: no cases (expected a 'cases' list of entries with 'image' and 'label').")
+        src = f"{datalist_or_cases}: " if isinstance(datalist_or_cases, (str, Path)) else ""
+        raise ValueError(f"{src}make_split: no cases (expected a 'cases' list of entries with 'image' and 'label').")
     for c in cases:
         if "image" not in c or "label" not in c:
             raise ValueError(f"make_split: every case needs 'image' and 'label'; got {dict(c)}.")

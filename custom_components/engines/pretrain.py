@@ -80,7 +80,8 @@ class TeacherPretrainTrainer(DiffusionTrainerBase):
         optimizer: optimizer of the teacher's parameters.
         probe: optional ``ChannelProbe``; ``None`` disables monitoring.
         probe_optimizer: optimizer of the probe's parameters (required with a probe).
-        probe_loss: loss of the probe against labels (default: Dice + CE on hard labels).
+        probe_loss: loss of the probe against labels (default: soft Dice over all classes; cross-entropy would
+            favour the all-background probe on small structures).
         ignore_value: the label value marking "no label" (filled by ``FillMissingLabeld``).
         epoch_length: iterations per epoch.
         non_blocking: non-blocking copies.
@@ -123,7 +124,7 @@ class TeacherPretrainTrainer(DiffusionTrainerBase):
         self.optimizer = optimizer
         self.probe = probe
         self.probe_optimizer = probe_optimizer
-        self.probe_loss = probe_loss or HardTargetDiceLoss(use_ce=True)
+        self.probe_loss = probe_loss or HardTargetDiceLoss()
         self.ignore_value = ignore_value
 
     def _iteration(self, engine: Engine, batchdata: dict) -> dict:

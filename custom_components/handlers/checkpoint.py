@@ -118,6 +118,11 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike, keep_previous: bool = F
         if keep_previous and path.exists():
             os.replace(path, path.with_name(path.name + ".prev"))
         os.replace(tmp_name, path)
+        os.chmod(path, 0o644)  # mkstemp creates 0600 files; checkpoints are shared with collaborators
+    except OSError as e:
+        if os.path.exists(tmp_name):
+            os.remove(tmp_name)
+        raise OSError(e.errno, f"cannot write checkpoint {path} ({e.strerror or e}); the previous file is unchanged", str(path)) from e
     except BaseException:
         if os.path.exists(tmp_name):
             os.remove(tmp_name)

@@ -11,4 +11,4 @@ from .teacher import (
     probabilities_to_mask,
 )
 from .probe import ChannelProbe
-from .io import describe_architecture, load_teacher_weights
+from .io import check_weights, describe_architecture, load_teacher_weights

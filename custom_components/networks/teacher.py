@@ -6,6 +6,7 @@ noise schedule lives in a MONAI scheduler held next to the backbones: the backbo
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -89,11 +90,16 @@ def background_mask(like: torch.Tensor, num_classes: int) -> torch.Tensor:
     return m
 
 
+@functools.lru_cache(maxsize=64)
+def _host_noise(shape: tuple[int, ...], seed: int) -> torch.Tensor:
+    return torch.from_numpy(np.random.default_rng(seed).standard_normal(shape, dtype=np.float32))
+
+
 def make_noise(shape: Sequence[int], seed: int, device: torch.device | str, dtype: torch.dtype) -> torch.Tensor:
     """Seeded Gaussian noise, identical on every device and constant under ``torch.jit.trace``.
 
-    Drawn with NumPy's PCG64 generator on the host (so a traced graph records a constant, not ``randn``),
-    then moved to ``device``.
+    Drawn with NumPy's PCG64 generator on the host (so a traced graph records a constant, not ``randn``) and cached
+    per (shape, seed), then moved to ``device`` (a fresh copy: callers may modify it).
 
     Args:
         shape: the noise shape.
@@ -101,8 +107,8 @@ def make_noise(shape: Sequence[int], seed: int, device: torch.device | str, dtyp
         device: where the noise goes.
         dtype: its dtype.
     """
-    arr = np.random.default_rng(int(seed)).standard_normal(tuple(int(s) for s in shape), dtype=np.float32)
-    return torch.from_numpy(arr).to(device=device, dtype=dtype)
+    noise = _host_noise(tuple(int(s) for s in shape), int(seed))
+    return noise.to(device=device, dtype=dtype, copy=True)
 
 
 def check_spatial_size(spatial_shape: Sequence[int], num_levels: int, where: str = "input") -> None:

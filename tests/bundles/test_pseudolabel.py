@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import nibabel as nib
@@ -26,6 +27,13 @@ def _teacher_ckpt(path: Path, spatial_dims: int, in_channels: int, num_classes: 
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(net.state_dict(), path)
     return path
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """MONAI's config parser wraps errors of expressions in a RuntimeError: return the original one."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return exc
 
 
 def _overrides(data: Path, tmp: Path, ckpt: Path, **extra) -> dict:
@@ -86,8 +94,11 @@ def test_refuses_existing_output_unless_overwrite(tiny_dataset_2d, tmp_path, run
     run_bundle(BUNDLE, ["inference"], "inference", **ov)
     before = (tmp_path / "out" / "pseudolabels.json").read_text()
     wf = make_bundle_workflow(BUNDLE, ["inference"], "inference", **ov)
-    with pytest.raises(FileExistsError, match=r"already holds pseudo-labels.*--overwrite True"):
+    with pytest.raises(Exception) as err:
         wf.initialize()
+    cause = _root_cause(err.value)
+    assert isinstance(cause, FileExistsError)
+    assert f"output folder '{tmp_path / 'out'}' already holds pseudo-labels" in str(cause) and "--overwrite True" in str(cause)
     assert (tmp_path / "out" / "pseudolabels.json").read_text() == before
     run_bundle(BUNDLE, ["inference"], "inference", **{**ov, "overwrite": True})
     assert len(json.loads((tmp_path / "out" / "pseudolabels.json").read_text())["pseudolabels"]) == 2
@@ -97,17 +108,29 @@ def test_teacher_of_another_architecture(tiny_dataset_2d, tmp_path, make_bundle_
     data = tiny_dataset_2d(num_cases=4, size=16)
     ckpt = _teacher_ckpt(tmp_path / "teacher.pt", 2, 3, 3)  # 3 classes, bundle configured for 2
     wf = make_bundle_workflow(BUNDLE, ["inference"], "inference", **_overrides(data, tmp_path, ckpt, roi_size=[16, 16]))
-    with pytest.raises(ValueError, match=r"teacher checkpoint '.*teacher.pt' does not match the configured architecture"):
+    with pytest.raises(Exception) as err:
         wf.initialize()
+    cause = _root_cause(err.value)
+    assert isinstance(cause, ValueError)
+    assert f"teacher checkpoint '{ckpt}' does not match the configured architecture" in str(cause)
 
 
 def test_image_with_other_channel_count(tiny_dataset_2d, tmp_path, make_bundle_workflow):
-    data = tiny_dataset_2d(num_cases=4, size=16, in_channels=1)  # grey PNGs
+    data = tiny_dataset_2d(num_cases=4, size=16, in_channels=1)  # grey PNGs, teacher and config for RGB
     ckpt = _teacher_ckpt(tmp_path / "teacher.pt", 2, 3, 2)
+    # without the datalist file check, the inferer names the image
     wf = make_bundle_workflow(BUNDLE, ["inference"], "inference", **_overrides(data, tmp_path, ckpt, roi_size=[16, 16]))
     wf.initialize()
-    with pytest.raises(ValueError, match=r"image '.*case_00\d\.png': has 1 channel\(s\) but the teacher expects in_channels=3"):
+    with pytest.raises(Exception) as err:
         wf.run()
+    cause = _root_cause(err.value)
+    assert isinstance(cause, ValueError)
+    assert re.search(r"image '.*case_00\d\.png': has 1 channel\(s\) but the teacher expects in_channels=3", str(cause))
+    # with it (the default), initialize already refuses the datalist
+    wf = make_bundle_workflow(BUNDLE, ["inference"], "inference", **_overrides(data, tmp_path / "b", ckpt, roi_size=[16, 16], check_datalist_files=True))
+    with pytest.raises(Exception) as err:
+        wf.initialize()
+    assert "case_00" in str(_root_cause(err.value)) and "channel" in str(_root_cause(err.value))
 
 
 def test_metadata_is_valid():

@@ -102,8 +102,8 @@ def test_evaluate_writes_per_case_metrics(profile, tiny_dataset_2d, tiny_dataset
         data, roi = tiny_dataset_3d(num_cases=8, size=(16, 20, 12)), [16, 16, 16]
     names = ["train", "evaluate"] + ([profile] if profile else [])
     wf = make_workflow(BUNDLE, names, "eval", **_train_overrides(data, tmp_path, roi_size=roi))
+    save_fresh_weights(wf, tmp_path / "models" / "model.pt")  # before initialize, which checks the weights
     wf.initialize()
-    save_fresh_weights(wf, tmp_path / "models" / "model.pt")
     assert wf.check_properties() == []
     wf.run()
     wf.finalize()
@@ -117,9 +117,10 @@ def test_evaluate_writes_per_case_metrics(profile, tiny_dataset_2d, tiny_dataset
     assert not (tmp_path / "models" / "train_state.pt").exists(), "evaluation must not write training state"
 
 
-def test_evaluate_stacked_config_passes_train_properties_too(tiny_dataset_2d, tmp_path, make_workflow):
+def test_evaluate_stacked_config_passes_train_properties_too(tiny_dataset_2d, tmp_path, make_workflow, save_fresh_weights):
     data = tiny_dataset_2d(num_cases=4, size=16)
     wf = make_workflow(BUNDLE, ["train", "evaluate"], "train", **_train_overrides(data, tmp_path, roi_size=[16, 16]))
+    save_fresh_weights(wf, tmp_path / "models" / "model.pt")  # evaluate.json checks the weights in initialize
     wf.initialize()
     assert wf.check_properties() == []
 
@@ -141,8 +142,8 @@ def test_inference_folder_writes_one_mask_per_input(spatial_dims, tiny_dataset_2
     }
     overrides.pop("check_datalist_files")
     wf = make_workflow(BUNDLE, names, "inference", **overrides)
+    save_fresh_weights(wf, tmp_path / "models" / "model.pt")  # before initialize, which checks the weights
     wf.initialize()
-    save_fresh_weights(wf, tmp_path / "models" / "model.pt")
     assert wf.check_properties() == []
     wf.run()
     wf.finalize()
@@ -167,8 +168,8 @@ def test_inference_on_datalist_key(tiny_dataset_2d, tmp_path, run_bundle, make_w
                  "ckpt_dir": str(tmp_path / "models"), "roi_size": [16, 16]}
     overrides.pop("check_datalist_files")
     wf = make_workflow(BUNDLE, ["inference"], "inference", **overrides)
+    save_fresh_weights(wf, tmp_path / "models" / "model.pt")  # before initialize, which checks the weights
     wf.initialize()
-    save_fresh_weights(wf, tmp_path / "models" / "model.pt")
     wf.run()
     n_val = len(json.loads((data / "datalist.json").read_text())["validation"])
     assert len(list((tmp_path / "pred").glob("*_seg.png"))) == n_val == 2

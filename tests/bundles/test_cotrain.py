@@ -1,0 +1,256 @@
+"""End-to-end tests of bundles/cotrain (phase 2): train 2D / 3D from a fresh teacher checkpoint, plain CPS,
+teacher-checkpoint errors, evaluate (2D, 3D), inference (2D, 3D, datalist key), metadata."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from custom_components.bundle_tools.verify import validate_metadata
+from custom_components.networks import DiffusionTeacher, MaskPathwaySegmenter, load_teacher_weights
+
+BUNDLE = "cotrain"
+ROOT = Path(__file__).resolve().parents[2] / "bundles" / BUNDLE
+#: tiny two-level networks, single-process data loading
+TINY = {"channels": [8, 16], "norm_num_groups": 4, "num_workers": 0}
+
+
+def _root_cause(err: BaseException) -> BaseException:
+    while err.__cause__ is not None:
+        err = err.__cause__
+    return err
+
+
+def _fresh_teacher(path: Path, spatial_dims: int, in_channels: int, channels=(8, 16), seed: int = 123) -> Path:
+    """Write a freshly initialised DiffusionTeacher state dict (a stand-in for phase 1's teacher.pt)."""
+    torch.manual_seed(seed)
+    net = DiffusionTeacher(spatial_dims, in_channels, 2, channels=list(channels), norm_num_groups=4)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(net.state_dict(), path)
+    return path
+
+
+def _fresh_deployable(path: Path, spatial_dims: int, in_channels: int) -> Path:
+    """Write a freshly initialised deployable MaskPathwaySegmenter state dict (a stand-in for models/model.pt)."""
+    torch.manual_seed(7)
+    net = MaskPathwaySegmenter(spatial_dims, in_channels, 2, channels=[8, 16], norm_num_groups=4)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(net.state_dict(), path)
+    return path
+
+
+def _train_overrides(dataset: Path, out: Path, roi: list[int], teacher_ckpt: str, **extra) -> dict:
+    return {
+        **TINY,
+        "dataset_dir": str(dataset),
+        "output_dir": str(out / "eval"),
+        "ckpt_dir": str(out / "models"),
+        "teacher_ckpt": teacher_ckpt,
+        "roi_size": roi,
+        "batch_size": 2,
+        "val_batch_size": 2,
+        "max_epochs": 1,
+        "val_interval": 1,
+        "rounds": 1,
+        "check_datalist_files": False,
+        **extra,
+    }
+
+
+def _check_outputs(models: Path, wf, spatial_dims: int) -> None:
+    """model.pt (deployable), model_selection.json, teacher.pt, train_state.pt."""
+    weights = torch.load(models / "model.pt", map_location="cpu", weights_only=True)
+    assert all(isinstance(v, torch.Tensor) for v in weights.values())
+    assert any(v.ndim == spatial_dims + 2 for v in weights.values()), f"{spatial_dims}D convolutions expected"
+    deployable = wf.parser.get_parsed_content("deployable_def")
+    deployable.load_state_dict(weights)  # one network: the deployable MaskPathwaySegmenter
+    selection = json.loads((models / "model_selection.json").read_text())
+    assert selection["network"] in ("student", "teacher") and 0.0 < selection["threshold"] < 1.0
+    assert abs(deployable.threshold - selection["threshold"]) < 1e-3
+    teacher = wf.parser.get_parsed_content("network_def")
+    load_teacher_weights(teacher, models / "teacher.pt")  # the updated teacher, usable by phase 3
+    assert (models / "train_state.pt").is_file()
+
+
+@pytest.mark.parametrize("rounds,round_mode", [(1, "independent"), (2, "chained")])
+def test_train_2d_from_teacher_checkpoint(rounds, round_mode, tiny_dataset_2d, tmp_path, make_bundle_workflow):
+    data = tiny_dataset_2d(num_cases=6, size=24)
+    ckpt = _fresh_teacher(tmp_path / "phase1" / "teacher.pt", 2, 3)
+    overrides = _train_overrides(data, tmp_path, [16, 16], str(ckpt), rounds=rounds, round_mode=round_mode)
+    wf = make_bundle_workflow(BUNDLE, ["train"], "train", **overrides)
+    wf.initialize()
+    assert wf.check_properties() == []
+    saved = torch.load(ckpt, weights_only=True)
+    teacher = wf.parser.get_parsed_content("network")
+    assert all(torch.equal(v.cpu(), saved[k]) for k, v in teacher.state_dict().items()), "teacher_ckpt not loaded"
+    student = wf.parser.get_parsed_content("student")
+    assert student is not teacher and not torch.equal(
+        student.mask_net.conv_in.conv.weight, teacher.mask_net.conv_in.conv.weight
+    ), "the twin student must be a separate, freshly initialised network"
+    wf.run()
+    wf.finalize()
+    trainer = wf.parser.get_parsed_content("train#trainer")
+    assert trainer.state.epoch == 1 and trainer.rounds == rounds and trainer.round_mode == round_mode
+    out = trainer.state.output
+    assert float(out["loss_rec"]) > 0 and torch.isfinite(out["loss"])
+    _check_outputs(tmp_path / "models", wf, 2)
+
+
+def test_train_3d_profile(tiny_dataset_3d, tmp_path, run_bundle):
+    data = tiny_dataset_3d(num_cases=6, size=(16, 20, 12))  # one side smaller than roi_size, one larger
+    ckpt = _fresh_teacher(tmp_path / "phase1" / "teacher.pt", 3, 1)
+    overrides = _train_overrides(data, tmp_path, [16, 16, 16], str(ckpt), val_batch_size=1)
+    wf = run_bundle(BUNDLE, ["train", "profile_3d"], "train", **overrides)
+    assert wf.parser.get_parsed_content("network").spatial_dims == 3
+    assert type(wf.parser.get_parsed_content("validate#inferer")).__name__ == "SlidingWindowInferer"
+    _check_outputs(tmp_path / "models", wf, 3)
+
+
+def test_plain_cps_without_teacher_checkpoint(tiny_dataset_2d, tmp_path, run_bundle):
+    data = tiny_dataset_2d(num_cases=6, size=16)
+    overrides = _train_overrides(data, tmp_path, [16, 16], "", rounds=0)
+    wf = run_bundle(BUNDLE, ["train"], "train", **overrides)
+    out = wf.parser.get_parsed_content("train#trainer").state.output
+    assert float(out["loss_rec"]) == 0.0 and float(out["loss_align"]) == 0.0
+    assert float(out["loss_cps"]) > 0.0
+    _check_outputs(tmp_path / "models", wf, 2)
+
+
+def test_missing_teacher_checkpoint_names_the_file(tiny_dataset_2d, tmp_path, make_bundle_workflow):
+    data = tiny_dataset_2d(num_cases=4, size=16)
+    missing = tmp_path / "nowhere" / "teacher.pt"
+    wf = make_bundle_workflow(BUNDLE, ["train"], "train", **_train_overrides(data, tmp_path, [16, 16], str(missing)))
+    with pytest.raises(RuntimeError) as err:
+        wf.initialize()
+    cause = _root_cause(err.value)
+    assert isinstance(cause, FileNotFoundError)
+    assert str(missing) in str(cause) and "teacher_pretrain" in str(cause)
+
+
+def test_teacher_checkpoint_of_another_architecture(tiny_dataset_2d, tmp_path, make_bundle_workflow):
+    data = tiny_dataset_2d(num_cases=4, size=16)
+    ckpt = _fresh_teacher(tmp_path / "phase1" / "teacher.pt", 2, 3, channels=(16, 32))
+    wf = make_bundle_workflow(BUNDLE, ["train"], "train", **_train_overrides(data, tmp_path, [16, 16], str(ckpt)))
+    with pytest.raises(RuntimeError) as err:
+        wf.initialize()
+    cause = _root_cause(err.value)
+    assert isinstance(cause, ValueError)
+    msg = str(cause)
+    assert str(ckpt) in msg
+    assert "DiffusionTeacher(spatial_dims=2, in_channels=3, num_classes=2, num_levels=2" in msg
+    assert "shape mismatch" in msg
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_evaluate_writes_metrics(spatial_dims, tiny_dataset_2d, tiny_dataset_3d, tmp_path, make_bundle_workflow):
+    if spatial_dims == 2:  # non-square native size, different from roi_size: predictions are inverted
+        data, roi, names, c = tiny_dataset_2d(num_cases=8, size=(20, 28)), [16, 16], ["train", "evaluate"], 3
+    else:
+        data, roi, names, c = tiny_dataset_3d(num_cases=8, size=(16, 20, 12)), [16, 16, 16], ["train", "evaluate", "profile_3d"], 1
+    _fresh_deployable(tmp_path / "models" / "model.pt", spatial_dims, c)
+    overrides = _train_overrides(data, tmp_path, roi, "")
+    wf = make_bundle_workflow(BUNDLE, names, "eval", **overrides)
+    wf.initialize()
+    assert wf.check_properties() == []
+    wf.run()
+    wf.finalize()
+    test_cases = json.loads((data / "datalist.json").read_text())["test"]
+    with open(tmp_path / "eval" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(test_cases) == 2
+    assert all(0.0 <= float(r["dice_class1"]) <= 1.0 for r in rows)
+    assert (tmp_path / "eval" / "metrics.json").is_file()
+    assert not (tmp_path / "models" / "train_state.pt").exists(), "evaluation must not train"
+    assert not (tmp_path / "models" / "teacher.pt").exists(), "evaluation must not write a teacher"
+
+
+def _inference_overrides(tmp_path: Path, roi: list[int], **extra) -> dict:
+    return {**TINY, "output_dir": str(tmp_path / "pred"), "ckpt_dir": str(tmp_path / "models"), "roi_size": roi, **extra}
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_inference_writes_mask_and_uncertainty_per_input(spatial_dims, tiny_dataset_2d, tiny_dataset_3d, tmp_path, run_bundle):
+    if spatial_dims == 2:
+        data, names, roi, ext, c = tiny_dataset_2d(num_cases=4, size=(20, 28)), ["inference"], [16, 16], ".png", 3
+    else:
+        data = tiny_dataset_3d(num_cases=4, size=(16, 20, 12), spacing=(0.625, 0.625, 1.25))
+        names, roi, ext, c = ["inference", "profile_3d"], [16, 16, 16], ".nii.gz", 1
+    _fresh_deployable(tmp_path / "models" / "model.pt", spatial_dims, c)
+    run_bundle(BUNDLE, names, "inference", **_inference_overrides(tmp_path, roi, input_dir=str(data / "imagesTr")))
+    inputs = sorted((data / "imagesTr").glob("*" + ext))
+    assert len(inputs) == 4
+    assert len(list((tmp_path / "pred").glob("*_seg" + ext))) == len(inputs)
+    assert len(list((tmp_path / "pred").glob("*_uncertainty" + ext))) == len(inputs)
+    for src in inputs:
+        seg = tmp_path / "pred" / src.name.replace(ext, "_seg" + ext)
+        unc = tmp_path / "pred" / src.name.replace(ext, "_uncertainty" + ext)
+        if spatial_dims == 2:
+            image = np.asarray(Image.open(src))
+            mask, u = np.asarray(Image.open(seg)), np.asarray(Image.open(unc))
+            assert mask.dtype == np.uint8 and mask.shape == u.shape == image.shape[:2]
+        else:
+            image, m, un = nib.load(str(src)), nib.load(str(seg)), nib.load(str(unc))
+            assert m.shape == un.shape == image.shape
+            assert np.allclose(m.affine, image.affine) and np.allclose(un.affine, image.affine)
+            assert m.get_data_dtype() == np.uint8
+            mask, u = np.asarray(m.dataobj), np.asarray(un.dataobj)
+            assert 0.0 <= u.min() and u.max() <= 1.0 + 1e-6
+        assert set(np.unique(mask)) <= {0, 1}
+
+
+def test_inference_on_datalist_key(tiny_dataset_2d, tmp_path, run_bundle):
+    data = tiny_dataset_2d(num_cases=8, size=16)
+    _fresh_deployable(tmp_path / "models" / "model.pt", 2, 3)
+    overrides = _inference_overrides(tmp_path, [16, 16], dataset_dir=str(data), infer_key="validation", save_uncertainty=False)
+    run_bundle(BUNDLE, ["inference"], "inference", **overrides)
+    n_val = len(json.loads((data / "datalist.json").read_text())["validation"])
+    assert len(list((tmp_path / "pred").glob("*_seg.png"))) == n_val == 2
+    assert not list((tmp_path / "pred").glob("*_uncertainty.png"))
+
+
+def test_metadata_is_valid_and_matches_deployable_network():
+    meta = json.loads((ROOT / "configs" / "metadata.json").read_text())
+    assert validate_metadata(meta) == []
+    assert meta["version"] in meta["changelog"]
+    infer = json.loads((ROOT / "configs" / "inference.json").read_text())
+    image = meta["network_data_format"]["inputs"]["image"]
+    pred = meta["network_data_format"]["outputs"]["pred"]
+    assert len(image["spatial_shape"]) == len(pred["spatial_shape"]) == infer["spatial_dims"] == 2
+    assert image["num_channels"] == infer["in_channels"] and pred["num_channels"] == infer["num_classes"]
+    assert pred["channel_def"] == {"0": "background", "1": "foreground"}
+    # the deployable network really maps image -> K class probabilities
+    net = MaskPathwaySegmenter(2, image["num_channels"], pred["num_channels"], channels=[8, 16], norm_num_groups=4).eval()
+    with torch.no_grad():
+        probs = net(torch.rand(1, image["num_channels"], 16, 16) * 2 - 1)
+    assert probs.shape == (1, pred["num_channels"], 16, 16)
+    assert torch.allclose(probs.sum(1), torch.ones(1, 16, 16), atol=1e-5)
+    assert "Apache License" in (ROOT / "LICENSE").read_text()[:200]
+    assert (ROOT / "configs" / "logging.conf").is_file() and (ROOT / "docs" / "README.md").is_file()
+
+
+@pytest.mark.parametrize("profile", [None, "profile_3d"])
+def test_teacher_architecture_matches_phase1(profile):
+    """The default teacher_ckpt of phase 1 must load: both bundles configure the same DiffusionTeacher."""
+    from monai.bundle import ConfigParser
+
+    def arch(bundle: str) -> dict:
+        parser = ConfigParser()
+        names = ["train"] + ([profile] if profile else [])
+        parser.read_config([str(ROOT.parent / bundle / "configs" / f"{n}.json") for n in names])
+        keys = ("spatial_dims", "in_channels", "num_classes", "roi_size", "channels", "num_res_blocks",
+                "norm_num_groups", "num_train_timesteps", "noise_schedule", "infer_timestep")
+        return {k: parser[k] for k in keys}
+
+    assert arch("teacher_pretrain") == arch("cotrain")
+    inference = json.loads((ROOT / "configs" / "inference.json").read_text())
+    if profile is None:
+        assert {k: inference[k] for k in ("spatial_dims", "in_channels", "num_classes", "channels")} == {
+            k: arch("cotrain")[k] for k in ("spatial_dims", "in_channels", "num_classes", "channels")
+        }

@@ -1,0 +1,1 @@
+"""Tests of custom_components.transforms (a package: tests/bundles/test_pseudolabel.py shares a basename)."""
