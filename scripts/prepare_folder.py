@@ -91,6 +91,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     images = [p for p in sorted(img_dir.iterdir()) if _is_supported(p)]
     if not images:
         raise PreparationError(f"{img_dir}: no image file (PNG/BMP/TIFF/JPEG/NIfTI/NRRD) found.")
+    seen: dict[str, Path] = {}
+    for img_p in images:
+        stem = strip_ext(img_p.name)
+        if stem in seen:
+            raise PreparationError(f"{img_p}: duplicate case id '{stem}' (also {seen[stem]}); rename one of them.")
+        seen[stem] = img_p
     out = Path(a.out)
     labels_raw, records = [], []
     dims = set()
@@ -101,9 +107,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         lab_p = masks[stem]
         if img_p.name.lower().endswith(VOLUME_EXTS):
             img, spacing = read_volume(img_p)
-            lab, _ = read_volume(lab_p)
-            spacing = tuple(a.spacing) if a.spacing else spacing
+            lab, lab_spacing = read_volume(lab_p)
             check_same_shape(img.shape[:3], lab.shape, img_p, lab_p)
+            if not a.spacing and spacing is not None and lab_spacing is not None and not np.allclose(
+                spacing, lab_spacing, rtol=1e-3, atol=1e-4
+            ):
+                raise PreparationError(
+                    f"{lab_p}: image/mask spacing mismatch, mask {tuple(lab_spacing)} vs image {tuple(spacing)} "
+                    f"({img_p}); pass --spacing to override both."
+                )
+            spacing = tuple(a.spacing) if a.spacing else spacing
             dims.add(3)
         else:
             img, spacing = read_image_2d(img_p), None
@@ -131,23 +144,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise PreparationError(f"{img_dir}: mixes 2D and 3D images.")
     nd = dims.pop()
     num_classes = (max(lmap.values()) + 1) if lmap else (2 if a.binarize else max(max(labels_raw) + 1, 2))
-    cases, shapes, counts, channels = [], [], [], set()
+    channels = {(1 if img.ndim == nd else img.shape[-1]) for _, img, _, _ in records}
+    if len(channels) > 1:  # checked before anything is written, so a prepared dataset in --out stays intact
+        raise PreparationError(f"{img_dir}: images have different channel counts {sorted(channels)}; try --grey.")
+    cases, shapes, counts = [], [], []
     for stem, img, lab, spacing in records:
         if nd == 2:
             if a.resize:
                 img, lab = resize_pair_2d(img, lab, a.resize)
             ext = ".png"
             save_png_pair(img, lab, out / "imagesTr" / f"{stem}{ext}", out / "labelsTr" / f"{stem}{ext}")
-            channels.add(1 if img.ndim == 2 else img.shape[-1])
         else:
             ext = ".nii.gz"
             save_nifti_pair(img, lab, spacing, out / "imagesTr" / f"{stem}{ext}", out / "labelsTr" / f"{stem}{ext}")
-            channels.add(1 if img.ndim == 3 else img.shape[-1])
         cases.append({"id": stem, "image": f"imagesTr/{stem}{ext}", "label": f"labelsTr/{stem}{ext}"})
         shapes.append(lab.shape)
         counts.append(np.bincount(lab.ravel(), minlength=num_classes)[:num_classes])
-    if len(channels) > 1:
-        raise PreparationError(f"{img_dir}: images have different channel counts {sorted(channels)}; try --grey.")
     stats = dataset_stats(shapes, counts, num_classes)
     meta = {
         "name": a.name, "spatial_dims": nd, "num_classes": num_classes, "in_channels": channels.pop(),

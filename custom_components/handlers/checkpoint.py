@@ -492,6 +492,15 @@ class BestModelSaver:
             )
         self.best_value = None if state["best_value"] is None else float(state["best_value"])
         self.best_epoch = int(state["best_epoch"])
+        if self.best_value is not None and self.path.exists():
+            try:
+                torch.load(self.path, map_location="cpu", weights_only=True)
+            except Exception as e:  # noqa: BLE001 - any unreadable model file is handled the same way
+                logger.warning(
+                    "cannot read the best model %s (%s: %s); forgetting the best value so the next validation "
+                    "rewrites it", self.path, type(e).__name__, e,
+                )
+                self.best_value, self.best_epoch = None, -1
 
 
 class NaNGuard:

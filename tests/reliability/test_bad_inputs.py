@@ -521,14 +521,7 @@ SCRIPT_CASES: dict[str, list[str]] = {
     "make_split": ["malformed_datalist", "empty_datalist", "duplicate_cases", "output_is_a_file"],
 }
 #: (script, input) -> the bug (strict xfail)
-SCRIPT_XFAIL: dict[tuple[str, str], str] = {
-    ("prepare_folder", "spacing_mismatch_3d"): "scripts/prepare_folder.py::main ignores the mask's spacing "
-    "(`lab, _ = read_volume(lab_p)`): image and mask with different spacings are written without error",
-    ("prepare_folder", "wrong_channel_count"): "scripts/prepare_folder.py::main checks mixed channel counts only "
-    "after save_png_pair has overwritten OUT/imagesTr: a failed run damages a previously prepared dataset",
-    ("prepare_folder", "duplicate_cases"): "scripts/prepare_folder.py::main keys cases by stem: c0.png and c0.bmp "
-    "both become imagesTr/c0.png, the second silently overwrites the first",
-}
+SCRIPT_XFAIL: dict[tuple[str, str], str] = {}
 
 
 def _sparam(s: str, c: str) -> Any:

@@ -144,9 +144,7 @@ def _run(wf: ConfigWorkflow) -> ConfigWorkflow:
     return wf
 
 
-@pytest.mark.xfail(strict=True, reason="BestModelSaver never re-checks model.pt on resume: a corrupt model.pt "
-                   "stays corrupt until the metric improves (custom_components/handlers/checkpoint.py)")
-def test_truncated_model_pt_is_repaired_or_reported_on_resume(tiny_dataset_2d, tmp_path: Path, caplog) -> None:
+def test_truncated_model_pt_is_repaired_or_reported_on_resume(tiny_dataset_2d, tmp_path: Path, caplog, capfd) -> None:
     data = tiny_dataset_2d(num_cases=8, size=16, splits={"labeled": 4, "unlabeled": 2, "validation": 1, "test": 1})
     _run(_workflow("supervised", **_tiny_train_overrides(data, tmp_path)))
     model = tmp_path / "models" / "model.pt"
@@ -155,7 +153,8 @@ def test_truncated_model_pt_is_repaired_or_reported_on_resume(tiny_dataset_2d, t
     # no validation in the resumed epoch, so the best metric cannot improve and model.pt is not rewritten by chance
     with caplog.at_level("INFO"):
         _run(_workflow("supervised", **_tiny_train_overrides(data, tmp_path, max_epochs=2, val_interval=5)))
-    reported = str(model) in caplog.text and "model.pt" in caplog.text and "cannot" in caplog.text.lower()
+    text = caplog.text + capfd.readouterr().err  # MONAI's logging config may route records to stderr only
+    reported = str(model) in text and "cannot" in text.lower()
     assert reported or load_weights_only(model) is not None
 
 
