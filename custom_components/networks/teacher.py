@@ -247,6 +247,15 @@ class DiffusionTeacher(nn.Module):
         abar = self.scheduler.alphas_cumprod.to(device=like.device, dtype=like.dtype)[t]
         return abar.reshape(-1, *([1] * (like.ndim - 1)))
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Mask-pathway logits at the fixed inference ``t`` with the seeded noise (so the teacher can be used, traced
+        or checked with ``verify_net_in_out`` like any ``image -> logits`` network).
+
+        Args:
+            x: images ``(B, C, *spatial)``.
+        """
+        return self.segment(x, self.infer_timestep, self.fixed_noise(x))
+
     # ------------------------------------------------------------------ mask pathway
     def segment(
         self,
