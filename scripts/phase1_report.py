@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shutil
 import sys
 import time
@@ -30,20 +29,6 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _hardware() -> str:
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"CPU: {cpu} ({torch.get_num_threads()} threads)"
 
 
 def _load_split(datalist: Path, key: str, roi: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from custom_components.networks import DiffusionTeacher
     from custom_components.visualize import plot_curves, qualitative_panel
+    from run_experiments import environment_info  # scripts/ is on sys.path when this script runs
 
     datalist = args.datalist or args.dataset_dir / "splits" / "datalist_r0.1_s0.json"
     if not datalist.is_file():
@@ -178,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         "# Phase 1 on the built-in data: pretrained vs untrained teacher",
         "",
         f"- command: `{cmd}`",
-        f"- hardware: {_hardware()}; torch {torch.__version__}; wall time of phase 1: {wall:.0f} s",
+        f"- hardware: {environment_info()['device']}, {torch.get_num_threads()} torch threads; torch {torch.__version__}; wall time of phase 1: {wall:.0f} s",
         f"- data: `{datalist}` ({x_tr.shape[0]} labelled images train the probes, {x_va.shape[0]} validation images)",
         f"- phase 1: {args.epochs} epochs, batch {args.batch_size}, roi {args.roi}, channels {args.channels}; "
         "labels never update the teacher",

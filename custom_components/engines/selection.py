@@ -8,7 +8,6 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn as nn
 from ignite.engine import Engine, Events
@@ -26,6 +25,13 @@ __all__ = ["DualNetworkEvaluator", "SelectedModelSaver", "dice_per_threshold"]
 logger = logging.getLogger(__name__)
 
 
+def _binary_dice(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-row Dice of boolean masks ``(B, N)``; empty prediction and empty reference give 1."""
+    inter = (pred & target).sum(1).double()
+    denom = (pred.sum(1) + target.sum(1)).double()
+    return torch.where(denom > 0, 2 * inter / denom.clamp_min(1), torch.ones_like(denom))
+
+
 def dice_per_threshold(probs: torch.Tensor, label: torch.Tensor, thresholds: torch.Tensor | None) -> torch.Tensor:
     """Per-case foreground Dice for a batch: ``(B, len(thresholds))`` for binary tasks with a sweep,
     else ``(B, 1)`` (argmax, mean over foreground classes). Empty prediction and empty reference give 1.
@@ -35,27 +41,13 @@ def dice_per_threshold(probs: torch.Tensor, label: torch.Tensor, thresholds: tor
         label: labels ``(B, 1, *spatial)``.
         thresholds: foreground thresholds (binary only); ``None``: argmax.
     """
-    y = label[:, 0].long()
-    b, k = probs.shape[:2]
+    y = label[:, 0].long().flatten(1)
+    k = probs.shape[1]
     if k == 2 and thresholds is not None:
-        fg = probs[:, 1].flatten(1)  # (B, N)
-        yt = (y.flatten(1) == 1)
-        out = []
-        for thr in thresholds.tolist():
-            pred = fg >= thr
-            inter = (pred & yt).sum(1).double()
-            denom = (pred.sum(1) + yt.sum(1)).double()
-            out.append(torch.where(denom > 0, 2 * inter / denom.clamp_min(1), torch.ones_like(denom)))
-        return torch.stack(out, 1)
+        fg, yt = probs[:, 1].flatten(1), y == 1
+        return torch.stack([_binary_dice(fg >= thr, yt) for thr in thresholds.tolist()], 1)
     lab = probs.argmax(1).flatten(1)
-    yf = y.flatten(1)
-    ds = []
-    for c in range(1, k):
-        p, t = lab == c, yf == c
-        inter = (p & t).sum(1).double()
-        denom = (p.sum(1) + t.sum(1)).double()
-        ds.append(torch.where(denom > 0, 2 * inter / denom.clamp_min(1), torch.ones_like(denom)))
-    return torch.stack(ds, 1).mean(1, keepdim=True)
+    return torch.stack([_binary_dice(lab == c, y == c) for c in range(1, k)], 1).mean(1, keepdim=True)
 
 
 class DualNetworkEvaluator(Evaluator):
@@ -219,7 +211,7 @@ class SelectedModelSaver:
         epoch = int((self.trainer or engine).state.epoch)
         record = {"epoch": epoch, **sel, **{k: v for k, v in engine.state.metrics.items() if k.startswith("val_dice_")}}
         self.history.append(record)
-        if engine.state.rank != 0 if hasattr(engine.state, "rank") else False:
+        if getattr(engine.state, "rank", 0) != 0:  # only rank 0 writes
             return
         if sel["dice"] > self.best_dice:
             self.best_dice = sel["dice"]

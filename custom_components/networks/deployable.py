@@ -14,7 +14,7 @@ import torch.nn as nn
 
 from monai.networks.schedulers import DDPMScheduler
 
-from .teacher import background_mask, build_backbone, check_spatial_size, make_noise
+from .teacher import build_backbone, check_spatial_size, draw_noise, segment_noised_background
 
 __all__ = ["MaskPathwaySegmenter"]
 
@@ -113,14 +113,9 @@ class MaskPathwaySegmenter(nn.Module):
         check_spatial_size(x.shape[2:], self.num_levels)
         b = x.shape[0]
         t = torch.full((b * self.num_draws,), self.timestep, dtype=torch.long, device=x.device)
-        shape = (1, self.num_classes, *x.shape[2:])
-        noise = torch.cat(
-            [make_noise(shape, self.seed + i, x.device, x.dtype).expand(b, *shape[1:]) for i in range(self.num_draws)]
-        )
+        noise = draw_noise(x, self.num_classes, range(self.seed, self.seed + self.num_draws))
         xs = x.repeat(self.num_draws, *([1] * (x.ndim - 1)))
-        m_bg = background_mask(xs, self.num_classes)
-        m_t = self.scheduler.add_noise(m_bg, noise, t)
-        logits = self.mask_net(torch.cat([m_t, xs], dim=1), t).float()
+        logits = segment_noised_background(self.mask_net, self.scheduler, xs, self.num_classes, t, noise).float()
         if self.num_classes == 2:
             logits = torch.stack([logits[:, 0], logits[:, 1] - self.fg_logit_offset], dim=1)
         probs = logits.softmax(1)

@@ -23,7 +23,7 @@ def describe_architecture(net: nn.Module) -> str:
     return f"{type(net).__name__}({desc}; {n} parameters)"
 
 
-def _read_state(net: nn.Module, path: Path, missing_hint: str, what: str = "checkpoint") -> dict:
+def _read_state(path: Path, missing_hint: str, what: str = "checkpoint") -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{what} '{path}' does not exist: {missing_hint}")
     try:
@@ -56,7 +56,7 @@ def check_weights(
             mismatching tensors and the expected architecture).
     """
     path = Path(path)
-    state = _read_state(net, path, missing_hint, what)
+    state = _read_state(path, missing_hint, what)
     own = net.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -102,6 +102,6 @@ def load_teacher_weights(teacher: nn.Module, path: str | os.PathLike, strict: bo
     if strict:
         state = check_weights(teacher, path, hint, "teacher checkpoint")
     else:
-        state = _read_state(teacher, Path(path), hint, "teacher checkpoint")
+        state = _read_state(Path(path), hint, "teacher checkpoint")
     teacher.load_state_dict(state, strict=strict)
     return teacher

@@ -23,7 +23,9 @@ __all__ = [
     "background_mask",
     "build_backbone",
     "check_spatial_size",
+    "draw_noise",
     "make_noise",
+    "segment_noised_background",
 ]
 
 
@@ -109,6 +111,36 @@ def make_noise(shape: Sequence[int], seed: int, device: torch.device | str, dtyp
     """
     noise = _host_noise(tuple(int(s) for s in shape), int(seed))
     return noise.to(device=device, dtype=dtype, copy=True)
+
+
+def draw_noise(x: torch.Tensor, num_classes: int, seeds: Sequence[int]) -> torch.Tensor:
+    """Seeded mask noise for ``len(seeds)`` draws stacked along the batch: draw ``i`` uses ``seeds[i]``, the same
+    noise for every image of ``x`` (so an image's result does not depend on the rest of its batch).
+
+    Args:
+        x: images ``(B, C, *spatial)`` giving batch size, spatial shape, dtype and device.
+        num_classes: ``K``.
+        seeds: one seed per draw.
+    """
+    shape = (1, num_classes, *x.shape[2:])
+    return torch.cat([make_noise(shape, s, x.device, x.dtype).expand(x.shape[0], *shape[1:]) for s in seeds])
+
+
+def segment_noised_background(
+    mask_net: nn.Module, scheduler: DDPMScheduler, x: torch.Tensor, num_classes: int, t: torch.Tensor, noise: torch.Tensor
+) -> torch.Tensor:
+    """The mask pathway on a noised all-background mask: ``S(concat[add_noise(m_bg, noise, t), x], t)`` (logits).
+
+    Args:
+        mask_net: the mask backbone ``S``.
+        scheduler: the noise scheduler it was trained with.
+        x: images ``(B, C, *spatial)``.
+        num_classes: ``K``.
+        t: timesteps ``(B,)``.
+        noise: mask noise ``(B, K, *spatial)``.
+    """
+    m_t = scheduler.add_noise(background_mask(x, num_classes), noise, t)
+    return mask_net(torch.cat([m_t, x], dim=1), t)
 
 
 def check_spatial_size(spatial_shape: Sequence[int], num_levels: int, where: str = "input") -> None:
@@ -276,11 +308,9 @@ class DiffusionTeacher(nn.Module):
         """
         net = self.mask_net if mask_net is None else mask_net
         t = self._timesteps(t, x)
-        m_bg = background_mask(x, self.num_classes)
         if noise is None:
-            noise = torch.randn_like(m_bg)
-        m_t = self.scheduler.add_noise(m_bg, noise, t)
-        return net(torch.cat([m_t, x], dim=1), t)
+            noise = torch.randn_like(x.new_empty((x.shape[0], self.num_classes, *x.shape[2:])))
+        return segment_noised_background(net, self.scheduler, x, self.num_classes, t, noise)
 
     def fixed_noise(self, x: torch.Tensor, seed: int | None = None) -> torch.Tensor:
         """The seeded inference noise for ``x``'s spatial shape, the same for every sample of the batch.
@@ -289,9 +319,7 @@ class DiffusionTeacher(nn.Module):
             x: images ``(B, C, *spatial)``.
             seed: noise seed; ``None``: ``infer_seed``.
         """
-        shape = (1, self.num_classes, *x.shape[2:])
-        n = make_noise(shape, self.infer_seed if seed is None else seed, x.device, x.dtype)
-        return n.expand(x.shape[0], *shape[1:])
+        return draw_noise(x, self.num_classes, [self.infer_seed if seed is None else seed])
 
     @torch.no_grad()
     def predict(
@@ -321,7 +349,7 @@ class DiffusionTeacher(nn.Module):
         t = self.infer_timestep if timestep is None else timestep
         s = self.infer_seed if seed is None else seed
         xs = x.repeat(num_draws, *([1] * (x.ndim - 1)))
-        noise = torch.cat([self.fixed_noise(x, s + i) for i in range(num_draws)], dim=0)
+        noise = draw_noise(x, self.num_classes, range(s, s + num_draws))
         step = chunk_size or xs.shape[0]
         logits = torch.cat(
             [self.segment(xs[i : i + step], t, noise[i : i + step], mask_net) for i in range(0, xs.shape[0], step)]
