@@ -88,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--channels", type=int, nargs="+", default=[16, 32, 64])
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--probe-steps", type=int, default=200)
+    ap.add_argument("--validations", type=int, default=5, help="runs of the bundle's monitor during phase 1")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 
@@ -98,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     from run_experiments import environment_info  # scripts/ is on sys.path when this script runs
 
     datalist = args.datalist or args.dataset_dir / "splits" / "datalist_r0.1_s0.json"
+    meta = args.dataset_dir / "datalist.json"
+    data_name = (json.loads(meta.read_text()).get("name") if meta.is_file() else None) or "the built-in data"
     if not datalist.is_file():
         from custom_components.data import make_split, make_synthetic_dataset, write_split
 
@@ -111,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     shutil.copytree(ROOT / "bundles" / "teacher_pretrain" / "configs", bundle / "configs")
     overrides = dict(
         datalist=str(datalist), roi_size=list(args.roi), channels=list(args.channels), batch_size=args.batch_size,
-        max_epochs=args.epochs, val_interval=max(1, args.epochs // 5), num_workers=0, seed=args.seed, warmup_epochs=1,
+        max_epochs=args.epochs, val_interval=max(1, args.epochs // args.validations), num_workers=0, seed=args.seed,
+        warmup_epochs=1,
     )
     wf = ConfigWorkflow(config_file=str(bundle / "configs" / "train.json"), workflow_type="train", **overrides)
     wf.initialize()
@@ -120,8 +124,18 @@ def main(argv: list[str] | None = None) -> int:
     untrained.load_state_dict(trainer.teacher.state_dict())  # the same initial weights, before any step
     history: dict[str, list[float]] = {"loss_cyc": [], "loss_probe": []}
     sums: dict[str, list[float]] = {k: [] for k in history}
+    val_curve: list[dict[str, float]] = []  # the bundle's own monitor, every val_interval epochs
 
     from ignite.engine import Events
+
+    evaluator = wf.parser.get_parsed_content("validate#evaluator")
+
+    @evaluator.on(Events.COMPLETED)
+    def _validated(engine):
+        m = engine.state.metrics
+        val_curve.append({"epoch": trainer.state.epoch, "iteration": trainer.state.iteration,
+                          **{k: round(float(m[k]), 4) for k in ("val_best_assignment_dice", "val_probe_dice",
+                                                                 "val_frac_class1", "val_rec_mse") if k in m}})
 
     @trainer.on(Events.ITERATION_COMPLETED)
     def _collect(engine):
@@ -147,6 +161,12 @@ def main(argv: list[str] | None = None) -> int:
 
     args.out.mkdir(parents=True, exist_ok=True)
     plot_curves(history, args.out / "phase1_loss.png", title="phase 1: cycle-consistency loss (epoch means)")
+    vi = max(1, args.epochs // args.validations)
+    if val_curve:
+        plot_curves({"best-assignment Dice (val)": [v.get("val_best_assignment_dice", np.nan) for v in val_curve],
+                     "fraction of pixels in channel 1 (val)": [v.get("val_frac_class1", np.nan) for v in val_curve]},
+                    args.out / "phase1_validation.png", xlabel=f"validation run (one every {vi} epochs)",
+                    title=f"phase 1 monitor ({val_curve[0]['iteration']}..{val_curve[-1]['iteration']} iterations)")
     n = min(6, x_va.shape[0])
     qualitative_panel(
         [((x_va[i].numpy() + 1) / 2).clip(0, 1) for i in range(n)],
@@ -161,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     cmd = "python scripts/phase1_report.py " + " ".join(sys.argv[1:] if argv is None else argv)
     rows = [("untrained (same init)", res_u), ("pretrained (phase 1)", res_p)]
     lines = [
-        "# Phase 1 on the built-in data: pretrained vs untrained teacher",
+        f"# Phase 1 on {data_name}: pretrained vs untrained teacher",
         "",
         f"- command: `{cmd}`",
         f"- hardware: {environment_info()['device']}, {torch.get_num_threads()} torch threads; torch {torch.__version__}; wall time of phase 1: {wall:.0f} s",
@@ -184,9 +204,17 @@ def main(argv: list[str] | None = None) -> int:
         "![masks](phase1_masks.png)",
         "",
     ]
+    if val_curve:
+        lines += ["## The bundle's monitor during phase 1 (validation split)", "",
+                  "| epoch | iteration | best-assignment Dice | in-bundle probe Dice | fraction in channel 1 | reconstruction MSE |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {v['epoch']} | {v['iteration']} | {100 * v.get('val_best_assignment_dice', np.nan):.1f} | "
+                  f"{100 * v.get('val_probe_dice', np.nan):.1f} | {v.get('val_frac_class1', np.nan):.3f} | "
+                  f"{v.get('val_rec_mse', np.nan):.4f} |" for v in val_curve]
+        lines += ["", "![validation](phase1_validation.png)", ""]
     (args.out / "phase1.md").write_text("\n".join(lines))
     (args.out / "phase1.json").write_text(
-        json.dumps({n: {k: v for k, v in r.items() if k != "masks"} for n, r in rows} | {"history": history, "wall_s": wall}, indent=2)
+        json.dumps({n: {k: v for k, v in r.items() if k != "masks"} for n, r in rows} | {"history": history, "validation": val_curve, "wall_s": wall}, indent=2)
     )
     start = next(i for i, line in enumerate(lines) if line.startswith("| teacher"))
     print("\n".join(lines[start : start + 2 + len(rows)]))

@@ -15,7 +15,9 @@ For a prepared dataset (a ``datalist.json`` holding every case under ``"cases"``
    - ``supervised``: the supervised bundle on the labelled subset;
    - ``upper``: the supervised bundle at ratio 1.0 (fully supervised upper bound);
    - ``cps``: the cotrain bundle without phase 1 (``teacher_ckpt=""``) and ``rounds=0`` (plain CPS);
-   - ``full``: teacher_pretrain (phase 1), then cotrain with that run's ``teacher.pt`` and ``rounds=R``.
+   - ``full``: teacher_pretrain (phase 1), then cotrain with its ``teacher.pt`` and ``rounds=R``. Phase 1 uses no
+     label, so it is trained once per seed (under ``<work_dir>/<dataset>/phase1/``) and shared by every ratio and
+     every ablation of ``R`` / ``round_mode`` of the call (``Experiment.run_phase1``).
      Ablations ``--rounds``, ``--round-mode`` and ``--no-pretrain`` change the method's folder name
      (e.g. ``full_R1``, ``full_chained``, ``full_nopretrain``), so ablations never overwrite the default;
 
@@ -53,8 +55,9 @@ import shlex
 import shutil
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +107,22 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     },
     "paper": _PAPER,
     "ph2": copy.deepcopy(_PAPER),  # PH2 prepared at or resized to 128x128 (the prototype's setting)
+    # Real PH2 on a CPU: images resized to 32x32, small backbones, about 25 CPU-minutes per ratio with --jobs 2.
+    # Phase 1: 600 iterations, first LR halving after ~390 (warm-up included; the reference schedule halves after 525
+    # of 1500); halving after 182 left a seed-0 teacher stuck on a non-lesion partition (docs/phase1/ph2_32/phase1.md).
+    "ph2_cpu": {
+        "supervised": {"iterations": 1000, "validations": 10, "warmup_frac": 0.1, "lr_step_frac": 0.25,
+                       "bundle": {"roi_size": [32, 32], "batch_size": 8, "learning_rate": 1e-3, "num_workers": 0,
+                                  "val_batch_size": 20}},
+        "teacher_pretrain": {"iterations": 600, "validations": 6, "warmup_frac": 0.05, "lr_step_frac": 0.6,
+                             "bundle": {"roi_size": [32, 32], "batch_size": 16, "learning_rate": 1e-3,
+                                        "channels": [16, 32, 64], "num_workers": 0}},
+        "cotrain": {"iterations": 400, "epoch_length": 25, "validations": 8, "warmup_frac": 0.1, "lr_step_frac": 0.25,
+                    "bundle": {"roi_size": [32, 32], "batch_size": 8, "learning_rate": 1e-3,
+                               "channels": [16, 32, 64], "num_workers": 0}},
+    },
 }
+CPU_PROFILES = ("quick", "ph2_cpu")  # one OpenMP thread per bundle process unless --num-threads says otherwise
 
 
 class RunnerError(RuntimeError):
@@ -553,6 +571,50 @@ def run_bundle(config_files: Sequence[Path], log_path: Path, prefix: str, env: M
     return time.time() - t0
 
 
+# relative cost of one run, to start the longest ones first when runs go in parallel
+_COST = {"full": 3, "cps": 2, "supervised": 1, "upper": 1}
+
+
+def run_tasks(fn: Callable[..., dict[str, Any]], tasks: Sequence[tuple[Any, ...]], jobs: int = 1
+              ) -> list[dict[str, Any]]:
+    """Run ``fn(*task)`` for every task, ``jobs`` at a time; results in the order of ``tasks``.
+
+    Runs are independent (own folders, own subprocesses, own seeds), so running them side by side changes no result;
+    it only fills a GPU (or the CPU cores) that one small run leaves idle. With ``jobs > 1`` the most expensive
+    methods start first, a failed run does not stop the others (they finish and keep their outputs, so a rerun
+    skips them), and every failure is reported at the end.
+
+    Args:
+        fn: the function running one task (``Experiment.run_one``).
+        tasks: argument tuples; the first item is the method name.
+        jobs: number of runs at a time (1: one after the other, stopping at the first failure).
+
+    Raises:
+        RunnerError: naming every failed run.
+    """
+    if jobs < 1:
+        raise RunnerError(f"--jobs must be >= 1, got {jobs}.")
+    if jobs == 1 or len(tasks) <= 1:
+        return [fn(*t) for t in tasks]
+    from concurrent.futures import ThreadPoolExecutor
+
+    order = sorted(range(len(tasks)), key=lambda i: -_COST.get(str(tasks[i][0]), 1))  # stable: ties keep order
+    print(f"[runner] {len(tasks)} runs, {min(jobs, len(tasks))} at a time", flush=True)
+    with ThreadPoolExecutor(max_workers=min(jobs, len(tasks)), thread_name_prefix="run") as pool:
+        futures = {i: pool.submit(fn, *tasks[i]) for i in order}
+        results: list[dict[str, Any] | None] = [None] * len(tasks)
+        errors: list[str] = []
+        for i in order:
+            try:
+                results[i] = futures[i].result()
+            except RunnerError as e:
+                errors.append(f"{tasks[i][0]} ratio {tasks[i][1]} seed {tasks[i][2]}: {e}")
+    if errors:
+        raise RunnerError(f"{len(errors)} of {len(tasks)} runs failed (the others finished and are kept):\n"
+                          + "\n".join(errors))
+    return [r for r in results if r is not None]
+
+
 class Experiment:
     """Plans and runs every (method, ratio, seed) of one dataset; see the module docstring.
 
@@ -589,11 +651,17 @@ class Experiment:
         self.pretrain = not args.no_pretrain
         self.env = dict(os.environ)
         self.env.setdefault("PYTHONUNBUFFERED", "1")
-        threads = args.num_threads if args.num_threads is not None else (1 if args.profile == "quick" else 0)
+        threads = args.num_threads if args.num_threads is not None else (1 if args.profile in CPU_PROFILES else 0)
+        jobs = int(getattr(args, "jobs", 1) or 1)
+        if threads == 0 and jobs > 1:  # runs side by side share the cores
+            threads = max(1, (os.cpu_count() or 1) // jobs)
         if threads > 0:  # oversubscribed OpenMP threads slow small CPU runs down by 10x or more on shared cores
             for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
                 self.env.setdefault(var, str(threads))
         self.runs: list[dict[str, Any]] = []
+        self.phase1_splits: dict[int, Path] = {}  # seed -> the split whose images (and probe labels) phase 1 uses
+        self._locks: dict[Path, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
 
     # -- settings --------------------------------------------------------------------------------------------
     def data_overrides(self) -> dict[str, Any]:
@@ -741,6 +809,36 @@ class Experiment:
         path.write_text("#!/usr/bin/env bash\n# reruns this phase (resumes from models/train_state.pt if present)\n"
                         f"cd {shlex.quote(str(path.parent))}\n{shlex.join(cmd)}\n")
 
+    def run_phase1(self, seed: int, split_path: Path, label: str) -> tuple[Path, dict[str, Any]]:
+        """Phase 1 for ``seed``, trained once and shared by every ratio and ablation of the full method.
+
+        Phase 1 never lets a label change the teacher, and every ratio of a seed trains on the same images (the
+        labelled and unlabelled sets only divide the training split differently), so one teacher serves them all.
+        Its datalist is the split of the smallest ratio of this call (``phase1_splits``); that ratio's labelled set
+        is contained in every larger ratio's (nested splits), so the monitoring probe sees no label a run lacks.
+        The folder ``<work>/phase1/<split>_<settings hash>/teacher_pretrain`` is shared; runs side by side wait
+        for the one that trains it.
+
+        Args:
+            seed: split seed.
+            split_path: the run's own split (used when no shared split was planned).
+            label: console prefix of the run.
+
+        Returns:
+            the phase folder and its marker record.
+        """
+        tp_path = self.phase1_splits.get(int(seed), split_path)
+        tp_split = json.loads(tp_path.read_text())
+        settings = {"dataset_dir": str(self.datalist.parent), "datalist": str(tp_path),
+                    **self.phase_settings("teacher_pretrain", tp_split, {})}
+        tag = tp_path.stem.removeprefix("datalist_")
+        phase_dir = self.work / "phase1" / f"{tag}_{fingerprint(settings)[:8]}" / "teacher_pretrain"
+        with self._locks_guard:
+            lock = self._locks.setdefault(phase_dir, threading.Lock())
+        with lock:
+            return phase_dir, self.run_phase(phase_dir, "teacher_pretrain", settings,
+                                             f"{label}[phase 1 {phase_dir.parent.name}]")
+
     # -- one run ---------------------------------------------------------------------------------------------
     def run_one(self, method: str, ratio: float, seed: int, split_path: Path) -> dict[str, Any]:
         """Train and evaluate one (method, ratio, seed).
@@ -768,18 +866,16 @@ class Experiment:
             if method == "full":
                 extra = {"rounds": int(a.rounds), "round_mode": a.round_mode, "teacher_ckpt": ""}
                 if self.pretrain:
-                    tp_settings = {**data, **self.phase_settings("teacher_pretrain", split, {})}
-                    rec = self.run_phase(run_dir / "teacher_pretrain", "teacher_pretrain", tp_settings,
-                                         f"{label}[phase 1]")
+                    tp_dir, rec = self.run_phase1(seed, split_path, label)
                     times.append(rec["wall_time_s"])
                     resumed |= bool(rec.get("resumed"))
-                    extra["teacher_ckpt"] = str(run_dir / "teacher_pretrain" / "models" / "teacher.pt")
+                    extra["teacher_ckpt"] = str(tp_dir / "models" / "teacher.pt")
                     extra["teacher_fingerprint"] = rec["fingerprint"]  # retrain phase 2 when phase 1 changed
             settings = {**data, **self.phase_settings("cotrain", split, extra)}
         rec = self.run_phase(run_dir / phase, bundle, settings, f"{label}[{phase}]")
         times.append(rec["wall_time_s"])
         resumed |= bool(rec.get("resumed"))
-        run: dict[str, Any] = {"train_time_covers_resumed_part_only": resumed,"method": name, "base_method": method, "ratio": float(ratio), "seed": int(seed),
+        run: dict[str, Any] = {"train_time_covers_resumed_part_only": resumed, "method": name, "base_method": method, "ratio": float(ratio), "seed": int(seed),
                                "num_labeled": len(split["labeled"]), "folder": str(run_dir),
                                "train_time_s": sum(times), "phase_times_s": times, "metrics": {}}
         sel = run_dir / phase / "models" / "model_selection.json"
@@ -802,11 +898,14 @@ class Experiment:
         splits = write_splits(self.datalist, self.work / "splits", ratios, a.seeds, a.val_fraction, a.test_fraction)
         print(f"[runner] dataset {self.name}: {len(self.meta['cases'])} cases; splits in {self.work / 'splits'}",
               flush=True)
+        if "full" in a.methods:  # one phase 1 per seed, monitored with the smallest ratio's (nested) labelled set
+            r_min = min(float(r) for r in a.ratios)
+            self.phase1_splits = {int(s): splits[(r_min, int(s))] for s in a.seeds}
         t_all = time.time()
-        for seed in a.seeds:
-            for method in a.methods:
-                for ratio in ([1.0] if method == "upper" else sorted(float(r) for r in a.ratios)):
-                    self.runs.append(self.run_one(method, ratio, int(seed), splits[(ratio, int(seed))]))
+        tasks = [(method, ratio, int(seed), splits[(ratio, int(seed))])
+                 for seed in a.seeds for method in a.methods
+                 for ratio in ([1.0] if method == "upper" else sorted(float(r) for r in a.ratios))]
+        self.runs.extend(run_tasks(self.run_one, tasks, int(getattr(a, "jobs", 1) or 1)))
         total = time.time() - t_all
         return self.report(total, splits)
 
@@ -959,7 +1058,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-qualitative", type=int, default=4, help="test cases in the qualitative figure")
     p.add_argument("--num-threads", type=int, default=None,
                    help="OMP/MKL threads of each bundle process unless already set in the environment "
-                        "(default: 1 for the quick CPU profile, torch's default otherwise; 0 = torch's default)")
+                        "(default: 1 for the CPU profiles quick and ph2_cpu, else torch's default or the cores / --jobs; "
+                        "0 = torch's default)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs trained side by side (separate processes; one small 2D run leaves most of a GPU idle). "
+                        "CPU threads per run default to the cores divided by --jobs")
     p.add_argument("--force", action="store_true", help="delete and rerun phases whose settings changed")
     return p
 
@@ -980,6 +1083,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     if args.rounds < 0:
         print(f"scripts/run_experiments.py: --rounds must be >= 0, got {args.rounds}.", file=sys.stderr)
+        return 1
+    if args.jobs < 1:
+        print(f"scripts/run_experiments.py: --jobs must be >= 1, got {args.jobs}.", file=sys.stderr)
         return 1
     command = "python scripts/run_experiments.py " + shlex.join(argv)
     try:

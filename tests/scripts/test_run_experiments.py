@@ -164,6 +164,103 @@ def test_run_phase_skips_finished(tmp_path):
     assert exp.run_phase(phase, "supervised", settings, "[t]")["wall_time_s"] == 12.0  # no subprocess started
 
 
+# ---------------------------------------------------------------------------------------------- runs side by side
+def test_run_tasks_runs_side_by_side_and_keeps_task_order():
+    import threading
+
+    barrier = threading.Barrier(2, timeout=20)  # both runs must be in flight at once, or the barrier breaks
+    started: list[str] = []
+
+    def fn(method, ratio, seed):
+        started.append(method)
+        barrier.wait()
+        return {"method": method, "ratio": ratio, "seed": seed}
+
+    tasks = [("supervised", 0.1, 0), ("full", 0.1, 0)]
+    out = rx.run_tasks(fn, tasks, jobs=2)
+    assert [r["method"] for r in out] == ["supervised", "full"]  # the order of the tasks, not of completion
+    assert started[0] == "full"  # the most expensive method starts first
+    lone = threading.Barrier(2, timeout=0.5)
+    with pytest.raises(threading.BrokenBarrierError):  # one at a time: the first run waits for a partner in vain
+        rx.run_tasks(lambda *t: lone.wait(), tasks, jobs=1)
+
+
+def test_run_tasks_failure_lets_the_others_finish_and_names_every_failure():
+    done: list[str] = []
+
+    def fn(method, ratio, seed):
+        if method in ("cps", "upper"):
+            raise rx.RunnerError(f"{method} exploded")
+        done.append(method)
+        return {"method": method}
+
+    tasks = [("cps", 0.1, 0), ("supervised", 0.1, 0), ("upper", 1.0, 0), ("full", 0.1, 0)]
+    with pytest.raises(rx.RunnerError, match="2 of 4 runs failed") as e:
+        rx.run_tasks(fn, tasks, jobs=2)
+    assert "cps ratio 0.1 seed 0: cps exploded" in str(e.value) and "upper ratio 1.0 seed 0" in str(e.value)
+    assert sorted(done) == ["full", "supervised"]
+    done.clear()
+    with pytest.raises(rx.RunnerError, match="cps exploded"):  # one at a time: stops at the first failure
+        rx.run_tasks(fn, tasks, jobs=1)
+    assert done == []
+
+
+def test_threads_per_run_share_the_cores(tmp_path, monkeypatch):
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(rx.os, "cpu_count", lambda: 16)
+    dl = _cases_datalist(tmp_path)
+    assert rx.Experiment(_args(tmp_path, dl, profile="ph2", jobs=4), "cmd").env["OMP_NUM_THREADS"] == "4"
+    assert "OMP_NUM_THREADS" not in rx.Experiment(_args(tmp_path, dl, profile="ph2"), "cmd").env  # torch decides
+    for prof in rx.CPU_PROFILES:  # small CPU runs: one thread each, side by side or not
+        assert rx.Experiment(_args(tmp_path, dl, profile=prof, jobs=2), "cmd").env["MKL_NUM_THREADS"] == "1"
+    assert rx.Experiment(_args(tmp_path, dl, profile="ph2", jobs=4, num_threads=3), "cmd").env["OMP_NUM_THREADS"] == "3"
+
+
+def test_phase1_is_shared_by_every_ratio_and_trained_one_run_at_a_time(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    dl = _cases_datalist(tmp_path, 40)
+    exp = rx.Experiment(_args(tmp_path, dl, methods=["full"], ratios=[0.2, 0.1], jobs=2), "cmd")
+    calls: list[tuple[str, Path, dict]] = []
+    inside = {"now": 0, "max": 0}
+    guard = threading.Lock()
+
+    def fake_run_phase(phase_dir, bundle, settings, label):
+        with guard:
+            calls.append((bundle, phase_dir, dict(settings)))
+            inside["now"] += bundle == "teacher_pretrain"
+            inside["max"] = max(inside["max"], inside["now"])
+        phase_dir.mkdir(parents=True, exist_ok=True)
+        time.sleep(0.3)  # the two runs overlap here
+        with guard:
+            inside["now"] -= bundle == "teacher_pretrain"
+        return {"wall_time_s": 1.0, "fingerprint": f"fp-{bundle}"}
+
+    monkeypatch.setattr(exp, "run_phase", fake_run_phase)
+    monkeypatch.setattr(exp, "evaluate_phase", lambda *a, **k: (tmp_path / "metrics.json", 0.0))
+    monkeypatch.setattr(exp, "report", lambda total, splits: exp.runs)
+    runs = exp.run()
+
+    assert [r["ratio"] for r in runs] == [0.1, 0.2]
+    p1 = [c for c in calls if c[0] == "teacher_pretrain"]
+    assert len(p1) == 2 and p1[0][1] == p1[1][1]  # both runs ask for the same phase-1 folder ...
+    assert inside["max"] == 1  # ... one at a time (the second finds it done in the real run_phase)
+    assert p1[0][1].parent.parent == exp.work / "phase1" and p1[0][1].parent.name.startswith("r0.1_s0_")
+    assert Path(p1[0][2]["datalist"]).name == "datalist_r0.1_s0.json"  # the smallest ratio's nested labelled set
+    ckpts = {c[2]["teacher_ckpt"] for c in calls if c[0] == "cotrain"}
+    assert ckpts == {str(p1[0][1] / "models" / "teacher.pt")}
+    cot = {Path(c[2]["datalist"]).name for c in calls if c[0] == "cotrain"}
+    assert cot == {"datalist_r0.1_s0.json", "datalist_r0.2_s0.json"}  # phase 2 keeps each ratio's own split
+
+
+def test_main_rejects_bad_jobs(tmp_path, capsys):
+    dl = _cases_datalist(tmp_path)
+    assert rx.main(["--dataset", str(dl), "--jobs", "0", "--work-dir", str(tmp_path)]) == 1
+    assert "--jobs must be >= 1" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------------------------------------- aggregation, reports
 def _fake_metrics(path: Path, protocol: str, dice: list[float | None], pooled: float | None = None) -> Path:
     rows = [{"case": f"c{i}", "protocol": protocol, "distance_unit": "voxel", "dice_class1": d,
@@ -251,20 +348,21 @@ def test_end_to_end_tiny(tmp_path):
     res = tmp_path / "res"
     argv = ["--dataset", str(dl), "--name", "tiny", "--work-dir", str(tmp_path / "wd"), "--results-dir", str(res),
             "--methods", "supervised", "cps", "full", "upper", "--ratios", "0.25", "--seeds", "0",
-            "--protocol", "clean", "paper2d", "--rounds", "1", "--num-qualitative", "2",
+            "--protocol", "clean", "paper2d", "--rounds", "1", "--num-qualitative", "2", "--jobs", "2",
             "--override", "*:max_epochs=1", "--override", "*:roi_size=[16,16]", "--override", "cotrain:epoch_length=2",
             "--override", "cotrain:channels=[8,16]", "--override", "teacher_pretrain:channels=[8,16]",
             "--override", "supervised:network_def#channels=[4,8,16,32]"]
     assert rx.main(argv) == 0
     payload = json.loads((res / "tiny.json").read_text())
-    methods = {r["method"] for r in payload["tables"]["clean"]}
-    assert methods == {"supervised", "cps", "full_R1", "upper"}
+    methods = [r["method"] for r in payload["tables"]["clean"]]
+    assert methods == ["supervised", "cps", "full_R1", "upper"]  # the requested order, whatever finished first
     assert all(r["dice"]["n"] > 0 for r in payload["tables"]["paper2d"])
     assert all(r["pooled_dice"] is not None for r in payload["tables"]["paper2d"])
     assert (res / "tiny.md").is_file() and (res / "tiny_dice_vs_ratio.png").is_file()
     assert (res / "tiny_qualitative.png").is_file()
     full = tmp_path / "wd" / "tiny" / "full_R1" / "r0.25_s0"
-    assert (full / "teacher_pretrain" / "models" / "teacher.pt").is_file()
+    (phase1,) = (tmp_path / "wd" / "tiny" / "phase1").glob("r0.25_s0_*/teacher_pretrain")
+    assert (phase1 / "models" / "teacher.pt").is_file()
     assert (full / "cotrain" / "models" / "model.pt").is_file()
     assert (full / "cotrain" / "eval" / "test_paper2d" / "metrics.json").is_file()
     assert not list((ROOT / "bundles").glob("*/models"))  # nothing written inside bundles/

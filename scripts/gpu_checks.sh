@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The GPU measurements behind docs/results/ph2_128.md and docs/performance.md, one part per call, so that each part
+# fits a 10-minute slot on one H100/H200 (times below are H100 estimates from the runs already made).
+#
+#   bash scripts/gpu_checks.sh PART [PART ...]
+#
+# PART (in the order worth running):
+#   ph2_20       PH2 128x128 at 20 % labels: full method, plain CPS, supervised, side by side (--jobs 3), ~5 min
+#   bench_2d     scripts/benchmark.py on the PH2-like 2D workload (every switch against eager fp32), ~4 min
+#   precision    the full method at 10 % with bf16 autocast in phases 1 and 2 (compare with the fp32/TF32 run), ~5 min
+#   p1_long      the full method at 10 % with the prototype's 1500 phase-1 iterations, ~6 min
+#   no_pretrain  the full method at 10 % without phase 1 (ablation), ~4 min
+#   seeds        full, cps, supervised at 10 % for split seeds 1 and 2, side by side, ~9 min
+#
+# Environment: DATA (prepared PH2 folder, default /work/data/ph2_128, else .devdata/ph2_128), RESULTS (where reports
+# go, default $OUT/results on the device tool, else docs/results/gpu), WORK (training folders, default /tmp/gpu_work).
+# Iteration budgets are those of the 10 % runs already reported (teacher_pretrain=400 cotrain=500 supervised=800),
+# so every new number is comparable with the table in docs/results/ph2_128.md.
+# Without monai in the environment and with wheels in .whl/ (the device tool's bare machine), they are installed
+# into /tmp/site first.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+PY="${PYTHON:-python3}"
+[ -x "$ROOT/.venv/bin/python" ] && [ -z "${PYTHON:-}" ] && PY="$ROOT/.venv/bin/python"
+if ! "$PY" -c "import monai, ignite" 2>/dev/null; then
+  if ls .whl/*.whl >/dev/null 2>&1; then
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .whl/*.whl >/dev/null 2>&1
+    export PYTHONPATH="/tmp/site:$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+  else
+    echo "gpu_checks.sh: monai / pytorch-ignite are not installed (run scripts/setup_env.sh)" >&2; exit 1
+  fi
+fi
+export PYTHONUNBUFFERED=1
+DATA="${DATA:-}"
+if [ -z "$DATA" ]; then
+  for d in /work/data/ph2_128 .devdata/ph2_128; do [ -f "$d/datalist.json" ] && DATA="$d" && break; done
+fi
+[ -n "$DATA" ] && [ -f "$DATA/datalist.json" ] || { echo "gpu_checks.sh: no prepared PH2 (set DATA=<folder>; see docs/data.md)" >&2; exit 1; }
+RESULTS="${RESULTS:-${OUT:+$OUT/results}}"
+RESULTS="${RESULTS:-docs/results/gpu}"
+WORK="${WORK:-/tmp/gpu_work}"
+mkdir -p "$RESULTS"
+ITERS=(--iterations teacher_pretrain=400 cotrain=500 supervised=800)
+"$PY" -c "import torch; print('[gpu_checks]', torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'NO GPU', torch.__version__)"
+
+runner() {  # runner NAME ARGS... -> $RESULTS/NAME.{md,json,png}, log $RESULTS/NAME.log
+  local name="$1"; shift
+  "$PY" scripts/run_experiments.py --dataset "$DATA" --name "$name" --profile ph2 --results-dir "$RESULTS" \
+    --work-dir "$WORK/$name" "${ITERS[@]}" "$@" 2>&1 | grep -v -i warn | tee "$RESULTS/$name.log" \
+    | grep -E "finished|runner|rror|^method|^(full|cps|supervised|upper)" || true
+}
+
+for part in "$@"; do
+  echo "[gpu_checks] part $part: $(date -u +%H:%M:%S)"
+  case "$part" in
+    ph2_20)      runner ph2_128_r20 --methods full cps supervised --ratios 0.2 --jobs 3 ;;
+    precision)   runner ph2_128_bf16 --methods full --ratios 0.1 --override "teacher_pretrain:amp=true" \
+                   --override "cotrain:amp=true" ;;
+    p1_long)     ITERS=(--iterations teacher_pretrain=1500 cotrain=500 supervised=800)
+                 runner ph2_128_p1long --methods full --ratios 0.1 ;;
+    no_pretrain) runner ph2_128_nopretrain --methods full --ratios 0.1 --no-pretrain ;;
+    seeds)       runner ph2_128_seeds --methods full cps supervised --ratios 0.1 --seeds 1 2 --jobs 6 ;;
+    bench_2d)    "$PY" scripts/benchmark.py --only ph2 --time-budget 200 --output "$RESULTS/benchmark_2d.json" \
+                   2>&1 | grep -v -i warn | tee "$RESULTS/benchmark_2d.log" | tail -40 ;;
+    *) echo "gpu_checks.sh: unknown part '$part' (ph2_20 bench_2d precision p1_long no_pretrain seeds)" >&2; exit 1 ;;
+  esac
+done
+echo "[gpu_checks] done $(date -u +%H:%M:%S); results in $RESULTS"

@@ -1,0 +1,38 @@
+"""``scripts/phase1_report.py`` on tiny synthetic data: the report, its monitor curve and its figures."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from custom_components.data import make_split, make_synthetic_dataset, write_split
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_phase1_report_writes_table_monitor_curve_and_figures(tmp_path):
+    data = tmp_path / "data"
+    make_synthetic_dataset(data, spatial_dims=2, num_cases=24, image_size=32, seed=0, name="tiny_lesions")
+    split = write_split(make_split(data / "datalist.json", 0.25, 0), data)
+    out = tmp_path / "report"
+    cmd = [sys.executable, str(ROOT / "scripts" / "phase1_report.py"), "--dataset-dir", str(data), "--datalist",
+           str(split), "--epochs", "2", "--validations", "2", "--probe-steps", "3", "--roi", "16", "16",
+           "--channels", "8", "16", "--batch-size", "4", "--work-dir", str(tmp_path / "work"), "--out", str(out)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert res.returncode == 0, res.stderr[-3000:]
+
+    md = (out / "phase1.md").read_text()
+    assert md.startswith("# Phase 1 on tiny_lesions: pretrained vs untrained teacher")
+    assert "| untrained (same init) |" in md and "| pretrained (phase 1) |" in md
+    payload = json.loads((out / "phase1.json").read_text())
+    # one monitor row per validation run of the bundle (val_interval = epochs // validations = 1)
+    assert [v["epoch"] for v in payload["validation"]] == [1, 2]
+    assert payload["validation"][1]["iteration"] > payload["validation"][0]["iteration"] > 0
+    for v in payload["validation"]:
+        assert 0.0 <= v["val_best_assignment_dice"] <= 1.0 and 0.0 <= v["val_frac_class1"] <= 1.0
+    assert len(payload["history"]["loss_cyc"]) == 2
+    assert md.count("\n| 1 | ") == 1 and md.count("\n| 2 | ") == 1  # the monitor table in the report
+    for png in ("phase1_loss.png", "phase1_masks.png", "phase1_validation.png"):
+        assert (out / png).stat().st_size > 1000, png
