@@ -41,13 +41,13 @@ RESULTS="${RESULTS:-${OUT:+$OUT/results}}"
 RESULTS="${RESULTS:-docs/results/gpu}"
 WORK="${WORK:-/tmp/gpu_work}"
 mkdir -p "$RESULTS"
-ITERS=(--iterations teacher_pretrain=400 cotrain=500 supervised=800)
+BUDGET=(--iterations teacher_pretrain=400 cotrain=500 supervised=800)
 "$PY" -c "import torch; print('[gpu_checks]', torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'NO GPU', torch.__version__)"
 
-runner() {  # runner NAME ARGS... -> $RESULTS/NAME.{md,json,png}, log $RESULTS/NAME.log
+runner() {  # runner NAME ARGS... -> $RESULTS/NAME.{md,json,png}, log $RESULTS/NAME.log (a later --iterations wins)
   local name="$1"; shift
   "$PY" scripts/run_experiments.py --dataset "$DATA" --name "$name" --profile ph2 --results-dir "$RESULTS" \
-    --work-dir "$WORK/$name" "${ITERS[@]}" "$@" 2>&1 | grep -v -i warn | tee "$RESULTS/$name.log" \
+    --work-dir "$WORK/$name" "${BUDGET[@]}" "$@" 2>&1 | grep -v -i warn | tee "$RESULTS/$name.log" \
     | grep -E "finished|runner|rror|^method|^(full|cps|supervised|upper)" || true
 }
 
@@ -57,8 +57,8 @@ for part in "$@"; do
     ph2_20)      runner ph2_128_r20 --methods full cps supervised --ratios 0.2 --jobs 3 ;;
     precision)   runner ph2_128_bf16 --methods full --ratios 0.1 --override "teacher_pretrain:amp=true" \
                    --override "cotrain:amp=true" ;;
-    p1_long)     ITERS=(--iterations teacher_pretrain=1500 cotrain=500 supervised=800)
-                 runner ph2_128_p1long --methods full --ratios 0.1 ;;
+    p1_long)     runner ph2_128_p1long --methods full --ratios 0.1 \
+                   --iterations teacher_pretrain=1500 cotrain=500 supervised=800 ;;
     no_pretrain) runner ph2_128_nopretrain --methods full --ratios 0.1 --no-pretrain ;;
     seeds)       runner ph2_128_seeds --methods full cps supervised --ratios 0.1 --seeds 1 2 --jobs 6 ;;
     bench_2d)    "$PY" scripts/benchmark.py --only ph2 --time-budget 200 --output "$RESULTS/benchmark_2d.json" \
