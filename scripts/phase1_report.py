@@ -108,13 +108,14 @@ def main(argv: list[str] | None = None) -> int:
             make_synthetic_dataset(args.dataset_dir, spatial_dims=2, num_cases=120, image_size=64, seed=args.seed)
         datalist = write_split(make_split(args.dataset_dir / "datalist.json", 0.1, args.seed), args.dataset_dir)
 
+    val_interval = max(1, args.epochs // args.validations)
     bundle = args.work_dir / "teacher_pretrain"
     if bundle.exists():
         shutil.rmtree(bundle)
     shutil.copytree(ROOT / "bundles" / "teacher_pretrain" / "configs", bundle / "configs")
     overrides = dict(
         datalist=str(datalist), roi_size=list(args.roi), channels=list(args.channels), batch_size=args.batch_size,
-        max_epochs=args.epochs, val_interval=max(1, args.epochs // args.validations), num_workers=0, seed=args.seed,
+        max_epochs=args.epochs, val_interval=val_interval, num_workers=0, seed=args.seed,
         warmup_epochs=1,
     )
     wf = ConfigWorkflow(config_file=str(bundle / "configs" / "train.json"), workflow_type="train", **overrides)
@@ -161,11 +162,10 @@ def main(argv: list[str] | None = None) -> int:
 
     args.out.mkdir(parents=True, exist_ok=True)
     plot_curves(history, args.out / "phase1_loss.png", title="phase 1: cycle-consistency loss (epoch means)")
-    vi = max(1, args.epochs // args.validations)
     if val_curve:
         plot_curves({"best-assignment Dice (val)": [v.get("val_best_assignment_dice", np.nan) for v in val_curve],
                      "fraction of pixels in channel 1 (val)": [v.get("val_frac_class1", np.nan) for v in val_curve]},
-                    args.out / "phase1_validation.png", xlabel=f"validation run (one every {vi} epochs)",
+                    args.out / "phase1_validation.png", xlabel=f"validation run (one every {val_interval} epochs)",
                     title=f"phase 1 monitor ({val_curve[0]['iteration']}..{val_curve[-1]['iteration']} iterations)")
     n = min(6, x_va.shape[0])
     qualitative_panel(

@@ -652,9 +652,8 @@ class Experiment:
         self.env = dict(os.environ)
         self.env.setdefault("PYTHONUNBUFFERED", "1")
         threads = args.num_threads if args.num_threads is not None else (1 if args.profile in CPU_PROFILES else 0)
-        jobs = int(getattr(args, "jobs", 1) or 1)
-        if threads == 0 and jobs > 1:  # runs side by side share the cores
-            threads = max(1, (os.cpu_count() or 1) // jobs)
+        if threads == 0 and args.jobs > 1:  # runs side by side share the cores
+            threads = max(1, (os.cpu_count() or 1) // args.jobs)
         if threads > 0:  # oversubscribed OpenMP threads slow small CPU runs down by 10x or more on shared cores
             for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
                 self.env.setdefault(var, str(threads))
@@ -905,7 +904,7 @@ class Experiment:
         tasks = [(method, ratio, int(seed), splits[(ratio, int(seed))])
                  for seed in a.seeds for method in a.methods
                  for ratio in ([1.0] if method == "upper" else sorted(float(r) for r in a.ratios))]
-        self.runs.extend(run_tasks(self.run_one, tasks, int(getattr(a, "jobs", 1) or 1)))
+        self.runs.extend(run_tasks(self.run_one, tasks, a.jobs))
         total = time.time() - t_all
         return self.report(total, splits)
 
