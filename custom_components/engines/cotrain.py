@@ -9,6 +9,7 @@ import torch.nn as nn
 from ignite.engine import Engine
 from monai.engines.utils import IterationEvents
 from monai.utils import CommonKeys
+from torch.utils.checkpoint import checkpoint
 
 from ..losses import HardTargetDiceLoss, hard_labels
 from ..networks.teacher import DiffusionTeacher
@@ -77,6 +78,10 @@ class CoTrainer(DiffusionTrainerBase):
         w_d: weight ``w_d`` of the diffusion terms.
         unsup_weight: callable ``lambda(e)`` of the 0-based epoch (default ``LinearRampUp(1.0, max_epochs)``).
         batch_rounds: run independent rounds as one batched forward pass.
+        checkpoint_rounds: activation checkpointing of the rounds (``torch.utils.checkpoint``): their activations
+            are recomputed in the backward pass instead of kept, with the same ``t_j`` and noise, so the gradients
+            are unchanged. With ``batch_rounds=False`` (or ``round_mode="chained"``) only one round's activations
+            live at a time: the memory switch for 3D (one more forward pass of the rounds per step).
         epoch_length: iterations per epoch (default: the paired loader's length).
         non_blocking: non-blocking copies.
         amp: autocast on.
@@ -104,6 +109,7 @@ class CoTrainer(DiffusionTrainerBase):
         w_d: float = 1.0,
         unsup_weight: Callable[[int], float] | None = None,
         batch_rounds: bool = True,
+        checkpoint_rounds: bool = False,
         epoch_length: int | None = None,
         non_blocking: bool = False,
         amp: bool = False,
@@ -140,6 +146,7 @@ class CoTrainer(DiffusionTrainerBase):
         self.w_d = w_d
         self.unsup_weight = unsup_weight or LinearRampUp(1.0, max_epochs)
         self.batch_rounds = batch_rounds
+        self.checkpoint_rounds = checkpoint_rounds
         self.labeled_key = labeled_key
         self.unlabeled_key = unlabeled_key
 
@@ -168,25 +175,13 @@ class CoTrainer(DiffusionTrainerBase):
         if r > 0:
             cond = (2 * p_t.detach().float().softmax(1) - 1).to(x.dtype)
             if self.round_mode == "independent" and self.batch_rounds:
-                rec = self.teacher.reconstruct(x.repeat(r, *[1] * (x.ndim - 1)), cond.repeat(r, *[1] * (x.ndim - 1)))
-                p_tilde = self.teacher.segment(rec.x0_hat.detach())
-                b = x.shape[0]
-                pt_r = p_tilde.reshape(r, b, *p_tilde.shape[1:])
-                tg_r = target.unsqueeze(0).expand(r, *target.shape)
-                align_l = sum(seg(pt_r[j, :n_l], tg_r[j, :n_l]) for j in range(r))
-                align_u = sum(seg(pt_r[j, n_l:], tg_r[j, n_l:]) for j in range(r))
-                rl = rec.loss.reshape(r, b)
-                rec_l, rec_u = rl[:, :n_l].mean(1).sum(), rl[:, n_l:].mean(1).sum()
+                align_l, align_u, rec_l, rec_u = self._run_round(x, cond, target, n_l, r)[:4]
             else:
                 for _ in range(r):
-                    rec = self.teacher.reconstruct(x, cond)
-                    p_tilde = self.teacher.segment(rec.x0_hat.detach())
-                    align_l = align_l + seg(p_tilde[:n_l], target[:n_l])
-                    align_u = align_u + seg(p_tilde[n_l:], target[n_l:])
-                    rec_l = rec_l + rec.loss[:n_l].mean()
-                    rec_u = rec_u + rec.loss[n_l:].mean()
+                    a_l, a_u, r_l, r_u, p_tilde = self._run_round(x, cond, target, n_l, 1)
+                    align_l, align_u, rec_l, rec_u = align_l + a_l, align_u + a_u, rec_l + r_l, rec_u + r_u
                     if self.round_mode == "chained":
-                        cond = (2 * p_tilde.detach().float().softmax(1) - 1).to(x.dtype)
+                        cond = (2 * p_tilde.float().softmax(1) - 1).to(x.dtype)
         coef = self.w_d / r if r > 0 else 0.0
         lam = float(self.unsup_weight(epoch))
         loss_unsup = lam * (loss_cps + coef * (align_u + rec_u))
@@ -204,6 +199,34 @@ class CoTrainer(DiffusionTrainerBase):
             "loss_rec": (rec_l + rec_u) / denom,
             "unsup_weight": torch.tensor(lam),
         }
+
+    def _run_round(
+        self, x: torch.Tensor, cond: torch.Tensor, target: torch.Tensor, n_l: int, repeats: int
+    ) -> tuple[torch.Tensor, ...]:
+        """``repeats`` independent rounds as one forward pass over a ``repeats``-times repeated batch (each copy its
+        own ``t_j`` and noise), under activation checkpointing when ``checkpoint_rounds`` is on.
+
+        Returns ``(align_l, align_u, rec_l, rec_u, p_tilde)``: the round-sums of the labelled / unlabelled
+        alignment and reconstruction terms and the detached re-segmentation logits of the last copy.
+        """
+        if self.checkpoint_rounds and torch.is_grad_enabled():
+            # recomputed in backward with the same RNG state (same t_j and noise), so the gradients are unchanged
+            return checkpoint(self._round_terms, x, cond, target, n_l, repeats, use_reentrant=False)
+        return self._round_terms(x, cond, target, n_l, repeats)
+
+    def _round_terms(
+        self, x: torch.Tensor, cond: torch.Tensor, target: torch.Tensor, n_l: int, repeats: int
+    ) -> tuple[torch.Tensor, ...]:
+        seg = self.seg_loss
+        rep = [repeats, *[1] * (x.ndim - 1)]
+        rec = self.teacher.reconstruct(x.repeat(rep), cond.repeat(rep))
+        p_tilde = self.teacher.segment(rec.x0_hat.detach())
+        b = x.shape[0]
+        pt_r = p_tilde.reshape(repeats, b, *p_tilde.shape[1:])
+        align_l = sum(seg(pt_r[j, :n_l], target[:n_l]) for j in range(repeats))
+        align_u = sum(seg(pt_r[j, n_l:], target[n_l:]) for j in range(repeats))
+        rl = rec.loss.reshape(repeats, b)
+        return align_l, align_u, rl[:, :n_l].mean(1).sum(), rl[:, n_l:].mean(1).sum(), pt_r[-1].detach()
 
     def _iteration(self, engine: Engine, batchdata: dict) -> dict:
         if batchdata is None:

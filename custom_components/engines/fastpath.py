@@ -13,7 +13,33 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-__all__ = ["set_backend_flags", "to_channels_last", "compile_backbones", "apply_fastpath", "backbones_of"]
+__all__ = [
+    "set_backend_flags",
+    "to_channels_last",
+    "compile_backbones",
+    "apply_fastpath",
+    "backbones_of",
+    "native_bf16",
+]
+
+
+def native_bf16(device: torch.device | str) -> bool:
+    """Whether ``device`` computes bfloat16 natively, i.e. whether bf16 autocast pays there (the bundles' ``amp`` default).
+
+    CUDA: ``torch.cuda.is_bf16_supported()`` (Ampere and later). CPU: the AVX512-BF16 or AMX instructions (on CPUs
+    without them oneDNN emulates bf16, which is slower than fp32). Measured on a 2-core AMD EPYC with AVX512-BF16:
+    a ``ph2_cpu`` co-training step in bf16 autocast at about 1.5x the fp32 speed (``docs/performance.md``).
+
+    Args:
+        device: the training device.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        cpu = getattr(torch, "cpu", None)
+        return any(bool(getattr(cpu, f, lambda: False)()) for f in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    return False
 
 
 def set_backend_flags(tf32: bool | None = None, cudnn_benchmark: bool | None = None) -> dict[str, Any]:
