@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import platform
 import statistics
 import sys
@@ -54,7 +55,80 @@ SWITCHES: dict[str, dict[str, Any]] = {
     "fast": {"amp": "bfloat16", "tf32": True, "cudnn_benchmark": True},
     "fast_channels_last": {"amp": "bfloat16", "tf32": True, "cudnn_benchmark": True, "channels_last": True},
     "fast_compile": {"amp": "bfloat16", "tf32": True, "cudnn_benchmark": True, "compile": True},
+    # torch.compile's CUDA graphs (mode "reduce-overhead")
+    "fast_compile_cudagraphs": {"amp": "bfloat16", "tf32": True, "cudnn_benchmark": True, "compile": True,
+                                "compile_mode": "reduce-overhead"},
+    # the 3D memory switch: rounds one at a time, each recomputed in backward (against rounds one at a time kept)
+    "fast_checkpoint_rounds": {"amp": "bfloat16", "tf32": True, "cudnn_benchmark": True, "checkpoint_rounds": True},
+    "fast_batch_rounds_off": {"amp": "bfloat16", "tf32": True, "cudnn_benchmark": True, "batch_rounds": False},
 }
+
+#: dense bf16 tensor-core peak in TFLOP/s from the vendors' data sheets (not measured), for the share-of-peak column
+BF16_PEAK_TFLOPS = {"H100 80GB HBM3": 989.0, "H100 SXM": 989.0, "H100 PCIe": 756.0, "H200": 989.0,
+                    "A100": 312.0, "L40S": 362.0, "L4": 121.0}
+
+#: ``--cpu``: the reference is today's bundle defaults before the fast path (eager fp32, for-loop Adam);
+#: ``cpu_fast`` is the bundles' default now on a CPU with native bf16 (``fastpath.native_bf16``)
+CPU_SWITCHES: dict[str, dict[str, Any]] = {
+    "reference": {},
+    "bf16": {"amp": "bfloat16"},
+    "fused_adam": {"fused_adam": True},
+    "cpu_fast": {"amp": "bfloat16", "fused_adam": True},
+    "cpu_fast_channels_last": {"amp": "bfloat16", "fused_adam": True, "channels_last": True},
+    "batch_rounds_off": {"batch_rounds": False},
+    "cpu_fast_checkpoint_rounds": {"amp": "bfloat16", "fused_adam": True, "checkpoint_rounds": True},
+    "cpu_fast_compile": {"amp": "bfloat16", "fused_adam": True, "compile": True},
+}
+
+
+#: ``--cpu`` switches whose peak RSS is measured, co-training cases only (one fresh process each: slow on a loaded
+#: 2-core machine)
+RSS_SWITCHES = ("reference", "cpu_fast", "cpu_fast_checkpoint_rounds")
+
+
+def cpu_workload_configs(quick: bool = False) -> dict[str, dict[str, Any]]:
+    """``--cpu``: the ``ph2_cpu`` profile's setting (PH2 at 32x32) and the LA CPU setting (half resolution).
+
+    Args:
+        quick: tiny sizes (a smoke test of the code path; its numbers mean nothing).
+    """
+    if quick:
+        return {
+            "ph2_cpu": dict(spatial_dims=2, in_channels=3, num_classes=2, size=(16, 16), batch=2, channels=(4, 8),
+                            groups=2, sup_channels=(4, 8), infer_batch=2, ddim_steps=2, rounds=(0, 3)),
+            "la_cpu": dict(spatial_dims=3, in_channels=1, num_classes=2, size=(8, 8, 8), batch=1, channels=(4, 8),
+                           groups=2, sup_channels=(4, 8), volume=(12, 12, 10), window=(8, 8, 8), strides=(4, 4, 2),
+                           sw_batch=2, ddim_steps=2, rounds=(0, 3)),
+        }
+    return {
+        # scripts/run_experiments.py PROFILES["ph2_cpu"]: 32x32 RGB, batch 8 (+8), channels 16-32-64, supervised
+        # UNet of the supervised bundle (16-32-64-128, 2 residual units); validation batches of 20
+        "ph2_cpu": dict(spatial_dims=2, in_channels=3, num_classes=2, size=(32, 32), batch=8, channels=(16, 32, 64),
+                        groups=8, sup_channels=(16, 32, 64, 128), infer_batch=20, ddim_steps=5, rounds=(0, 3)),
+        # LA at half resolution: patches 56x56x40, batch 1 (+1), channels 8-16-32-64; a synthetic 72x72x44 volume
+        # through the UAMT sliding window (window 56x56x40, strides 16/16/4: 8 windows)
+        "la_cpu": dict(spatial_dims=3, in_channels=1, num_classes=2, size=(56, 56, 40), batch=1,
+                       channels=(8, 16, 32, 64), groups=8, sup_channels=(8, 16, 32, 64, 128), volume=(72, 72, 44),
+                       window=(56, 56, 40), strides=(16, 16, 4), sw_batch=4, ddim_steps=4, rounds=(0, 3)),
+    }
+
+
+def cpu_plan(with_compile: bool) -> list[tuple[str, str, int, list[str]]]:
+    """``--cpu`` groups ``(workload, phase, rounds, switches)``; the switches of a group are timed interleaved.
+
+    Args:
+        with_compile: add ``torch.compile`` to the phase-2 R = 3 groups (minutes of compilation on 2 cores).
+    """
+    comp = ["cpu_fast_compile"] if with_compile else []
+    out = []
+    for wl in ("ph2_cpu", "la_cpu"):
+        p2 = ["reference", "bf16", "fused_adam", "cpu_fast", "cpu_fast_channels_last", "batch_rounds_off",
+              "cpu_fast_checkpoint_rounds"] if wl == "ph2_cpu" else ["reference", "bf16", "cpu_fast",
+                                                                     "cpu_fast_checkpoint_rounds"]
+        out += [(wl, "p2", 3, p2 + comp), (wl, "p2", 0, ["reference", "cpu_fast"]),
+                (wl, "p1", 0, ["reference", "bf16", "cpu_fast"]), (wl, "sup", 0, ["reference", "bf16", "cpu_fast"])]
+        out += [(wl, ph, 0, ["reference", "bf16"]) for ph in ("infer", "infer_ens4", "ddim")]
+    return out
 
 
 def workload_configs(quick: bool) -> dict[str, dict[str, Any]]:
@@ -215,7 +289,11 @@ def _apply_switch(nets: list[torch.nn.Module], spatial_dims: int, sw: dict) -> N
         for m in nets:
             to_channels_last(m, spatial_dims)
     if sw.get("compile"):
-        compile_backbones(nets)
+        compile_backbones(nets, **({"mode": sw["compile_mode"]} if sw.get("compile_mode") else {}))
+
+
+def _adam(params: Any, sw: dict) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, 1e-3, fused=True if sw.get("fused_adam") else None)
 
 
 def build_case(phase: str, cfg: dict, sw: dict, device: torch.device, rounds: int = 0) -> tuple[Callable, int, Callable]:
@@ -242,7 +320,7 @@ def build_case(phase: str, cfg: dict, sw: dict, device: torch.device, rounds: in
         net = UNet(sd, cfg["in_channels"], cfg["num_classes"], channels=cfg["sup_channels"],
                    strides=[2] * (len(cfg["sup_channels"]) - 1), num_res_units=2).to(device)
         _apply_switch([net], sd, sw)
-        opt = torch.optim.Adam(net.parameters(), 1e-3)
+        opt = _adam(net.parameters(), sw)
         loss_fn = HardTargetDiceLoss(use_ce=True)
         scaler = torch.amp.GradScaler(enabled=amp == "float16")
         x, y = _images(cfg, b, device, 0), _labels(cfg, b, device, 0)
@@ -262,7 +340,7 @@ def build_case(phase: str, cfg: dict, sw: dict, device: torch.device, rounds: in
 
         teacher = _teacher(cfg, device, 0)
         _apply_switch(backbones_of(teacher), sd, sw)
-        opt = torch.optim.Adam(teacher.parameters(), 1e-3)
+        opt = _adam(teacher.parameters(), sw)
         n = 2 * b  # phase 1 sees every image: batch = labelled + unlabelled size
         trainer = TeacherPretrainTrainer(device, 1, [0], teacher, opt, amp=bool(amp), amp_dtype=amp or "bfloat16")
         trainer.state.epoch = 1
@@ -277,10 +355,10 @@ def build_case(phase: str, cfg: dict, sw: dict, device: torch.device, rounds: in
 
         teacher, student = _teacher(cfg, device, 0), _teacher(cfg, device, 1)
         _apply_switch(backbones_of(teacher) + [student.mask_net], sd, sw)
-        t_opt = torch.optim.Adam(teacher.parameters(), 1e-3)
-        s_opt = torch.optim.Adam(student.mask_net.parameters(), 1e-3)
+        t_opt, s_opt = _adam(teacher.parameters(), sw), _adam(student.mask_net.parameters(), sw)
         trainer = CoTrainer(device, 1, [0], teacher, student, t_opt, s_opt, rounds=rounds,
-                            batch_rounds=sw.get("batch_rounds", True), amp=bool(amp), amp_dtype=amp or "bfloat16")
+                            batch_rounds=sw.get("batch_rounds", True), checkpoint_rounds=bool(sw.get("checkpoint_rounds")),
+                            amp=bool(amp), amp_dtype=amp or "bfloat16")
         trainer.state.epoch = 1
         batch = {
             "labeled": {"image": _images(cfg, b, device, 0), "label": _labels(cfg, b, device, 0)},
@@ -481,6 +559,17 @@ def device_name(device: torch.device) -> str:
     return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+def speed_plan() -> list[tuple[str, str, int, str]]:
+    """``--plan speed`` (``scripts/gpu_checks.sh speed``): co-training R = 3 of the PH2 128x128 and the LA setting,
+    eager fp32 against PyTorch's defaults (``tf32``), ``fast``, ``torch.compile`` and CUDA graphs; then the LA
+    memory switch (rounds one at a time, kept or checkpointed) at 96x96x80, batch 1+1."""
+    cases = []
+    for wl in ("ph2", "la"):
+        cases += [(wl, "p2", 3, s) for s in ("eager_fp32", "tf32", "fast", "fast_compile", "fast_compile_cudagraphs")]
+    cases += [("la", "p2", 3, s) for s in ("fast_batch_rounds_off", "fast_checkpoint_rounds")]
+    return cases
+
+
 def plan(quick: bool, device: torch.device) -> list[tuple[str, str, int, str]]:
     """The ordered cases ``(workload, phase, rounds, switch)``: most important first (a time budget cuts the tail).
 
@@ -517,6 +606,160 @@ def plan(quick: bool, device: torch.device) -> list[tuple[str, str, int, str]]:
     return cases
 
 
+def cpu_model() -> str:
+    """The CPU model name and the bf16 instructions ``lscpu`` reports."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return platform.processor() or platform.machine()
+    info = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
+    flags = info.get("Flags", "").split()
+    bf16 = [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
+    return (f"{info.get('Model name', '?').strip()}, {info.get('CPU(s)', '?').strip()} logical CPUs, "
+            f"bf16 instructions: {', '.join(bf16) or 'none'}")
+
+
+def rss_of_case(wl: str, phase: str, rounds: int, swname: str, quick: bool = False, calls: int = 2) -> tuple[float, float]:
+    """Peak RSS (MiB) of a fresh process that builds one ``--cpu`` case and runs it ``calls`` times, and that peak
+    minus the process's peak after its imports (what the case itself adds).
+
+    Args:
+        wl: workload.
+        phase: phase.
+        rounds: ``R``.
+        swname: ``CPU_SWITCHES`` key.
+        quick: the tiny sizes.
+        calls: calls of the step.
+    """
+    import subprocess
+
+    code = (f"import sys; sys.argv=['benchmark']; sys.path.insert(0, {str(Path(__file__).parent)!r}); import torch; "
+            f"torch.set_num_threads(1); import benchmark as b, resource; "
+            f"import custom_components.engines, custom_components.inferers.uamt, monai.networks.nets; "
+            f"base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024; "
+            f"step, _, _ = b.build_case({phase!r}, b.cpu_workload_configs({quick})[{wl!r}], b.CPU_SWITCHES[{swname!r}], "
+            f"torch.device('cpu'), {rounds}); [step() for _ in range({calls})]; "
+            f"print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, base)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    peak, base = (float(v) for v in out.strip().splitlines()[-1].split())
+    return peak, peak - base
+
+
+def run_cpu(args: argparse.Namespace) -> dict:
+    """``--cpu``: every group's switches built side by side and timed interleaved (one call of each in turn, so a
+    changing load on a shared machine hits them alike); medians, ratios against ``reference`` of the same group.
+
+    Args:
+        args: the parsed command line.
+    """
+    torch.set_num_threads(args.threads)
+    device = torch.device("cpu")
+    t_start = time.perf_counter()
+    cfgs = cpu_workload_configs(args.quick)
+    only = set(args.only.split(",")) if args.only else set(cfgs)
+    iters = args.iters or 7
+    warmup = args.warmup if args.warmup is not None else 2
+    out_path = Path(args.output)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    res: dict[str, Any] = {
+        "command": " ".join(["scripts/benchmark.py"] + sys.argv[1:]), "device": f"CPU: {cpu_model()}", "quick": args.quick,
+        "load_average_start": list(os.getloadavg()),
+        "threads": torch.get_num_threads(), "versions": versions(), "iters": iters, "warmup": warmup,
+        "workloads": {k: {kk: list(v) if isinstance(v, tuple) else v for kk, v in c.items()} for k, c in cfgs.items()},
+        "switches": CPU_SWITCHES, "cases": [],
+    }
+    for wl, phase, rounds, switches in cpu_plan(args.compile):
+        if wl not in only:
+            continue
+        group = f"{wl}/{phase}{'_R' + str(rounds) if phase == 'p2' else ''}"
+        steps, firsts = {}, {}
+        for swname in switches:
+            sw = CPU_SWITCHES[swname]
+            if sw.get("compile"):
+                torch._dynamo.reset()
+            t0 = time.perf_counter()
+            step, n, probe = build_case(phase, cfgs[wl], sw, device, rounds)
+            first = probe()
+            for _ in range(max(0, warmup - 1)):
+                step()
+            steps[swname] = step
+            firsts[swname] = (first, time.perf_counter() - t0)
+        times: dict[str, list[float]] = {k: [] for k in steps}
+        for _ in range(iters):
+            for swname, step in steps.items():
+                t0 = time.perf_counter()
+                step()
+                times[swname].append((time.perf_counter() - t0) * 1e3)
+        ref_ms = statistics.median(times["reference"])
+        ref_first = firsts["reference"][0]
+        for swname in switches:
+            ms = statistics.median(times[swname])
+            first, build_s = firsts[swname]
+            entry = {"case": f"{group}/{swname}", "workload": wl, "phase": phase, "rounds": rounds, "switch": swname,
+                     "ms_per_step": ms, "ms_all": times[swname], "samples_per_step": n, "first_call_s": build_s,
+                     "speedup_vs_reference": ref_ms / ms}
+            if phase in ("sup", "p1", "p2"):
+                entry["first_loss"] = float(first)
+                entry["first_loss_rel_diff"] = abs(float(first) - float(ref_first)) / max(abs(float(ref_first)), 1e-12)
+            else:
+                entry["max_abs_prob_diff"] = float((first.float() - ref_first.float()).abs().max())
+                entry["dice_vs_reference"] = hard_dice(first.float(), ref_first.float())
+            if not args.no_rss and swname in RSS_SWITCHES and phase == "p2":
+                entry["peak_rss_mb"], entry["peak_rss_above_imports_mb"] = rss_of_case(wl, phase, rounds, swname, args.quick)
+            res["cases"].append(entry)
+            print(f"{entry['case']:45s} {ms:9.1f} ms  x{entry['speedup_vs_reference']:.2f}"
+                  + (f"  {entry['peak_rss_mb']:7.0f} MiB RSS ({entry['peak_rss_above_imports_mb']:.0f} above imports)"
+                     if "peak_rss_mb" in entry else ""), flush=True)
+        del steps
+        res["elapsed_s"] = time.perf_counter() - t_start
+        out_path.write_text(json.dumps(res, indent=2))
+    by = {c["case"]: c for c in res["cases"]}
+    res["cotrain_over_supervised"] = {}
+    for wl in cfgs:
+        for sw in ("reference", "cpu_fast"):
+            a, b = by.get(f"{wl}/p2_R3/{sw}"), by.get(f"{wl}/sup/{sw}")
+            if a and b:
+                ratio = a["ms_per_step"] / b["ms_per_step"]
+                res["cotrain_over_supervised"][f"{wl}/{sw}"] = ratio
+                print(f"co-training iteration (R = 3) / supervised step, {wl}, {sw}: {ratio:.1f}x")
+    res["elapsed_s"] = time.perf_counter() - t_start
+    res["load_average_end"] = list(os.getloadavg())
+    out_path.write_text(json.dumps(res, indent=2))
+    if args.markdown:
+        Path(args.markdown).write_text(cpu_markdown(res))
+    print(f"wrote {out_path} ({res['elapsed_s']:.1f} s)")
+    return res
+
+
+PHASE_NAMES = {"p2": "co-training", "p1": "phase 1", "sup": "supervised step", "infer": "inference, one pass",
+               "infer_ens4": "inference, ensemble of 4", "ddim": "inference, DDIM"}
+
+
+def cpu_markdown(res: dict) -> str:
+    """The ``--cpu`` results as a Markdown table.
+
+    Args:
+        res: what :func:`run_cpu` returned.
+    """
+    lines = ["| setting | phase | switch | ms | per | x vs reference | first loss rel. diff / Dice vs ref. | peak RSS MiB (above imports) |",
+             "|---|---|---|---:|---|---:|---:|---:|"]
+    for c in res["cases"]:
+        ph = PHASE_NAMES[c["phase"]] + (f", R = {c['rounds']}" if c["phase"] == "p2" else "")
+        infer = c["phase"] in ("infer", "infer_ens4", "ddim")
+        per = ("volume" if c["workload"].startswith("la") else "image") if infer else "step"
+        ms = c["ms_per_step"] / (c["samples_per_step"] if per == "image" else 1)
+        agree = (f"{c['first_loss_rel_diff']:.1e}" if "first_loss_rel_diff" in c else f"{100 * c['dice_vs_reference']:.2f} %")
+        rss = f"{c['peak_rss_mb']:.0f} ({c['peak_rss_above_imports_mb']:.0f})" if "peak_rss_mb" in c else "-"
+        sw = "**cpu_fast**" if c["switch"] == "cpu_fast" else c["switch"]
+        lines.append(f"| {c['workload']} | {ph} | {sw} | {ms:.1f} | {per} | {c['speedup_vs_reference']:.2f} | {agree} | {rss} |")
+    lines.append("")
+    for k, v in res.get("cotrain_over_supervised", {}).items():
+        lines.append(f"- co-training iteration (R = 3) / supervised step at the same batch, {k}: **{v:.1f}x**")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Run the benchmark; return (and write) the results dictionary.
 
@@ -531,8 +774,19 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--iters", type=int, default=None, help="timed steps per case")
     ap.add_argument("--time-budget", type=float, default=0.0, help="seconds; cases that start later are skipped (0: none)")
     ap.add_argument("--workers", type=int, default=4, help="DataLoader workers of the uncached loading pipeline")
-    ap.add_argument("--only", default=None, help="comma-separated workloads (la, ph2)")
+    ap.add_argument("--only", default=None, help="comma-separated workloads (la, ph2; with --cpu: ph2_cpu, la_cpu)")
+    ap.add_argument("--plan", choices=("all", "speed"), default="all",
+                    help="GPU cases: all (default) or speed (co-training R = 3: fp32 / defaults / fast / compile / "
+                         "CUDA graphs, LA memory switch)")
+    ap.add_argument("--cpu", action="store_true",
+                    help="the CPU table: ph2_cpu and la_cpu settings, switches timed interleaved, peak RSS per case")
+    ap.add_argument("--threads", type=int, default=1, help="--cpu: torch threads (1 = the CPU profiles' setting)")
+    ap.add_argument("--compile", action="store_true", help="--cpu: also time torch.compile (slow to build on 2 cores)")
+    ap.add_argument("--no-rss", action="store_true", help="--cpu: skip the per-case peak-RSS subprocesses")
+    ap.add_argument("--markdown", default=None, help="--cpu: also write the table as Markdown here")
     args = ap.parse_args(argv)
+    if args.cpu:
+        return run_cpu(args)
     t_start = time.perf_counter()
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() and not args.quick else "cpu"))
     if args.quick and device.type == "cpu":
@@ -556,7 +810,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     flops_cache: dict[tuple, int] = {}
     ref: dict[tuple, dict] = {}
-    for wl, phase, rounds, swname in plan(args.quick, device):
+    for wl, phase, rounds, swname in (speed_plan() if args.plan == "speed" else plan(args.quick, device)):
         if wl not in only:
             continue
         key = (wl, phase, rounds)
@@ -595,6 +849,9 @@ def main(argv: list[str] | None = None) -> dict:
             if key in flops_cache:
                 entry["gflop_per_step"] = flops_cache[key] / 1e9
                 entry["tflops"] = flops_cache[key] / (ms / 1e3) / 1e12
+                peak = next((v for k, v in BF16_PEAK_TFLOPS.items() if k in res["device"]), None)
+                if peak:
+                    entry["share_of_bf16_peak"] = entry["tflops"] / peak
             if phase in ("sup", "p1", "p2"):
                 entry["first_loss"] = float(first)
                 if swname == "eager_fp32":

@@ -11,6 +11,11 @@
 #   p1_long      the full method at 10 % with the prototype's 1500 phase-1 iterations, ~6 min
 #   no_pretrain  the full method at 10 % without phase 1 (ablation), ~4 min
 #   seeds        full, cps, supervised at 10 % for split seeds 1 and 2, side by side, ~9 min
+#   speed        issue #16 (not run yet; sized for 8 min, --time-budget 400 stops starting cases): co-training R = 3,
+#                PH2 128x128 and LA 96x96x80 batch 1+1, eager fp32 vs PyTorch defaults (tf32) vs fast vs
+#                torch.compile vs CUDA graphs, TFLOP/s and share of the card's bf16 peak; then the LA 24 GB memory
+#                switch (checkpoint_rounds) peak. Writes docs/performance_gpu_<card>.{json,log} ($OUT/docs/ on the
+#                device tool)
 #
 # Environment: DATA (prepared PH2 folder, default /work/data/ph2_128, else .devdata/ph2_128), RESULTS (where reports
 # go, default $OUT/results on the device tool, else docs/results/gpu), WORK (training folders, default /tmp/gpu_work).
@@ -63,7 +68,12 @@ for part in "$@"; do
     seeds)       runner ph2_128_seeds --methods full cps supervised --ratios 0.1 --seeds 1 2 --jobs 6 ;;
     bench_2d)    "$PY" scripts/benchmark.py --only ph2 --time-budget 200 --output "$RESULTS/benchmark_2d.json" \
                    2>&1 | grep -v -i warn | tee "$RESULTS/benchmark_2d.log" | tail -40 ;;
-    *) echo "gpu_checks.sh: unknown part '$part' (ph2_20 bench_2d precision p1_long no_pretrain seeds)" >&2; exit 1 ;;
+    speed)       card="$("$PY" -c "import torch; print(torch.cuda.get_device_name(0).replace(' ', '_'))")"
+                 sdir="${OUT:+$OUT/docs}"; sdir="${sdir:-docs}"; mkdir -p "$sdir"
+                 timeout 470 "$PY" scripts/benchmark.py --plan speed --time-budget 400 \
+                   --output "$sdir/performance_gpu_$card.json" 2>&1 | grep -v -i warn \
+                   | tee "$sdir/performance_gpu_$card.log" | tail -20 || true ;;
+    *) echo "gpu_checks.sh: unknown part '$part' (ph2_20 bench_2d precision p1_long no_pretrain seeds speed)" >&2; exit 1 ;;
   esac
 done
 echo "[gpu_checks] done $(date -u +%H:%M:%S); results in $RESULTS"

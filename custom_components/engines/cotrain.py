@@ -78,10 +78,11 @@ class CoTrainer(DiffusionTrainerBase):
         w_d: weight ``w_d`` of the diffusion terms.
         unsup_weight: callable ``lambda(e)`` of the 0-based epoch (default ``LinearRampUp(1.0, max_epochs)``).
         batch_rounds: run independent rounds as one batched forward pass.
-        checkpoint_rounds: activation checkpointing of the rounds (``torch.utils.checkpoint``): their activations
-            are recomputed in the backward pass instead of kept, with the same ``t_j`` and noise, so the gradients
-            are unchanged. With ``batch_rounds=False`` (or ``round_mode="chained"``) only one round's activations
-            live at a time: the memory switch for 3D (one more forward pass of the rounds per step).
+        checkpoint_rounds: the memory switch for 3D: the rounds run one at a time (as with ``batch_rounds=False``),
+            each under activation checkpointing (``torch.utils.checkpoint``), so only one round's activations live
+            at a time in the backward pass; they are recomputed with the same RNG state (same ``t_j`` and noise),
+            so losses and gradients equal those of ``batch_rounds=False``. Costs one more forward pass of the
+            rounds per step.
         epoch_length: iterations per epoch (default: the paired loader's length).
         non_blocking: non-blocking copies.
         amp: autocast on.
@@ -174,7 +175,7 @@ class CoTrainer(DiffusionTrainerBase):
         r = self.rounds
         if r > 0:
             cond = (2 * p_t.detach().float().softmax(1) - 1).to(x.dtype)
-            if self.round_mode == "independent" and self.batch_rounds:
+            if self.round_mode == "independent" and self.batch_rounds and not self.checkpoint_rounds:
                 align_l, align_u, rec_l, rec_u = self._run_round(x, cond, target, n_l, r)[:4]
             else:
                 for _ in range(r):
@@ -204,7 +205,8 @@ class CoTrainer(DiffusionTrainerBase):
         self, x: torch.Tensor, cond: torch.Tensor, target: torch.Tensor, n_l: int, repeats: int
     ) -> tuple[torch.Tensor, ...]:
         """``repeats`` independent rounds as one forward pass over a ``repeats``-times repeated batch (each copy its
-        own ``t_j`` and noise), under activation checkpointing when ``checkpoint_rounds`` is on.
+        own ``t_j`` and noise), under activation checkpointing when ``checkpoint_rounds`` is on (then ``repeats``
+        is 1).
 
         Returns ``(align_l, align_u, rec_l, rec_u, p_tilde)``: the round-sums of the labelled / unlabelled
         alignment and reconstruction terms and the detached re-segmentation logits of the last copy.
