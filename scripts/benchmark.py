@@ -621,6 +621,14 @@ def cpu_model() -> str:
             f"bf16 instructions: {', '.join(bf16) or 'none'}")
 
 
+def vm_hwm_mb() -> float:
+    """This process's peak resident set size in MiB (``VmHWM`` of ``/proc/self/status``; Linux)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return float(line.split()[1]) / 1024
+    raise RuntimeError("scripts/benchmark.py: /proc/self/status has no VmHWM line (peak RSS needs Linux); use --no-rss")
+
+
 def rss_of_case(wl: str, phase: str, rounds: int, swname: str, quick: bool = False, calls: int = 2) -> tuple[float, float]:
     """Peak RSS (MiB) of a fresh process that builds one ``--cpu`` case and runs it ``calls`` times, and that peak
     minus the process's peak after its imports (what the case itself adds).
@@ -635,13 +643,14 @@ def rss_of_case(wl: str, phase: str, rounds: int, swname: str, quick: bool = Fal
     """
     import subprocess
 
+    # VmHWM of /proc/self/status: the high-water RSS of this process's own address space (ru_maxrss would carry
+    # the parent's peak over fork + exec on Linux)
     code = (f"import sys; sys.argv=['benchmark']; sys.path.insert(0, {str(Path(__file__).parent)!r}); import torch; "
-            f"torch.set_num_threads(1); import benchmark as b, resource; "
+            f"torch.set_num_threads(1); import benchmark as b; "
             f"import custom_components.engines, custom_components.inferers.uamt, monai.networks.nets; "
-            f"base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024; "
+            f"base = b.vm_hwm_mb(); "
             f"step, _, _ = b.build_case({phase!r}, b.cpu_workload_configs({quick})[{wl!r}], b.CPU_SWITCHES[{swname!r}], "
-            f"torch.device('cpu'), {rounds}); [step() for _ in range({calls})]; "
-            f"print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, base)")
+            f"torch.device('cpu'), {rounds}); [step() for _ in range({calls})]; print(b.vm_hwm_mb(), base)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     peak, base = (float(v) for v in out.strip().splitlines()[-1].split())
     return peak, peak - base

@@ -102,3 +102,43 @@ def test_channels_last_keeps_outputs_and_state_dict():
     assert list(t.state_dict()) == keys
     with pytest.raises(ValueError, match="spatial_dims 2 or 3"):
         to_channels_last(t.mask_net, 1)
+
+
+def _cpu_run(bench, tmp_path, argv: list[str]) -> tuple[dict, str]:
+    threads = torch.get_num_threads()
+    out, md = tmp_path / "cpu.json", tmp_path / "cpu.md"
+    try:
+        res = bench.main(["--cpu", "--quick", "--iters", "2", "--warmup", "1", "--only", "ph2_cpu", "--output", str(out),
+                          "--markdown", str(md), *argv])
+    finally:
+        torch.set_num_threads(threads)
+    assert json.loads(out.read_text())["cases"] == json.loads(json.dumps(res["cases"]))
+    return res, md.read_text()
+
+
+def test_cpu_table_ratios_and_cotrain_over_supervised(tmp_path, monkeypatch, capsys):
+    bench = _load()
+    monkeypatch.setattr(bench, "cpu_plan", lambda with_compile: [
+        ("ph2_cpu", "p2", 3, ["reference", "cpu_fast"]), ("ph2_cpu", "sup", 0, ["reference", "cpu_fast"])])
+    res, md = _cpu_run(bench, tmp_path, ["--no-rss"])
+    by = {c["case"]: c for c in res["cases"]}
+    assert set(by) == {"ph2_cpu/p2_R3/reference", "ph2_cpu/p2_R3/cpu_fast", "ph2_cpu/sup/reference", "ph2_cpu/sup/cpu_fast"}
+    for c in by.values():
+        assert len(c["ms_all"]) == 2 and c["ms_per_step"] > 0
+        assert c["speedup_vs_reference"] == pytest.approx(by[c["case"].rsplit("/", 1)[0] + "/reference"]["ms_per_step"] / c["ms_per_step"])
+    assert by["ph2_cpu/p2_R3/reference"]["first_loss_rel_diff"] == 0.0
+    assert by["ph2_cpu/p2_R3/cpu_fast"]["first_loss_rel_diff"] < 1e-2  # tiny nets; the 1e-3 check is in tests/engines
+    ratio = res["cotrain_over_supervised"]["ph2_cpu/reference"]
+    assert ratio == pytest.approx(by["ph2_cpu/p2_R3/reference"]["ms_per_step"] / by["ph2_cpu/sup/reference"]["ms_per_step"])
+    assert "co-training iteration (R = 3) / supervised step, ph2_cpu, reference" in capsys.readouterr().out
+    assert md.count("\n| ph2_cpu |") == 4 and "**cpu_fast**" in md and "supervised step at the same batch" in md
+    assert res["device"].startswith("CPU: ") and res["threads"] == 1
+
+
+@pytest.mark.slow
+def test_cpu_quick_runs_every_group_with_peak_rss(tmp_path):
+    res, _ = _cpu_run(_load(), tmp_path, [])
+    phases = {(c["phase"], c["rounds"]) for c in res["cases"]}
+    assert phases == {("p2", 3), ("p2", 0), ("p1", 0), ("sup", 0), ("infer", 0), ("infer_ens4", 0), ("ddim", 0)}
+    rss = [c for c in res["cases"] if "peak_rss_mb" in c]
+    assert rss and all(c["peak_rss_mb"] > 0 for c in rss)
