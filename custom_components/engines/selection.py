@@ -20,7 +20,7 @@ from ..handlers.checkpoint import atomic_torch_save
 from ..networks.deployable import MaskPathwaySegmenter
 from .base import plain
 
-__all__ = ["DualNetworkEvaluator", "SelectedModelSaver", "dice_per_threshold"]
+__all__ = ["DualNetworkEvaluator", "SelectedModelSaver", "class_overlap_counts", "dice_per_threshold"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +50,22 @@ def dice_per_threshold(probs: torch.Tensor, label: torch.Tensor, thresholds: tor
     return torch.stack([_binary_dice(lab == c, y == c) for c in range(1, k)], 1).mean(1, keepdim=True)
 
 
+def class_overlap_counts(probs: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    """Pixel counts of the argmax prediction per foreground class, summed over the batch: ``(3, K - 1)`` rows
+    ``intersection``, ``predicted``, ``reference``; pooled Dice of class ``c`` is ``2 I / (P + R)``.
+
+    Args:
+        probs: probabilities ``(B, K, *spatial)``.
+        label: labels ``(B, 1, *spatial)``.
+    """
+    k = probs.shape[1]
+    pred = probs.argmax(1).flatten()
+    y = label[:, 0].long().flatten()
+    classes = torch.arange(1, k, device=probs.device)
+    p, t = pred[None] == classes[:, None], y[None] == classes[:, None]
+    return torch.stack([(p & t).sum(1), p.sum(1), t.sum(1)]).double()
+
+
 class DualNetworkEvaluator(Evaluator):
     """Validate several ``image -> probabilities`` networks (student and teacher) on the validation split.
 
@@ -57,7 +73,9 @@ class DualNetworkEvaluator(Evaluator):
     threshold of the sweep (binary) or of the argmax (multi-class). At the end of the run the best
     (network, threshold) pair is chosen by mean per-case Dice; ``engine.state.metrics`` then holds
     ``val_dice`` (the selected pair's Dice, the key metric), ``val_dice_<name>`` (each network at its best
-    threshold) and ``val_threshold``; ``engine.state.selection`` holds the choice.
+    threshold), ``val_threshold``, and per foreground class ``c`` the argmax Dice pooled over all validation
+    pixels, ``val_dice_<name>_class<c>``, and the predicted pixel fraction ``val_frac_<name>_class<c>`` (so that a
+    class one network stops predicting shows in the log); ``engine.state.selection`` holds the choice.
 
     Args:
         device: device.
@@ -102,6 +120,8 @@ class DualNetworkEvaluator(Evaluator):
         else:
             self.thresholds = None
         self._curves: dict[str, list[torch.Tensor]] = {}
+        self._counts: dict[str, torch.Tensor] = {}
+        self._num_pixels = 0
         # selection runs before any handler (stats, model saver) reads the metrics
         self.add_event_handler(Events.EPOCH_STARTED, self._reset)
         self.add_event_handler(Events.EPOCH_COMPLETED, self._select)
@@ -110,6 +130,8 @@ class DualNetworkEvaluator(Evaluator):
 
     def _reset(self, engine: Engine) -> None:
         self._curves = {name: [] for name in self.networks}
+        self._counts = {name: torch.zeros(()) for name in self.networks}
+        self._num_pixels = 0
 
     def _iteration(self, engine: Engine, batchdata: dict) -> dict:
         x = plain(batchdata[CommonKeys.IMAGE]).to(engine.state.device).float()
@@ -121,7 +143,9 @@ class DualNetworkEvaluator(Evaluator):
                 probs = self.inferer(x, net).float()
                 k = probs.shape[1]
                 self._curves[name].append(dice_per_threshold(probs, y, self.thresholds if k == 2 else None).cpu())
+                self._counts[name] = self._counts[name] + class_overlap_counts(probs, y).cpu()
                 out[f"{CommonKeys.PRED}_{name}"] = probs
+        self._num_pixels += y[:, 0].numel()
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return out
@@ -136,6 +160,11 @@ class DualNetworkEvaluator(Evaluator):
             if mean.numel() > 1:
                 i05 = int(torch.argmin((self.thresholds - 0.5).abs()))
                 engine.state.metrics[f"val_dice_{name}_at_0.5"] = float(mean[i05])
+            inter, pred, ref = self._counts[name]
+            for c in range(inter.numel()):
+                denom = float(pred[c] + ref[c])
+                engine.state.metrics[f"val_dice_{name}_class{c + 1}"] = 2 * float(inter[c]) / denom if denom else float("nan")
+                engine.state.metrics[f"val_frac_{name}_class{c + 1}"] = float(pred[c]) / max(1, self._num_pixels)
             if best is None or float(mean[i]) > best["dice"]:
                 best = {"network": name, "threshold": round(thr, 4), "dice": float(mean[i])}
         engine.state.selection = best
