@@ -12,3 +12,4 @@ from .teacher import (
 )
 from .probe import ChannelProbe
 from .io import check_weights, describe_architecture, load_teacher_weights
+from .class_alignment import align_teacher_classes, best_class_order, channel_class_dice, permute_teacher_classes
