@@ -104,7 +104,7 @@ def synth_case(
         noise_std: standard deviation of the additive Gaussian noise (image range about [0, 1]).
         bias_strength: amplitude of the multiplicative bias field.
         rare_class_prob: with ``num_classes > 3``, the probability that the last class appears in a case (then as
-            one small structure); 1.0 keeps it in every case. Makes a small, rare class.
+            one short, bright rod); 1.0 keeps it in every case as the other rod classes. Makes a small, rare class.
 
     Returns:
         ``(image, label)``: image float32 of shape ``(in_channels, *image_size)`` in [0, 1]; label uint8 of shape
@@ -184,7 +184,7 @@ def synth_case(
             stripes = 0.5 + 0.5 * np.sin(2 * np.pi * freq * u)
             prof = ndimage.gaussian_filter(m.astype(np.float32), 0.5)
             k = rng.uniform(0.2, 0.45) * tint()
-            sign = -1.0 if cls % 2 else 1.0
+            sign = 1.0 if rare else (-1.0 if cls % 2 else 1.0)  # the rare rod is bright: small but learnable
             image = image * (1.0 + sign * k.reshape((-1,) + (1,) * nd) * (prof * (0.4 + 0.6 * stripes))[None])
             label[m] = cls
 

@@ -34,7 +34,10 @@ def _binary_dice(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def dice_per_threshold(probs: torch.Tensor, label: torch.Tensor, thresholds: torch.Tensor | None) -> torch.Tensor:
     """Per-case foreground Dice for a batch: ``(B, len(thresholds))`` for binary tasks with a sweep,
-    else ``(B, 1)`` (argmax, mean over foreground classes). Empty prediction and empty reference give 1.
+    else ``(B, 1)`` (argmax). Binary: empty prediction and empty reference give 1. Multi-class (``K > 2``): the
+    mean over the foreground classes that the case holds or the network predicts, as the test protocols compute
+    it (a class empty in both is left out, NaN when every class is): counting such a class as 1 would reward a
+    network that never predicts a rare class in every case without it.
 
     Args:
         probs: probabilities ``(B, K, *spatial)``.
@@ -47,7 +50,11 @@ def dice_per_threshold(probs: torch.Tensor, label: torch.Tensor, thresholds: tor
         fg, yt = probs[:, 1].flatten(1), y == 1
         return torch.stack([_binary_dice(fg >= thr, yt) for thr in thresholds.tolist()], 1)
     lab = probs.argmax(1).flatten(1)
-    return torch.stack([_binary_dice(lab == c, y == c) for c in range(1, k)], 1).mean(1, keepdim=True)
+    per_class = torch.stack([_binary_dice(lab == c, y == c) for c in range(1, k)], 1)
+    if k == 2:
+        return per_class
+    empty = torch.stack([~((lab == c) | (y == c)).any(1) for c in range(1, k)], 1)
+    return per_class.masked_fill(empty, float("nan")).nanmean(1, keepdim=True)
 
 
 def class_overlap_counts(probs: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
@@ -153,7 +160,7 @@ class DualNetworkEvaluator(Evaluator):
     def _select(self, engine: Engine) -> None:
         best = None
         for name, curves in self._curves.items():
-            mean = torch.cat(curves).mean(0)
+            mean = torch.cat(curves).nanmean(0).nan_to_num(1.0)  # NaN: no class in any case, nothing predicted
             i = int(mean.argmax())
             thr = float(self.thresholds[i]) if mean.numel() > 1 and self.thresholds is not None else 0.5
             engine.state.metrics[f"val_dice_{name}"] = float(mean[i])
