@@ -1,9 +1,9 @@
 """Multi-class (K > 2) end to end through every bundle, parameterised over K = 2 / 4 and 2D / 3D.
 
-One chain per setting, tiny networks, one epoch each: phase 1 (class fractions for every class), phase 2 from
-its teacher (channels named on the labelled data, per-class validation Dice of both networks, argmax selection
-for K > 2), test evaluation (every foreground class and their mean), phase 3 pseudo-labels (class indices
-0..K-1, uncertainty in [0, 1]), and the supervised baseline.
+One chain per setting, tiny networks, one epoch each: phase 1 (class fractions for every class), phase 2 from its
+teacher (channels named on the labelled data, per-class validation Dice of both networks, argmax selection for
+K > 2), test evaluation (every foreground class and their mean), inference of the deployable model and phase-3
+pseudo-labels (class indices 0..K-1, uncertainty in [0, 1]), and the supervised baseline.
 """
 
 from __future__ import annotations
@@ -59,6 +59,20 @@ def test_every_bundle_with_k_classes(spatial_dims, k, tiny_dataset_2d, tiny_data
     summary = json.loads((p2 / "test" / "metrics.json").read_text())["summary"]
     classes = [g for g in summary["metrics"] if g != "mean"]
     assert len(classes) == k - 1 and (("mean" in summary["metrics"]) == (k > 2))
+
+    pred = tmp_path / "pred"  # the deployable model on new images: argmax masks and K-class uncertainty maps
+    run_bundle("cotrain", ["inference", *profile], "inference", **{**NET, "num_classes": k, "in_channels": c,
+               "roi_size": roi, "ckpt_dir": str(p2 / "models"), "output_dir": str(pred), "input_dir": str(data / "imagesTr")})
+    ext = ".png" if spatial_dims == 2 else ".nii.gz"
+    segs = sorted(pred.glob("*_seg" + ext))
+    assert len(segs) == 8 and len(list(pred.glob("*_uncertainty" + ext))) == 8
+    for seg in segs[:2]:
+        unc = Path(str(seg).replace("_seg", "_uncertainty"))
+        if spatial_dims == 2:
+            m, u = np.asarray(Image.open(seg)), np.asarray(Image.open(unc)) / 255.0
+        else:
+            m, u = np.asarray(nib.load(seg).dataobj), nib.load(unc).get_fdata()
+        assert set(np.unique(m)) <= set(range(k)) and 0.0 <= u.min() and u.max() <= 1.0 + 1e-6
 
     p3 = tmp_path / "pseudolabel"
     run_bundle("pseudolabel", ["inference", *profile], "inference", **{**NET, "dataset_dir": str(data), "num_classes": k,
