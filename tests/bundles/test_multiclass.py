@@ -95,3 +95,27 @@ def test_every_bundle_with_k_classes(spatial_dims, k, tiny_dataset_2d, tiny_data
     run_bundle("supervised", ["train", "evaluate", *profile], "eval", **{**ov, "output_dir": str(sup / "test")})
     summary = json.loads((sup / "test" / "metrics.json").read_text())["summary"]
     assert len([g for g in summary["metrics"] if g != "mean"]) == k - 1 and (("mean" in summary["metrics"]) == (k > 2))
+
+
+@pytest.mark.parametrize("align", [True, False])
+def test_cotrain_names_the_phase1_channels_before_training(align, tiny_dataset_2d, tmp_path, make_bundle_workflow):
+    # a phase-1 teacher whose last channel holds every pixel: the background must become channel 0
+    import torch
+
+    from custom_components.networks import DiffusionTeacher
+
+    k = 4
+    data = tiny_dataset_2d(num_cases=8, size=16, num_classes=k)
+    teacher = DiffusionTeacher(2, 3, k, channels=[8, 16], norm_num_groups=4)
+    out_conv = [m for m in teacher.mask_net.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    with torch.no_grad():
+        out_conv.bias.copy_(torch.tensor([0.0, 0.0, 0.0, 10.0]))
+    ckpt = tmp_path / "teacher.pt"
+    torch.save(teacher.state_dict(), ckpt)
+    wf = make_bundle_workflow("cotrain", ["train"], "train", **{**NET, "dataset_dir": str(data), "num_classes": k,
+                              "roi_size": [16, 16], "teacher_ckpt": str(ckpt), "align_teacher_classes": align,
+                              "ckpt_dir": str(tmp_path / "models"), "output_dir": str(tmp_path / "eval")})
+    wf.initialize()
+    net = wf.parser.get_parsed_content("network")
+    bias = [m for m in net.mask_net.modules() if isinstance(m, torch.nn.Conv2d)][-1].bias.detach().cpu()
+    assert int(bias.argmax()) == (0 if align else k - 1)
