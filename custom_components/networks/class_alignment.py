@@ -120,7 +120,7 @@ def align_teacher_classes(
     Args:
         teacher: the phase-1 teacher (changed in place).
         data: a dataset (or iterable) of dicts with ``image`` ``(C, *spatial)`` and ``label`` ``(1, *spatial)``
-            tensors, preprocessed as in training (a loader's batched dicts also work).
+            tensors, preprocessed as in training (lists of such dicts and a loader's batched dicts also work).
         device: where to run (default: the teacher's device).
         batch_size: images per forward pass when ``data`` holds single items.
         image_key: image key.
@@ -145,12 +145,14 @@ def align_teacher_classes(
         labels.append(y[:, 0].cpu())
         pending.clear()
 
-    for item in data:
-        img = torch.as_tensor(item[image_key])
-        if img.ndim == teacher.spatial_dims + 2:  # a batch from a loader
-            items = [{image_key: i, label_key: l} for i, l in zip(img, torch.as_tensor(item[label_key]))]
-        else:
-            items = [item]
+    for entry in data:
+        items = []
+        for item in entry if isinstance(entry, (list, tuple)) else [entry]:  # lists: crops with num_samples > 1
+            img = torch.as_tensor(item[image_key])
+            if img.ndim == teacher.spatial_dims + 2:  # a batch from a loader
+                items += [{image_key: i, label_key: l} for i, l in zip(img, torch.as_tensor(item[label_key]))]
+            else:
+                items.append(item)
         for it in items:
             if bool((torch.as_tensor(it[label_key]) == ignore_value).any()):
                 continue
