@@ -34,7 +34,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from custom_components.engines.fastpath import (  # noqa: E402
+from custom_components.runtime.fastpath import (  # noqa: E402
     backbones_of,
     compile_backbones,
     restore_backend_flags,

@@ -16,7 +16,7 @@ from monai.engines.utils import IterationEvents
 from monai.inferers import Inferer, SimpleInferer
 from monai.utils import CommonKeys
 
-from ..handlers.checkpoint import atomic_torch_save
+from ..handlers.resumable import atomic_torch_save
 from ..networks.deployable import MaskPathwaySegmenter
 from .base import plain
 

@@ -1,6 +1,6 @@
 """Ignite/MONAI handlers: crash-safe checkpoints, best-model selection, NaN stop, reports."""
 
-from .checkpoint import (
+from .resumable import (
     BestModelSaver,
     NaNGuard,
     NonFiniteLossError,

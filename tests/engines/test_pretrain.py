@@ -9,7 +9,7 @@ from ignite.engine import Events
 from torch.utils.data import DataLoader
 
 from custom_components.engines import TeacherMonitorEvaluator, TeacherPretrainTrainer, class_fractions, permutation_dice
-from custom_components.engines.monitor import OutputAverage
+from custom_components.metrics.output_average import OutputAverage
 from custom_components.networks import ChannelProbe, DiffusionTeacher
 
 torch.set_num_threads(1)

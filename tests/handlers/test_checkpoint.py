@@ -1,4 +1,4 @@
-"""Tests for custom_components.handlers.checkpoint (atomic writes, fallback, resume, best model, NaN stop)."""
+"""Tests for custom_components.handlers.resumable (atomic writes, fallback, resume, best model, NaN stop)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 from ignite.engine import Engine, Events
 
 from custom_components.handlers import checkpoint as ckpt_mod
-from custom_components.handlers.checkpoint import (
+from custom_components.handlers.resumable import (
     BestModelSaver,
     NaNGuard,
     NonFiniteLossError,

@@ -1,4 +1,4 @@
-"""``custom_components.engines.distributed``: DDP-wrapped backbones keep the checkpoint format and average gradients."""
+"""``custom_components.runtime.distributed``: DDP-wrapped backbones keep the checkpoint format and average gradients."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from custom_components.engines import distributed as D
+from custom_components.runtime import distributed as D
 from custom_components.networks import DiffusionTeacher
 from custom_components.networks.teacher import make_noise
 
