@@ -13,7 +13,7 @@ CPU.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -28,7 +28,8 @@ __all__ = [
     "is_rank_zero",
     "rank",
     "rank_zero_handlers",
-    "unwrap",
+    "strip_module_prefix",
+    "unwrap_module",
     "wrap_backbones",
 ]
 
@@ -104,13 +105,23 @@ class StateDictTransparentDDP(DistributedDataParallel):
             state_dict[prefix + "module." + key[len(prefix):]] = state_dict.pop(key)
 
 
-def unwrap(module: nn.Module) -> nn.Module:
-    """The module inside a ``DistributedDataParallel`` wrapper (``module`` itself otherwise).
+def unwrap_module(obj: Any) -> Any:
+    """Return ``obj.module`` for ``DataParallel`` / ``DistributedDataParallel`` wrappers, else ``obj``.
 
     Args:
-        module: a module, wrapped or not.
+        obj: a network, possibly wrapped for data parallelism, or any other object.
     """
-    return module.module if isinstance(module, DistributedDataParallel) else module
+    if isinstance(obj, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)):
+        return obj.module
+    return obj
+
+
+def strip_module_prefix(state_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """Drop a leading ``module.`` from every key when *all* keys carry it (a state dict saved from a DDP wrapper)."""
+    keys = list(state_dict.keys())
+    if keys and all(isinstance(k, str) and k.startswith("module.") for k in keys):
+        return {k[len("module.") :]: v for k, v in state_dict.items()}
+    return dict(state_dict)
 
 
 def wrap_backbones(

@@ -11,16 +11,10 @@ import pytest
 import torch
 from ignite.engine import Engine, Events
 
-from custom_components.handlers import checkpoint as ckpt_mod
-from custom_components.handlers.resumable import (
-    BestModelSaver,
-    NaNGuard,
-    NonFiniteLossError,
-    ResumableCheckpoint,
-    atomic_torch_save,
-    capture_rng_state,
-    restore_rng_state,
-)
+from custom_components.handlers import BestModelSaver, NaNGuard, NonFiniteLossError, ResumableCheckpoint
+from custom_components.handlers import resumable as ckpt_mod
+from custom_components.runtime import files as files_mod
+from custom_components.runtime import atomic_torch_save, capture_rng_state, restore_rng_state
 
 
 def _make_run(save_dir, max_epochs: int, losses=None, with_best: bool = False, metric_values=None):
@@ -69,7 +63,7 @@ def test_atomic_save_crash_keeps_old_file(tmp_path, monkeypatch):
         f.write(b"PK\x03\x04 partial")
         raise OSError("disk full (simulated crash)")
 
-    monkeypatch.setattr(ckpt_mod.torch, "save", crashing_save)
+    monkeypatch.setattr(files_mod.torch, "save", crashing_save)
     with pytest.raises(OSError, match="simulated crash"):
         atomic_torch_save({"a": torch.zeros(3)}, path, keep_previous=True)
     monkeypatch.undo()

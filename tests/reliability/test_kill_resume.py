@@ -162,7 +162,7 @@ def test_truncated_model_pt_is_repaired_or_reported_on_resume(tiny_dataset_2d, t
 def test_nan_loss_stops_with_iteration_and_terms_and_keeps_last_checkpoint(
     bundle: str, tiny_dataset_2d, tmp_path: Path, record_message
 ) -> None:
-    from custom_components.handlers.resumable import NonFiniteLossError
+    from custom_components.handlers import NonFiniteLossError
 
     data = tiny_dataset_2d(num_cases=8, size=16, splits={"labeled": 4, "unlabeled": 2, "validation": 1, "test": 1})
     if bundle == "supervised":
