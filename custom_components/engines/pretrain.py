@@ -11,10 +11,10 @@ from ignite.engine import Engine
 from monai.engines import Evaluator
 from monai.engines.utils import IterationEvents
 from monai.inferers import Inferer
-from monai.metrics import compute_dice
 from monai.utils import CommonKeys
 
 from ..losses import HardTargetDiceLoss
+from ..metrics.dice import label_dice
 from ..networks.teacher import DiffusionTeacher, make_noise
 from .base import DiffusionTrainerBase, plain
 
@@ -34,10 +34,7 @@ def class_fractions(logits: torch.Tensor) -> torch.Tensor:
 
 def _fg_dice(pred_lab: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
     """Per-sample mean foreground Dice of hard label maps ``(B, 1, ...)``; empty-vs-empty counts as 1."""
-    oh_p = torch.nn.functional.one_hot(pred_lab[:, 0].long(), k).movedim(-1, 1)
-    oh_y = torch.nn.functional.one_hot(y[:, 0].long(), k).movedim(-1, 1)
-    d = compute_dice(oh_p, oh_y, include_background=False, ignore_empty=False)
-    return d.nanmean(1)
+    return label_dice(pred_lab, y.long(), k, empty=1.0).float().mean(1)
 
 
 def permutation_dice(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -15,16 +15,13 @@ from monai.engines.utils import IterationEvents
 from monai.inferers import Inferer, SimpleInferer
 from monai.utils import CommonKeys
 
+from ..metrics.dice import label_dice, mask_dice
 from .base import plain
 
-__all__ = ["DualNetworkEvaluator", "dice_per_threshold"]
+__all__ = ["DualNetworkEvaluator", "SELECTION_EMPTY_DICE", "dice_per_threshold"]
 
-
-def _binary_dice(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-row Dice of boolean masks ``(B, N)``; empty prediction and empty reference give 1."""
-    inter = (pred & target).sum(1).double()
-    denom = (pred.sum(1) + target.sum(1)).double()
-    return torch.where(denom > 0, 2 * inter / denom.clamp_min(1), torch.ones_like(denom))
+#: Dice of an empty prediction of an empty reference during selection: a correct answer (see ``metrics/dice.py``)
+SELECTION_EMPTY_DICE = 1.0
 
 
 def dice_per_threshold(probs: torch.Tensor, label: torch.Tensor, thresholds: torch.Tensor | None) -> torch.Tensor:
@@ -36,13 +33,12 @@ def dice_per_threshold(probs: torch.Tensor, label: torch.Tensor, thresholds: tor
         label: labels ``(B, 1, *spatial)``.
         thresholds: foreground thresholds (binary only); ``None``: argmax.
     """
-    y = label[:, 0].long().flatten(1)
+    y = label[:, 0].long()
     k = probs.shape[1]
     if k == 2 and thresholds is not None:
-        fg, yt = probs[:, 1].flatten(1), y == 1
-        return torch.stack([_binary_dice(fg >= thr, yt) for thr in thresholds.tolist()], 1)
-    lab = probs.argmax(1).flatten(1)
-    return torch.stack([_binary_dice(lab == c, y == c) for c in range(1, k)], 1).mean(1, keepdim=True)
+        fg, yt = probs[:, 1], y == 1
+        return torch.stack([mask_dice(fg >= thr, yt, empty=SELECTION_EMPTY_DICE) for thr in thresholds.tolist()], 1)
+    return label_dice(probs.argmax(1), y, k, empty=SELECTION_EMPTY_DICE).mean(1, keepdim=True)
 
 
 class DualNetworkEvaluator(Evaluator):

@@ -18,6 +18,7 @@ import torch
 from monai.metrics.utils import get_edge_surface_distance
 from scipy import ndimage
 
+from custom_components.metrics.dice import dice_from_counts
 from custom_components.metrics.protocols import EMPTY_CASES_DOC, EvaluationProtocol, get_protocol
 
 __all__ = [
@@ -218,15 +219,15 @@ def compute_case_metrics(
             pm = largest_connected_component(pm)
         inter, n_pred, n_ref = int(np.sum(pm & rm)), int(pm.sum()), int(rm.sum())
         union = n_pred + n_ref - inter
+        dice = dice_from_counts(inter, n_pred, n_ref, empty=float("nan"))  # empty_both: NaN, see EMPTY_CASES_DOC
         if n_pred == 0 and n_ref == 0:
-            dice = jac = hd95 = asd = float("nan")
+            jac = hd95 = asd = float("nan")
             flags.append(f"{n}:empty_both")
         elif n_pred == 0 or n_ref == 0:
-            dice = jac = 0.0
+            jac = 0.0
             hd95 = asd = empty_value
             flags.append(f"{n}:empty_pred" if n_pred == 0 else f"{n}:empty_ref")
         else:
-            dice = 2.0 * inter / (n_pred + n_ref)
             jac = inter / union
             d_pr, d_rp = surface_distances(pm, rm, dist_spacing)
             if proto.hd95 == "pooled":
@@ -298,9 +299,10 @@ def summarize(
         pooled: dict[str, dict[str, float]] = {}
         for n in names[1:]:
             inter = sum(int(r[f"inter_{n}"]) for r in rows)
-            size = sum(int(r[f"pred_{n}"]) + int(r[f"ref_{n}"]) for r in rows)
+            n_pred, n_ref = sum(int(r[f"pred_{n}"]) for r in rows), sum(int(r[f"ref_{n}"]) for r in rows)
+            size = n_pred + n_ref
             pooled[n] = {
-                "dice": 2.0 * inter / size if size else float("nan"),
+                "dice": dice_from_counts(inter, n_pred, n_ref, empty=float("nan")),
                 "jaccard": inter / (size - inter) if size else float("nan"),
             }
         summary["pooled"] = pooled
