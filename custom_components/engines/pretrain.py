@@ -15,7 +15,7 @@ from monai.utils import CommonKeys
 
 from ..losses import HardTargetDiceLoss
 from ..metrics.dice import label_dice
-from ..networks.teacher import DiffusionTeacher, make_noise
+from ..networks.teacher import DiffusionTeacher, make_noise, probabilities_to_mask
 from .base import DiffusionTrainerBase, plain
 
 __all__ = ["TeacherPretrainTrainer", "TeacherMonitorEvaluator", "class_fractions", "permutation_dice"]
@@ -135,7 +135,7 @@ class TeacherPretrainTrainer(DiffusionTrainerBase):
             logits = self.teacher.segment(x)
             p = logits.float().softmax(1)
             engine.fire_event(IterationEvents.FORWARD_COMPLETED)
-            rec = self.teacher.reconstruct(x, 2 * p - 1)
+            rec = self.teacher.reconstruct(x, probabilities_to_mask(p))
             loss = rec.loss.mean()
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
         self.step(loss, [self.optimizer], [self.teacher.parameters()])
@@ -224,7 +224,7 @@ class TeacherMonitorEvaluator(Evaluator):
             p = logits.float().softmax(1)
             probe_logits = self.probe(p) if self.probe is not None else logits
             noise = make_noise(x.shape, self.seed, x.device, x.dtype)
-            rec = self.teacher.reconstruct(x, 2 * p - 1, self.recon_timestep, noise)
+            rec = self.teacher.reconstruct(x, probabilities_to_mask(p), self.recon_timestep, noise)
             out = {
                 CommonKeys.PRED: probe_logits.softmax(1),
                 CommonKeys.LABEL: y,
