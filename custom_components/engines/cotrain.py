@@ -24,6 +24,9 @@ class LinearRampUp:
     Args:
         lambda_max: the final weight.
         ramp_epochs: epochs to reach it (``E_ramp``); must be >= 1.
+
+    Raises:
+        ValueError: for ``ramp_epochs < 1`` or ``lambda_max < 0``.
     """
 
     def __init__(self, lambda_max: float = 1.0, ramp_epochs: int = 1) -> None:
@@ -88,6 +91,10 @@ class CoTrainer(DiffusionTrainerBase):
         label_key: label key.
         labeled_key: key of the labelled batch in a paired item.
         unlabeled_key: key of the unlabelled batch in a paired item.
+
+    Raises:
+        ValueError: for ``rounds < 0``, an unknown ``round_mode``, or a student whose channels or classes differ
+            from the teacher's.
     """
 
     def __init__(

@@ -88,6 +88,9 @@ class TeacherPretrainTrainer(DiffusionTrainerBase):
         train_handlers: Ignite handlers of the trainer.
         image_key: image key.
         label_key: label key.
+
+    Raises:
+        ValueError: when a probe is given without a ``probe_optimizer``.
     """
 
     def __init__(

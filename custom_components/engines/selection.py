@@ -59,6 +59,9 @@ class DualNetworkEvaluator(Evaluator):
         val_handlers: handlers (``SelectedModelSaver``, stats).
         non_blocking: non-blocking copies.
         amp: autocast on.
+
+    Raises:
+        ValueError: for an empty ``networks`` or a ``threshold_step`` outside (0, 1).
     """
 
     def __init__(

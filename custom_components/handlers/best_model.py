@@ -36,6 +36,10 @@ class BestModelSaver:
         mode: ``"max"`` (higher is better, e.g. Dice) or ``"min"``.
         epoch_engine: engine whose ``state.epoch`` is recorded (the trainer); default: the attached engine.
         summary_filename: JSON summary file name, or ``None`` to skip it.
+
+    Raises:
+        ValueError: for a ``mode`` other than ``max`` / ``min``.
+        TypeError: when ``network`` is not a ``torch.nn.Module``.
     """
 
     def __init__(
@@ -123,6 +127,9 @@ class BestModelSaver:
 
         Args:
             state: what :meth:`state_dict` returned.
+
+        Raises:
+            ValueError: when the state tracks another metric or mode than this run.
         """
         if state.get("metric_name", self.metric_name) != self.metric_name or state.get("mode", self.mode) != self.mode:
             raise ValueError(

@@ -34,6 +34,9 @@ class NaNGuard:
         loss_keys: names of the loss terms to check; ``None`` checks ``loss`` and ``loss_*``.
         action: ``"raise"`` or ``"terminate"``.
         output_transform: maps ``engine.state.output`` to what is inspected (identity by default).
+
+    Raises:
+        ValueError: for an ``action`` other than ``raise`` / ``terminate``.
     """
 
     def __init__(

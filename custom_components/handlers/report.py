@@ -45,6 +45,9 @@ def to_label_map(x: Any, what: str = "pred") -> np.ndarray:
     Args:
         x: numpy array or tensor, channel first (as MONAI's decollated items are).
         what: name used in error messages.
+
+    Raises:
+        ValueError: when ``x`` is not channel-first 2D or 3D.
     """
     arr = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
     if arr.ndim not in (3, 4):
@@ -146,6 +149,9 @@ class SegmentationReport:
 
         Args:
             engine: the engine whose output holds the decollated items.
+
+        Raises:
+            KeyError: when an item lacks the prediction or label key.
         """
         output = engine.state.output
         items = [output] if isinstance(output, Mapping) else list(output)

@@ -58,6 +58,11 @@ class ResumableCheckpoint:
         engine_key: if not ``None``, the engine this handler is attached to is added to ``save_dict`` under this
             name (so a bundle config need not reference the trainer from inside its own handler list, which
             would be a circular reference).
+
+    Raises:
+        ValueError: for an empty ``save_dict``, a reserved or duplicated key, ``save_interval_epochs < 1`` or a
+            ``filename`` that is not a plain name.
+        TypeError: when an object of ``save_dict`` has no ``state_dict()`` / ``load_state_dict()``.
     """
 
     def __init__(
@@ -201,6 +206,9 @@ class ResumableCheckpoint:
 
         Args:
             content: what :meth:`state_dict` produced.
+
+        Raises:
+            RuntimeError: when an object cannot be restored, naming it and the checkpoint file.
         """
         for name, obj in self.save_dict.items():
             target = unwrap_module(obj)

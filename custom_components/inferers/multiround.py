@@ -85,6 +85,9 @@ class MultiRoundPseudoLabelInferer(Inferer):
         segment_timestep: the mask pathway's ``t``; ``None``: the teacher's ``infer_timestep``.
         num_draws: seeded draws averaged inside each segmentation.
         window_inferer: an inferer to wrap (sliding window for 3D); ``None``: whole images.
+
+    Raises:
+        ValueError: for ``rounds < 0``, ``num_draws < 1`` or an unknown ``round_mode``.
     """
 
     def __init__(

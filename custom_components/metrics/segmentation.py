@@ -51,6 +51,9 @@ def resolve_class_names(num_classes: int, class_names: Sequence[str] | Mapping[A
         num_classes: number of classes ``K`` including background (>= 2).
         class_names: ``K`` names (a list, or a mapping index -> name as in a datalist's ``labels`` key);
             ``None`` gives ``background, class1, class2, ...``.
+
+    Raises:
+        ValueError: for ``num_classes < 2`` or class names that do not match the classes.
     """
     if not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"metrics/segmentation.py: num_classes must be an int >= 2, got {num_classes!r}.")
@@ -107,6 +110,9 @@ def surface_distances(
         pred: binary prediction mask (2D or 3D).
         ref: binary reference mask of the same shape.
         spacing: voxel spacing per axis, or ``None`` for voxel units.
+
+    Raises:
+        ValueError: when either mask is empty.
     """
     p = torch.as_tensor(np.asarray(pred, dtype=bool))
     r = torch.as_tensor(np.asarray(ref, dtype=bool))
@@ -188,6 +194,9 @@ def compute_case_metrics(
         spacing: voxel spacing per spatial axis (used only by protocols measuring in mm).
         case_id: identifier written in the ``case`` column.
         class_names: ``K`` class names (list or index -> name mapping); default ``class1, class2, ...``.
+
+    Raises:
+        ValueError: for prediction / label maps of the wrong shape or values, or a bad ``spacing``.
     """
     proto = get_protocol(protocol)
     names = resolve_class_names(num_classes, class_names)
@@ -271,6 +280,9 @@ def summarize(
         num_classes: number of classes ``K`` including background.
         protocol: protocol name or object the rows were computed with.
         class_names: the class names given to ``compute_case_metrics``.
+
+    Raises:
+        ValueError: when rows were computed under another protocol or lack the columns of the classes.
     """
     proto = get_protocol(protocol)
     names = resolve_class_names(num_classes, class_names)

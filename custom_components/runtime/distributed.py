@@ -57,18 +57,22 @@ def init_distributed(device: torch.device | str | None = None, backend: str | No
     Args:
         device: the training device (``None``: :func:`distributed_device`).
         backend: ``nccl`` or ``gloo``; ``None`` chooses nccl for a CUDA device and gloo otherwise.
+
+    Raises:
+        RuntimeError: when the ``torchrun`` environment variables are missing.
+        ValueError: for a backend other than ``nccl`` / ``gloo``.
     """
     device = torch.device(device) if device is not None else distributed_device()
     missing = [k for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
     if not dist.is_initialized() and missing:
         raise RuntimeError(
-            f"engines/distributed.py: environment variables {missing} are not set; launch multi_gpu_train.json with "
+            f"runtime/distributed.py: environment variables {missing} are not set; launch multi_gpu_train.json with "
             "'torchrun --nproc_per_node=N -m monai.bundle run ...'."
         )
     if backend is None:
         backend = "nccl" if device.type == "cuda" else "gloo"
     if backend not in ("nccl", "gloo"):
-        raise ValueError(f"engines/distributed.py: backend must be 'nccl' or 'gloo', got {backend!r}.")
+        raise ValueError(f"runtime/distributed.py: backend must be 'nccl' or 'gloo', got {backend!r}.")
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if not dist.is_initialized():
@@ -142,6 +146,9 @@ def wrap_backbones(
         names: the backbone attributes to wrap (the student of co-training trains only ``mask_net``).
         device: the device of the backbones (``None``: that of their first parameter).
         ddp_kwargs: extra ``DistributedDataParallel`` arguments (default ``broadcast_buffers=False``).
+
+    Raises:
+        AttributeError: when ``network`` has no backbone of a given name.
     """
     if not (dist.is_available() and dist.is_initialized()):
         return network
@@ -149,7 +156,7 @@ def wrap_backbones(
     for name in names:
         sub = getattr(network, name, None)
         if not isinstance(sub, nn.Module):
-            raise AttributeError(f"engines/distributed.py: {type(network).__name__} has no backbone '{name}' to wrap.")
+            raise AttributeError(f"runtime/distributed.py: {type(network).__name__} has no backbone '{name}' to wrap.")
         if isinstance(sub, DistributedDataParallel):
             continue
         dev = torch.device(device) if device is not None else next(sub.parameters()).device
