@@ -1,4 +1,4 @@
-"""Tests for custom_components.handlers.resumable (atomic writes, fallback, resume, best model, NaN stop)."""
+"""Tests for the checkpoint handlers (handlers.resumable, best_model, nan_guard) and runtime.files / runtime.rng."""
 
 from __future__ import annotations
 
@@ -70,6 +70,17 @@ def test_atomic_save_crash_keeps_old_file(tmp_path, monkeypatch):
     assert torch.equal(torch.load(path, weights_only=True)["a"], torch.ones(3))
     assert not (tmp_path / "state.pt.prev").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state.pt"], "temporary file left behind"
+
+
+def test_atomic_write_json_replaces_whole_files_and_keeps_the_old_one_on_bad_input(tmp_path):
+    path = tmp_path / "summary.json"
+    files_mod.atomic_write_json({"a": 1}, path)
+    files_mod.atomic_write_json({"a": 2, "b": [1, 2]}, path)
+    assert json.loads(path.read_text()) == {"a": 2, "b": [1, 2]}
+    with pytest.raises(TypeError):
+        files_mod.atomic_write_json({"a": object()}, path)
+    assert json.loads(path.read_text()) == {"a": 2, "b": [1, 2]}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"], "temporary file left behind"
 
 
 def test_rng_roundtrip():
