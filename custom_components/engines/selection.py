@@ -1,12 +1,11 @@
-"""Phase-2 model selection: validate student and teacher, sweep the binary threshold, keep the best."""
+"""Phase-2 model selection: validate student and teacher, sweep the binary threshold, pick the best.
+
+The chosen model is written by :class:`~custom_components.handlers.SelectedModelSaver`.
+"""
 
 from __future__ import annotations
 
-import json
-import logging
-import os
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -16,38 +15,52 @@ from monai.engines.utils import IterationEvents
 from monai.inferers import Inferer, SimpleInferer
 from monai.utils import CommonKeys
 
-from ..handlers.checkpoint import atomic_torch_save
-from ..networks.deployable import MaskPathwaySegmenter
+from ..metrics.dice import dice_from_counts, label_dice, mask_dice
 from .base import plain
 
-__all__ = ["DualNetworkEvaluator", "SelectedModelSaver", "dice_per_threshold"]
+__all__ = ["DualNetworkEvaluator", "SELECTION_EMPTY_DICE", "class_overlap_counts", "dice_per_threshold"]
 
-logger = logging.getLogger(__name__)
-
-
-def _binary_dice(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-row Dice of boolean masks ``(B, N)``; empty prediction and empty reference give 1."""
-    inter = (pred & target).sum(1).double()
-    denom = (pred.sum(1) + target.sum(1)).double()
-    return torch.where(denom > 0, 2 * inter / denom.clamp_min(1), torch.ones_like(denom))
+#: Dice of an empty prediction of an empty reference during selection: a correct answer (see ``metrics/dice.py``)
+SELECTION_EMPTY_DICE = 1.0
 
 
 def dice_per_threshold(probs: torch.Tensor, label: torch.Tensor, thresholds: torch.Tensor | None) -> torch.Tensor:
     """Per-case foreground Dice for a batch: ``(B, len(thresholds))`` for binary tasks with a sweep,
-    else ``(B, 1)`` (argmax, mean over foreground classes). Empty prediction and empty reference give 1.
+    else ``(B, 1)`` (argmax). Binary: empty prediction and empty reference give 1. Multi-class (``K > 2``): the
+    mean over the foreground classes that the case holds or the network predicts, as the test protocols compute
+    it (a class empty in both is left out, NaN when every class is): counting such a class as 1 would reward a
+    network that never predicts a rare class in every case without it.
 
     Args:
         probs: probabilities ``(B, K, *spatial)``.
         label: labels ``(B, 1, *spatial)``.
         thresholds: foreground thresholds (binary only); ``None``: argmax.
     """
-    y = label[:, 0].long().flatten(1)
+    y = label[:, 0].long()
     k = probs.shape[1]
     if k == 2 and thresholds is not None:
-        fg, yt = probs[:, 1].flatten(1), y == 1
-        return torch.stack([_binary_dice(fg >= thr, yt) for thr in thresholds.tolist()], 1)
-    lab = probs.argmax(1).flatten(1)
-    return torch.stack([_binary_dice(lab == c, y == c) for c in range(1, k)], 1).mean(1, keepdim=True)
+        fg, yt = probs[:, 1], y == 1
+        return torch.stack([mask_dice(fg >= thr, yt, empty=SELECTION_EMPTY_DICE) for thr in thresholds.tolist()], 1)
+    if k == 2:
+        return label_dice(probs.argmax(1), y, k, empty=SELECTION_EMPTY_DICE)
+    # K > 2: a class empty in both is left out of the case's mean (NaN), as in the test protocols
+    return label_dice(probs.argmax(1), y, k, empty=float("nan")).nanmean(1, keepdim=True)
+
+
+def class_overlap_counts(probs: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    """Pixel counts of the argmax prediction per foreground class, summed over the batch: ``(3, K - 1)`` rows
+    ``intersection``, ``predicted``, ``reference``; pooled Dice of class ``c`` is ``dice_from_counts(*rows)``.
+
+    Args:
+        probs: probabilities ``(B, K, *spatial)``.
+        label: labels ``(B, 1, *spatial)``.
+    """
+    k = probs.shape[1]
+    pred = probs.argmax(1).flatten()
+    y = label[:, 0].long().flatten()
+    classes = torch.arange(1, k, device=probs.device)
+    p, t = pred[None] == classes[:, None], y[None] == classes[:, None]
+    return torch.stack([(p & t).sum(1), p.sum(1), t.sum(1)]).double()
 
 
 class DualNetworkEvaluator(Evaluator):
@@ -57,7 +70,9 @@ class DualNetworkEvaluator(Evaluator):
     threshold of the sweep (binary) or of the argmax (multi-class). At the end of the run the best
     (network, threshold) pair is chosen by mean per-case Dice; ``engine.state.metrics`` then holds
     ``val_dice`` (the selected pair's Dice, the key metric), ``val_dice_<name>`` (each network at its best
-    threshold) and ``val_threshold``; ``engine.state.selection`` holds the choice.
+    threshold), ``val_threshold``, and per foreground class ``c`` the argmax Dice pooled over all validation
+    pixels, ``val_dice_<name>_class<c>``, and the predicted pixel fraction ``val_frac_<name>_class<c>`` (so that a
+    class one network stops predicting shows in the log); ``engine.state.selection`` holds the choice.
 
     Args:
         device: device.
@@ -68,6 +83,9 @@ class DualNetworkEvaluator(Evaluator):
         val_handlers: handlers (``SelectedModelSaver``, stats).
         non_blocking: non-blocking copies.
         amp: autocast on.
+
+    Raises:
+        ValueError: for an empty ``networks`` or a ``threshold_step`` outside (0, 1).
     """
 
     def __init__(
@@ -102,6 +120,8 @@ class DualNetworkEvaluator(Evaluator):
         else:
             self.thresholds = None
         self._curves: dict[str, list[torch.Tensor]] = {}
+        self._counts: dict[str, torch.Tensor] = {}
+        self._num_pixels = 0
         # selection runs before any handler (stats, model saver) reads the metrics
         self.add_event_handler(Events.EPOCH_STARTED, self._reset)
         self.add_event_handler(Events.EPOCH_COMPLETED, self._select)
@@ -110,6 +130,8 @@ class DualNetworkEvaluator(Evaluator):
 
     def _reset(self, engine: Engine) -> None:
         self._curves = {name: [] for name in self.networks}
+        self._counts = {name: torch.zeros(()) for name in self.networks}
+        self._num_pixels = 0
 
     def _iteration(self, engine: Engine, batchdata: dict) -> dict:
         x = plain(batchdata[CommonKeys.IMAGE]).to(engine.state.device).float()
@@ -121,7 +143,9 @@ class DualNetworkEvaluator(Evaluator):
                 probs = self.inferer(x, net).float()
                 k = probs.shape[1]
                 self._curves[name].append(dice_per_threshold(probs, y, self.thresholds if k == 2 else None).cpu())
+                self._counts[name] = self._counts[name] + class_overlap_counts(probs, y).cpu()
                 out[f"{CommonKeys.PRED}_{name}"] = probs
+        self._num_pixels += y[:, 0].numel()
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return out
@@ -129,13 +153,18 @@ class DualNetworkEvaluator(Evaluator):
     def _select(self, engine: Engine) -> None:
         best = None
         for name, curves in self._curves.items():
-            mean = torch.cat(curves).mean(0)
+            mean = torch.cat(curves).nanmean(0).nan_to_num(1.0)  # NaN: no class in any case, nothing predicted
             i = int(mean.argmax())
             thr = float(self.thresholds[i]) if mean.numel() > 1 and self.thresholds is not None else 0.5
             engine.state.metrics[f"val_dice_{name}"] = float(mean[i])
             if mean.numel() > 1:
                 i05 = int(torch.argmin((self.thresholds - 0.5).abs()))
                 engine.state.metrics[f"val_dice_{name}_at_0.5"] = float(mean[i05])
+            inter, pred, ref = self._counts[name]
+            for c in range(inter.numel()):
+                engine.state.metrics[f"val_dice_{name}_class{c + 1}"] = dice_from_counts(
+                    float(inter[c]), float(pred[c]), float(ref[c]), empty=float("nan"))
+                engine.state.metrics[f"val_frac_{name}_class{c + 1}"] = float(pred[c]) / max(1, self._num_pixels)
             if best is None or float(mean[i]) > best["dice"]:
                 best = {"network": name, "threshold": round(thr, 4), "dice": float(mean[i])}
         engine.state.selection = best
@@ -145,88 +174,3 @@ class DualNetworkEvaluator(Evaluator):
         if best["dice"] > engine.state.best_metric:
             engine.state.best_metric = best["dice"]
             engine.state.best_metric_epoch = engine.state.epoch
-
-
-class SelectedModelSaver:
-    """Save the selected network's mask pathway as the deployable model whenever validation improves.
-
-    Attached to a ``DualNetworkEvaluator``; at the end of each validation run, if ``val_dice`` beats the best so
-    far, ``filename`` receives the ``state_dict`` of a ``MaskPathwaySegmenter`` wrapping the selected mask
-    pathway with the selected threshold folded in (one network, ``torch.load(weights_only=True)``-loadable),
-    written atomically, and ``<stem>_selection.json`` records network, threshold, Dice and epoch. Its own
-    ``state_dict`` (the best value) belongs in the resumable training state, so a resumed run never
-    overwrites a better model with a worse one.
-
-    Args:
-        save_dir: folder of the model file.
-        deployable: the ``MaskPathwaySegmenter`` template (its configuration; its weights are replaced).
-        mask_nets: name -> mask backbone (e.g. ``{"student": student.mask_net, "teacher": teacher.mask_net}``).
-        filename: model file name.
-        trainer: the trainer, to record the epoch (optional).
-    """
-
-    def __init__(
-        self,
-        save_dir: str,
-        deployable: MaskPathwaySegmenter,
-        mask_nets: dict[str, nn.Module],
-        filename: str = "model.pt",
-        trainer: Engine | None = None,
-    ) -> None:
-        self.save_dir = Path(save_dir)
-        self.deployable = deployable
-        self.mask_nets = mask_nets
-        self.filename = filename
-        self.trainer = trainer
-        self.best_dice = -1.0
-        self.best: dict = {}
-        self.history: list[dict] = []
-
-    def attach(self, engine: Engine) -> None:
-        """Attach to the evaluator.
-
-        Args:
-            engine: the ``DualNetworkEvaluator``.
-        """
-        engine.add_event_handler(Events.COMPLETED, self)
-
-    def state_dict(self) -> dict:
-        """The best value so far and the validation history (for the resumable state)."""
-        return {"best_dice": self.best_dice, "best": json.dumps(self.best), "history": json.dumps(self.history)}
-
-    def load_state_dict(self, state: dict) -> None:
-        """Restore :meth:`state_dict`.
-
-        Args:
-            state: a dict from :meth:`state_dict`.
-        """
-        self.best_dice = float(state["best_dice"])
-        self.best = json.loads(state.get("best", "{}"))
-        self.history = json.loads(state.get("history", "[]"))
-
-    def __call__(self, engine: Engine) -> None:
-        sel = getattr(engine.state, "selection", None)
-        if sel is None:
-            return
-        epoch = int((self.trainer or engine).state.epoch)
-        record = {"epoch": epoch, **sel, **{k: v for k, v in engine.state.metrics.items() if k.startswith("val_dice_")}}
-        self.history.append(record)
-        if getattr(engine.state, "rank", 0) != 0:  # only rank 0 writes
-            return
-        if sel["dice"] > self.best_dice:
-            self.best_dice = sel["dice"]
-            self.best = record
-            src = self.mask_nets[sel["network"]]
-            src = getattr(src, "module", src)  # unwrap DDP
-            self.deployable.mask_net.load_state_dict(src.state_dict())
-            self.deployable.set_threshold(min(max(sel["threshold"], 1e-3), 1 - 1e-3))
-            state = {k: v.detach().cpu().clone() for k, v in self.deployable.state_dict().items()}
-            atomic_torch_save(state, self.save_dir / self.filename)
-            stem = Path(self.filename).stem
-            tmp = self.save_dir / f".{stem}_selection.json.tmp"
-            tmp.write_text(json.dumps(record, indent=2))
-            os.replace(tmp, self.save_dir / f"{stem}_selection.json")
-            logger.info(
-                "new best model: %s at threshold %.2f, validation Dice %.4f (epoch %d) -> %s",
-                sel["network"], sel["threshold"], sel["dice"], epoch, self.save_dir / self.filename,
-            )

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from custom_components.engines import CoTrainer
-from custom_components.engines.fastpath import native_bf16
+from custom_components.runtime.fastpath import native_bf16
 from custom_components.networks import DiffusionTeacher
 
 torch.set_num_threads(1)
