@@ -109,7 +109,7 @@ def cpu_workload_configs(quick: bool = False) -> dict[str, dict[str, Any]]:
         # LA at half resolution: patches 56x56x40, batch 1 (+1), channels 8-16-32-64; a synthetic 72x72x44 volume
         # through the UAMT sliding window (window 56x56x40, strides 16/16/4: 8 windows)
         "la_cpu": dict(spatial_dims=3, in_channels=1, num_classes=2, size=(56, 56, 40), batch=1,
-                       channels=(8, 16, 32, 64), groups=8, sup_channels=(8, 16, 32, 64, 128), volume=(72, 72, 44),
+                       channels=(8, 16, 32, 64), groups=8, sup_channels=(8, 16, 32, 64), volume=(72, 72, 44),
                        window=(56, 56, 40), strides=(16, 16, 4), sw_batch=4, ddim_steps=4, rounds=(0, 3)),
     }
 
@@ -683,17 +683,22 @@ def run_cpu(args: argparse.Namespace) -> dict:
             continue
         group = f"{wl}/{phase}{'_R' + str(rounds) if phase == 'p2' else ''}"
         steps, firsts = {}, {}
-        for swname in switches:
-            sw = CPU_SWITCHES[swname]
-            if sw.get("compile"):
-                torch._dynamo.reset()
-            t0 = time.perf_counter()
-            step, n, probe = build_case(phase, cfgs[wl], sw, device, rounds)
-            first = probe()
-            for _ in range(max(0, warmup - 1)):
-                step()
-            steps[swname] = step
-            firsts[swname] = (first, time.perf_counter() - t0)
+        try:
+            for swname in switches:
+                sw = CPU_SWITCHES[swname]
+                if sw.get("compile"):
+                    torch._dynamo.reset()
+                t0 = time.perf_counter()
+                step, n, probe = build_case(phase, cfgs[wl], sw, device, rounds)
+                first = probe()
+                for _ in range(max(0, warmup - 1)):
+                    step()
+                steps[swname] = step
+                firsts[swname] = (first, time.perf_counter() - t0)
+        except Exception as e:  # noqa: BLE001  (record the failed group, keep the others)
+            res.setdefault("errors", []).append({"group": group, "error": f"{type(e).__name__}: {e}"})
+            print(f"{group:45s} failed: {type(e).__name__}: {e}", flush=True)
+            continue
         times: dict[str, list[float]] = {k: [] for k in steps}
         for _ in range(iters):
             for swname, step in steps.items():
