@@ -16,11 +16,11 @@ from monai.engines.utils import IterationEvents
 from monai.inferers import Inferer, SimpleInferer
 from monai.utils import CommonKeys
 
-from ..handlers.checkpoint import atomic_torch_save
+from ..handlers.checkpoint import _is_rank_zero as is_rank_zero, atomic_torch_save
 from ..networks.deployable import MaskPathwaySegmenter
 from .base import plain
 
-__all__ = ["DualNetworkEvaluator", "SelectedModelSaver", "dice_per_threshold"]
+__all__ = ["DualNetworkEvaluator", "SelectedModelSaver", "dice_per_threshold", "pick_threshold", "selected_threshold"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,14 +50,64 @@ def dice_per_threshold(probs: torch.Tensor, label: torch.Tensor, thresholds: tor
     return torch.stack([_binary_dice(lab == c, y == c) for c in range(1, k)], 1).mean(1, keepdim=True)
 
 
+def pick_threshold(thresholds: torch.Tensor, mean_dice: torch.Tensor, atol: float = 1e-9) -> int:
+    """Index of the best threshold of a validation curve; ties go to the threshold nearest 0.5.
+
+    Thresholds whose mean Dice is within ``atol`` of the best all score alike; among them the one nearest 0.5
+    (plain argmax) is taken, so a flat curve never pulls the threshold to an extreme of the sweep.
+
+    Args:
+        thresholds: the swept thresholds ``(N,)``.
+        mean_dice: mean validation Dice per threshold ``(N,)``.
+        atol: Dice values this close to the best count as a tie.
+    """
+    mean_dice = mean_dice.double()
+    tied = torch.nonzero(mean_dice >= mean_dice.max() - atol).flatten()
+    dist = (thresholds.double()[tied] - 0.5).abs()
+    return int(tied[int(torch.argmin(dist))])
+
+
+def selected_threshold(selection_file: str | os.PathLike, num_classes: int) -> float:
+    """The foreground threshold chosen on validation, read from ``model_selection.json`` (binary tasks).
+
+    Post-processing of the evaluate / inference configs applies it to the model's raw probabilities. Multi-class
+    tasks use argmax and need no file (0.5 is returned).
+
+    Args:
+        selection_file: the ``model_selection.json`` written beside ``model.pt`` by :class:`SelectedModelSaver`.
+        num_classes: classes ``K``.
+
+    Raises:
+        FileNotFoundError: binary task and no selection file (pass ``--threshold 0.5`` to use plain argmax).
+        ValueError: the file holds no valid ``threshold``.
+    """
+    if int(num_classes) != 2:
+        return 0.5
+    path = Path(selection_file)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: no model selection file, so the foreground threshold chosen on validation is unknown; "
+            "train the bundle (it writes the file beside model.pt) or pass --threshold 0.5."
+        )
+    try:
+        thr = float(json.loads(path.read_text())["threshold"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{path}: no valid 'threshold' in the model selection file ({e}).") from None
+    if not 0.0 < thr < 1.0:
+        raise ValueError(f"{path}: threshold must be in (0, 1), got {thr}.")
+    return thr
+
+
 class DualNetworkEvaluator(Evaluator):
     """Validate several ``image -> probabilities`` networks (student and teacher) on the validation split.
 
     Each iteration runs every network through the inferer and records the per-case foreground Dice for each
     threshold of the sweep (binary) or of the argmax (multi-class). At the end of the run the best
-    (network, threshold) pair is chosen by mean per-case Dice; ``engine.state.metrics`` then holds
-    ``val_dice`` (the selected pair's Dice, the key metric), ``val_dice_<name>`` (each network at its best
-    threshold) and ``val_threshold``; ``engine.state.selection`` holds the choice.
+    (network, threshold) pair is chosen by mean per-case Dice (thresholds that tie go to the one nearest 0.5,
+    :func:`pick_threshold`); ``engine.state.metrics`` then holds ``val_dice`` (the selected pair's Dice, the key
+    metric), ``val_dice_<name>`` (each network at its best threshold) and ``val_threshold``;
+    ``engine.state.selection`` holds the choice and, under ``curve``, the selected network's validation curve
+    (``{"thresholds": [...], "dice": [...]}``, binary sweeps only).
 
     Args:
         device: device.
@@ -130,14 +180,20 @@ class DualNetworkEvaluator(Evaluator):
         best = None
         for name, curves in self._curves.items():
             mean = torch.cat(curves).mean(0)
-            i = int(mean.argmax())
-            thr = float(self.thresholds[i]) if mean.numel() > 1 and self.thresholds is not None else 0.5
+            swept = mean.numel() > 1 and self.thresholds is not None
+            i = pick_threshold(self.thresholds, mean) if swept else 0
+            thr = float(self.thresholds[i]) if swept else 0.5
             engine.state.metrics[f"val_dice_{name}"] = float(mean[i])
-            if mean.numel() > 1:
+            if swept:
                 i05 = int(torch.argmin((self.thresholds - 0.5).abs()))
                 engine.state.metrics[f"val_dice_{name}_at_0.5"] = float(mean[i05])
             if best is None or float(mean[i]) > best["dice"]:
                 best = {"network": name, "threshold": round(thr, 4), "dice": float(mean[i])}
+                if swept:
+                    best["curve"] = {
+                        "thresholds": [round(float(t), 4) for t in self.thresholds],
+                        "dice": [round(float(d), 6) for d in mean],
+                    }
         engine.state.selection = best
         engine.state.metrics["val_dice"] = best["dice"]
         engine.state.metrics["val_threshold"] = best["threshold"]
@@ -148,36 +204,44 @@ class DualNetworkEvaluator(Evaluator):
 
 
 class SelectedModelSaver:
-    """Save the selected network's mask pathway as the deployable model whenever validation improves.
+    """Save the selected network as the deployable model whenever validation improves.
 
     Attached to a ``DualNetworkEvaluator``; at the end of each validation run, if ``val_dice`` beats the best so
-    far, ``filename`` receives the ``state_dict`` of a ``MaskPathwaySegmenter`` wrapping the selected mask
-    pathway with the selected threshold folded in (one network, ``torch.load(weights_only=True)``-loadable),
-    written atomically, and ``<stem>_selection.json`` records network, threshold, Dice and epoch. Its own
-    ``state_dict`` (the best value) belongs in the resumable training state, so a resumed run never
+    far, ``filename`` receives a ``state_dict`` (one network, ``torch.load(weights_only=True)``-loadable, written
+    atomically): with ``deployable``, that of the ``MaskPathwaySegmenter`` wrapping the selected mask pathway; without
+    it, the selected network's own. ``<stem>_selection.json`` records network, threshold, Dice, epoch and the
+    validation curve of the threshold sweep: the threshold is *not* part of the model, the evaluate / inference
+    configs apply it to the raw probabilities in post-processing (:func:`selected_threshold`). ``also_save`` files
+    (e.g. the whole teacher, for phase 3) are written at the same moment, so they come from the selected epoch.
+    Its own ``state_dict`` (the best value) belongs in the resumable training state, so a resumed run never
     overwrites a better model with a worse one.
 
     Args:
         save_dir: folder of the model file.
-        deployable: the ``MaskPathwaySegmenter`` template (its configuration; its weights are replaced).
-        mask_nets: name -> mask backbone (e.g. ``{"student": student.mask_net, "teacher": teacher.mask_net}``).
+        deployable: the ``MaskPathwaySegmenter`` template (its configuration; its weights are replaced), or ``None``
+            to save the selected network of ``mask_nets`` as it is (the supervised baseline).
+        mask_nets: name -> network whose weights are saved when selected (e.g. ``{"student": student.mask_net,
+            "teacher": teacher.mask_net}``; with ``deployable``, mask backbones).
         filename: model file name.
         trainer: the trainer, to record the epoch (optional).
+        also_save: file name -> module, saved (``state_dict``) together with every new best model.
     """
 
     def __init__(
         self,
         save_dir: str,
-        deployable: MaskPathwaySegmenter,
+        deployable: MaskPathwaySegmenter | None,
         mask_nets: dict[str, nn.Module],
         filename: str = "model.pt",
         trainer: Engine | None = None,
+        also_save: dict[str, nn.Module] | None = None,
     ) -> None:
         self.save_dir = Path(save_dir)
         self.deployable = deployable
         self.mask_nets = mask_nets
         self.filename = filename
         self.trainer = trainer
+        self.also_save = dict(also_save or {})
         self.best_dice = -1.0
         self.best: dict = {}
         self.history: list[dict] = []
@@ -204,24 +268,30 @@ class SelectedModelSaver:
         self.best = json.loads(state.get("best", "{}"))
         self.history = json.loads(state.get("history", "[]"))
 
+    @staticmethod
+    def _weights(module: nn.Module) -> dict:
+        module = getattr(module, "module", module)  # unwrap DDP
+        return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
     def __call__(self, engine: Engine) -> None:
         sel = getattr(engine.state, "selection", None)
         if sel is None:
             return
         epoch = int((self.trainer or engine).state.epoch)
         record = {"epoch": epoch, **sel, **{k: v for k, v in engine.state.metrics.items() if k.startswith("val_dice_")}}
-        self.history.append(record)
-        if getattr(engine.state, "rank", 0) != 0:  # only rank 0 writes
+        self.history.append({k: v for k, v in record.items() if k != "curve"})
+        if not is_rank_zero():  # only rank 0 writes
             return
         if sel["dice"] > self.best_dice:
             self.best_dice = sel["dice"]
             self.best = record
             src = self.mask_nets[sel["network"]]
-            src = getattr(src, "module", src)  # unwrap DDP
-            self.deployable.mask_net.load_state_dict(src.state_dict())
-            self.deployable.set_threshold(min(max(sel["threshold"], 1e-3), 1 - 1e-3))
-            state = {k: v.detach().cpu().clone() for k, v in self.deployable.state_dict().items()}
-            atomic_torch_save(state, self.save_dir / self.filename)
+            if self.deployable is not None:
+                self.deployable.mask_net.load_state_dict(getattr(src, "module", src).state_dict())
+                src = self.deployable
+            atomic_torch_save(self._weights(src), self.save_dir / self.filename)
+            for name, module in self.also_save.items():
+                atomic_torch_save(self._weights(module), self.save_dir / name)
             stem = Path(self.filename).stem
             tmp = self.save_dir / f".{stem}_selection.json.tmp"
             tmp.write_text(json.dumps(record, indent=2))

@@ -1,0 +1,1 @@
+from .discrete import ThresholdForeground, ThresholdForegroundd
