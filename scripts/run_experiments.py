@@ -93,15 +93,17 @@ _PAPER: dict[str, dict[str, Any]] = {
                            "channels": [32, 64, 128, 256], "num_workers": 4}},
 }
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
-    # CPU minutes on the built-in synthetic data (64x64 images resized to 32x32, tiny networks).
+    # CPU minutes on the built-in synthetic data (made at 32x32 by run_main.sh, so no network sees a resampled image;
+    # tiny networks). The main command runs 2 seeds of 4 methods in about 10 CPU-core minutes: budgets are in
+    # iterations of batch 4 (+ 4 unlabelled for co-training).
     "quick": {
-        "supervised": {"iterations": 1200, "validations": 6, "warmup_frac": 0.1, "lr_step_frac": 0.5,
+        "supervised": {"iterations": 900, "validations": 6, "warmup_frac": 0.1, "lr_step_frac": 0.5,
                        "bundle": {"roi_size": [32, 32], "batch_size": 4, "learning_rate": 1e-3, "num_workers": 0,
                                   "val_batch_size": 8}},
         "teacher_pretrain": {"iterations": 180, "validations": 3, "warmup_frac": 0.1, "lr_step_frac": 0.5,
                              "bundle": {"roi_size": [32, 32], "batch_size": 8, "learning_rate": 1e-3,
                                         "channels": [16, 32, 64], "num_workers": 0}},
-        "cotrain": {"iterations": 240, "epoch_length": 20, "validations": 6, "warmup_frac": 0.1, "lr_step_frac": 0.5,
+        "cotrain": {"iterations": 180, "epoch_length": 20, "validations": 6, "warmup_frac": 0.1, "lr_step_frac": 0.5,
                     "bundle": {"roi_size": [32, 32], "batch_size": 4, "learning_rate": 1e-3,
                                "channels": [16, 32, 64], "num_workers": 0}},
     },
@@ -320,7 +322,7 @@ def aggregate(runs: Sequence[Mapping[str, Any]], protocol: str) -> list[dict[str
     rows = []
     for (method, ratio), items in groups.items():
         cases: dict[str, list[Any]] = {m: [] for m in ("dice", "jaccard", "hd95", "asd")}
-        seed_dice, pooled_d, pooled_j, unit, n_cases = [], [], [], set(), 0
+        seed_dice, pooled_d, pooled_j, unit, n_cases, case_dice = [], [], [], set(), 0, {}
         for it in sorted(items, key=lambda x: int(x["seed"])):
             path = Path(it["metrics"][protocol])
             try:
@@ -333,6 +335,8 @@ def aggregate(runs: Sequence[Mapping[str, Any]], protocol: str) -> list[dict[str
             g = _group_of(summary)
             for m in cases:
                 cases[m] += [row.get(f"{m}_{g}") for row in data["per_case"]]
+            for i, row in enumerate(data["per_case"]):  # paired comparisons match (seed, case) across methods
+                case_dice[f"{int(it['seed'])}/{row.get('case', i)}"] = row.get(f"dice_{g}")
             seed_dice.append(summary["metrics"][g]["dice"]["mean"])
             unit.add(summary.get("distance_unit", ""))
             n_cases += len(data["per_case"])
@@ -352,6 +356,7 @@ def aggregate(runs: Sequence[Mapping[str, Any]], protocol: str) -> list[dict[str
             "distance_unit": ",".join(sorted(u for u in unit if u)),
             **{m: _mean_std(v) for m, v in cases.items()},
             "seed_dice": seed_dice,
+            "case_dice": case_dice,
             "pooled_dice": (sum(pooled_d) / len(pooled_d)) if pooled_d else None,
             "pooled_jaccard": (sum(pooled_j) / len(pooled_j)) if pooled_j else None,
             "train_time_s": _mean_std(times),
@@ -387,6 +392,8 @@ def format_markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
             f"ASD ({unit})"]
     if pooled:
         head += ["pooled Dice (%)", "pooled Jaccard (%)"]
+    refs = [ref for ref in ("supervised", "cps") if any(ref in (r.get("paired") or {}) for r in rows)]
+    head += ["Dice over seeds (%)", "gap closed"] + [f"Δ Dice vs {ref} [95 % CI] (%)" for ref in refs]
     head += ["selected network @ threshold", "train time (s)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for r in sorted(rows, key=lambda x: (x["ratio"], METHODS.index(x["method"].split("_")[0])
@@ -396,6 +403,14 @@ def format_markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
         if pooled:
             cells += ["n/a" if r.get("pooled_dice") is None else f"{100 * r['pooled_dice']:.2f}",
                       "n/a" if r.get("pooled_jaccard") is None else f"{100 * r['pooled_jaccard']:.2f}"]
+        seeds = r.get("dice_over_seeds") or {}
+        cells.append("n/a" if seeds.get("mean") is None else f"{100 * seeds['mean']:.2f} ± {100 * seeds['std']:.2f}")
+        gap = r.get("gap_closed")
+        cells.append("-" if gap is None else f"{100 * gap:.0f} %")
+        for ref in refs:
+            pb = (r.get("paired") or {}).get(ref) or {}
+            cells.append("-" if pb.get("mean_diff") is None else
+                         f"{100 * pb['mean_diff']:+.2f} [{100 * pb['ci_low']:+.2f}, {100 * pb['ci_high']:+.2f}]")
         sels = r.get("selection") or []
         cells.append(", ".join(f"{s.get('network')} @ {float(s.get('threshold', 0.5)):.2f}" for s in sels) or "-")
         t = r.get("train_time_s") or {}
@@ -440,7 +455,11 @@ def write_markdown(path: Path, dataset: str, tables: Mapping[str, Sequence[Mappi
     lines = [f"# Results: {dataset}", "",
              "Generated by `scripts/run_experiments.py`; every number below was measured by the command shown. "
              "Dice/Jaccard/HD95/ASD: mean ± std over the per-case values of all seeds' test cases (foreground; "
-             "population std). Train time: wall time of all training phases of one run, mean over seeds "
+             "population std). Dice over seeds: mean over seeds of each seed's mean Dice ± its standard deviation "
+             "across seeds (sample std). Gap closed: (method - supervised) / (upper - supervised) of the seed means. "
+             "Δ Dice vs a reference: mean paired per-case difference (same seed, same test image) with a seeded "
+             "percentile bootstrap 95 % interval (10000 resamples of the cases; `custom_components/metrics/stats.py`). "
+             "Train time: wall time of all training phases of one run, mean over seeds "
              "(evaluation not included).", ""]
     lines += ["## Command", "", "```", command, "```", ""]
     lines += ["## Setting", ""]
@@ -467,6 +486,22 @@ def write_markdown(path: Path, dataset: str, tables: Mapping[str, Sequence[Mappi
         lines.append(f"| {r['method']} | {ratio_tag(r['ratio'])} | {r['seed']} | {ttxt} | {'n/a' if et is None else f'{et:.0f}'} | {seltxt} | "
                      f"`{r.get('folder', '')}` |")
     lines.append("")
+    curves = [r for r in runs if ((r.get("selection") or {}).get("curve") or {}).get("dice")]
+    if curves:
+        marks = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+        lines += ["## Threshold sweep on validation", "",
+                  "Validation Dice (%) of the selected network at a few thresholds of the 0.02-step sweep, at the "
+                  "selected epoch; the chosen threshold is the best one (ties go to the threshold nearest 0.5). The "
+                  "full curve is in each run's `models/model_selection.json`.", "",
+                  "| method | ratio | seed | chosen | " + " | ".join(f"{m:g}" for m in marks) + " |",
+                  "|" + "---|" * (4 + len(marks))]
+        for r in curves:
+            sel = r["selection"]
+            thr, dice = sel["curve"]["thresholds"], sel["curve"]["dice"]
+            at = [min(range(len(thr)), key=lambda i: abs(thr[i] - m)) for m in marks]
+            lines.append(f"| {r['method']} | {ratio_tag(r['ratio'])} | {r['seed']} | {float(sel['threshold']):.2f} | "
+                         + " | ".join(f"{100 * dice[i]:.1f}" for i in at) + " |")
+        lines.append("")
     if figures:
         lines += ["## Figures", ""]
         lines += [f"![{f}]({f})" for f in figures]
@@ -916,7 +951,9 @@ class Experiment:
             splits: the split files.
         """
         a = self.args
-        tables = {p: aggregate(self.runs, p) for p in a.protocol}
+        from custom_components.metrics.stats import compare_rows
+
+        tables = {p: compare_rows(aggregate(self.runs, p)) for p in a.protocol}
         self.results_dir.mkdir(parents=True, exist_ok=True)
         figures = []
         try:

@@ -267,6 +267,16 @@ class SelectedModelSaver:
         self.best_dice = float(state["best_dice"])
         self.best = json.loads(state.get("best", "{}"))
         self.history = json.loads(state.get("history", "[]"))
+        path = self.save_dir / self.filename
+        if self.best_dice >= 0 and path.exists():
+            try:
+                torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as e:  # noqa: BLE001 - any unreadable model file is handled the same way
+                logger.warning(
+                    "cannot read the selected model %s (%s: %s); forgetting the best value so the next validation "
+                    "rewrites it", path, type(e).__name__, e,
+                )
+                self.best_dice, self.best = -1.0, {}
 
     @staticmethod
     def _weights(module: nn.Module) -> dict:
