@@ -1025,6 +1025,7 @@ class Experiment:
         from monai.transforms import LoadImage, Resize, ScaleIntensity
 
         from custom_components.networks import load_teacher_weights
+        from custom_components.transforms import ThresholdForeground
 
         n = self.args.num_qualitative if num_cases is None else num_cases
         cands = [r for r in self.runs if r["base_method"] in ("full", "cps")]
@@ -1042,6 +1043,7 @@ class Experiment:
         deploy.load_state_dict(torch.load(phase_dir / "models" / "model.pt", map_location="cpu", weights_only=True))
         teacher.eval()
         deploy.eval()
+        thr = float((run.get("selection") or {}).get("threshold", 0.5))  # applied in post-processing, as in evaluate
         roi = [int(x) for x in parser["roi_size"]]
         split_path = parser["datalist"]
         cases = load_decathlon_datalist(split_path, True, "test")[:n]
@@ -1057,7 +1059,7 @@ class Experiment:
                 p_d = deploy(x)
                 images.append(np.asarray(x[0]))
                 pseudo.append(p_t[0].argmax(0).numpy())
-                pred.append(p_d[0].argmax(0).numpy())
+                pred.append(ThresholdForeground(thr)(p_d[0])[0].numpy().astype(np.int64))
                 target.append(np.asarray(y[0]).round().astype(np.int64))
                 titles.append(Path(str(c["image"])).name)
         from custom_components.visualize import qualitative_panel
