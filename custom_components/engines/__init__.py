@@ -1,6 +1,8 @@
+"""Ignite/MONAI engines of the three phases: the shared trainer base, phase-1 pretraining and monitoring,
+phase-2 co-training, and phase-2 model selection."""
+
 from .base import DiffusionTrainerBase, plain, to_device
 from .cotrain import CoTrainer, LinearRampUp
-from .monitor import BestAssignmentDice, OutputAverage
 from .pretrain import (
     TeacherMonitorEvaluator,
     TeacherPretrainTrainer,
@@ -9,4 +11,22 @@ from .pretrain import (
     permutation_dice,
     shuffled_masks,
 )
-from .selection import DualNetworkEvaluator, SelectedModelSaver, dice_per_threshold, pick_threshold, selected_threshold
+from .selection import DualNetworkEvaluator, dice_per_threshold, pick_threshold, selected_threshold
+
+__all__ = [
+    "CoTrainer",
+    "DiffusionTrainerBase",
+    "DualNetworkEvaluator",
+    "LinearRampUp",
+    "TeacherMonitorEvaluator",
+    "TeacherPretrainTrainer",
+    "assignment_dice",
+    "class_fractions",
+    "dice_per_threshold",
+    "permutation_dice",
+    "pick_threshold",
+    "plain",
+    "selected_threshold",
+    "shuffled_masks",
+    "to_device",
+]

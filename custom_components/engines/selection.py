@@ -1,9 +1,11 @@
-"""Phase-2 model selection: validate student and teacher, sweep the binary threshold, keep the best."""
+"""Phase-2 model selection: validate student and teacher, sweep the binary threshold, pick the best.
+
+The chosen model is written by :class:`~custom_components.handlers.SelectedModelSaver`.
+"""
 
 from __future__ import annotations
 
 import json
-import logging
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -16,20 +18,13 @@ from monai.engines.utils import IterationEvents
 from monai.inferers import Inferer, SimpleInferer
 from monai.utils import CommonKeys
 
-from ..handlers.checkpoint import _is_rank_zero as is_rank_zero, atomic_torch_save
-from ..networks.deployable import MaskPathwaySegmenter
+from ..metrics.dice import label_dice, mask_dice
 from .base import plain
 
-__all__ = ["DualNetworkEvaluator", "SelectedModelSaver", "dice_per_threshold", "pick_threshold", "selected_threshold"]
+__all__ = ["DualNetworkEvaluator", "SELECTION_EMPTY_DICE", "dice_per_threshold", "pick_threshold", "selected_threshold"]
 
-logger = logging.getLogger(__name__)
-
-
-def _binary_dice(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-row Dice of boolean masks ``(B, N)``; empty prediction and empty reference give 1."""
-    inter = (pred & target).sum(1).double()
-    denom = (pred.sum(1) + target.sum(1)).double()
-    return torch.where(denom > 0, 2 * inter / denom.clamp_min(1), torch.ones_like(denom))
+#: Dice of an empty prediction of an empty reference during selection: a correct answer (see ``metrics/dice.py``)
+SELECTION_EMPTY_DICE = 1.0
 
 
 def dice_per_threshold(probs: torch.Tensor, label: torch.Tensor, thresholds: torch.Tensor | None) -> torch.Tensor:
@@ -41,13 +36,12 @@ def dice_per_threshold(probs: torch.Tensor, label: torch.Tensor, thresholds: tor
         label: labels ``(B, 1, *spatial)``.
         thresholds: foreground thresholds (binary only); ``None``: argmax.
     """
-    y = label[:, 0].long().flatten(1)
+    y = label[:, 0].long()
     k = probs.shape[1]
     if k == 2 and thresholds is not None:
-        fg, yt = probs[:, 1].flatten(1), y == 1
-        return torch.stack([_binary_dice(fg >= thr, yt) for thr in thresholds.tolist()], 1)
-    lab = probs.argmax(1).flatten(1)
-    return torch.stack([_binary_dice(lab == c, y == c) for c in range(1, k)], 1).mean(1, keepdim=True)
+        fg, yt = probs[:, 1], y == 1
+        return torch.stack([mask_dice(fg >= thr, yt, empty=SELECTION_EMPTY_DICE) for thr in thresholds.tolist()], 1)
+    return label_dice(probs.argmax(1), y, k, empty=SELECTION_EMPTY_DICE).mean(1, keepdim=True)
 
 
 def pick_threshold(thresholds: torch.Tensor, mean_dice: torch.Tensor, atol: float = 1e-9) -> int:
@@ -74,7 +68,7 @@ def selected_threshold(selection_file: str | os.PathLike, num_classes: int) -> f
     tasks use argmax and need no file (0.5 is returned).
 
     Args:
-        selection_file: the ``model_selection.json`` written beside ``model.pt`` by :class:`SelectedModelSaver`.
+        selection_file: the ``model_selection.json`` written beside ``model.pt`` by ``SelectedModelSaver``.
         num_classes: classes ``K``.
 
     Raises:
@@ -118,6 +112,9 @@ class DualNetworkEvaluator(Evaluator):
         val_handlers: handlers (``SelectedModelSaver``, stats).
         non_blocking: non-blocking copies.
         amp: autocast on.
+
+    Raises:
+        ValueError: for an empty ``networks`` or a ``threshold_step`` outside (0, 1).
     """
 
     def __init__(
@@ -201,112 +198,3 @@ class DualNetworkEvaluator(Evaluator):
         if best["dice"] > engine.state.best_metric:
             engine.state.best_metric = best["dice"]
             engine.state.best_metric_epoch = engine.state.epoch
-
-
-class SelectedModelSaver:
-    """Save the selected network as the deployable model whenever validation improves.
-
-    Attached to a ``DualNetworkEvaluator``; at the end of each validation run, if ``val_dice`` beats the best so
-    far, ``filename`` receives a ``state_dict`` (one network, ``torch.load(weights_only=True)``-loadable, written
-    atomically): with ``deployable``, that of the ``MaskPathwaySegmenter`` wrapping the selected mask pathway; without
-    it, the selected network's own. ``<stem>_selection.json`` records network, threshold, Dice, epoch and the
-    validation curve of the threshold sweep: the threshold is *not* part of the model, the evaluate / inference
-    configs apply it to the raw probabilities in post-processing (:func:`selected_threshold`). ``also_save`` files
-    (e.g. the whole teacher, for phase 3) are written at the same moment, so they come from the selected epoch.
-    Its own ``state_dict`` (the best value) belongs in the resumable training state, so a resumed run never
-    overwrites a better model with a worse one.
-
-    Args:
-        save_dir: folder of the model file.
-        deployable: the ``MaskPathwaySegmenter`` template (its configuration; its weights are replaced), or ``None``
-            to save the selected network of ``mask_nets`` as it is (the supervised baseline).
-        mask_nets: name -> network whose weights are saved when selected (e.g. ``{"student": student.mask_net,
-            "teacher": teacher.mask_net}``; with ``deployable``, mask backbones).
-        filename: model file name.
-        trainer: the trainer, to record the epoch (optional).
-        also_save: file name -> module, saved (``state_dict``) together with every new best model.
-    """
-
-    def __init__(
-        self,
-        save_dir: str,
-        deployable: MaskPathwaySegmenter | None,
-        mask_nets: dict[str, nn.Module],
-        filename: str = "model.pt",
-        trainer: Engine | None = None,
-        also_save: dict[str, nn.Module] | None = None,
-    ) -> None:
-        self.save_dir = Path(save_dir)
-        self.deployable = deployable
-        self.mask_nets = mask_nets
-        self.filename = filename
-        self.trainer = trainer
-        self.also_save = dict(also_save or {})
-        self.best_dice = -1.0
-        self.best: dict = {}
-        self.history: list[dict] = []
-
-    def attach(self, engine: Engine) -> None:
-        """Attach to the evaluator.
-
-        Args:
-            engine: the ``DualNetworkEvaluator``.
-        """
-        engine.add_event_handler(Events.COMPLETED, self)
-
-    def state_dict(self) -> dict:
-        """The best value so far and the validation history (for the resumable state)."""
-        return {"best_dice": self.best_dice, "best": json.dumps(self.best), "history": json.dumps(self.history)}
-
-    def load_state_dict(self, state: dict) -> None:
-        """Restore :meth:`state_dict`.
-
-        Args:
-            state: a dict from :meth:`state_dict`.
-        """
-        self.best_dice = float(state["best_dice"])
-        self.best = json.loads(state.get("best", "{}"))
-        self.history = json.loads(state.get("history", "[]"))
-        path = self.save_dir / self.filename
-        if self.best_dice >= 0 and path.exists():
-            try:
-                torch.load(path, map_location="cpu", weights_only=True)
-            except Exception as e:  # noqa: BLE001 - any unreadable model file is handled the same way
-                logger.warning(
-                    "cannot read the selected model %s (%s: %s); forgetting the best value so the next validation "
-                    "rewrites it", path, type(e).__name__, e,
-                )
-                self.best_dice, self.best = -1.0, {}
-
-    @staticmethod
-    def _weights(module: nn.Module) -> dict:
-        module = getattr(module, "module", module)  # unwrap DDP
-        return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
-
-    def __call__(self, engine: Engine) -> None:
-        sel = getattr(engine.state, "selection", None)
-        if sel is None:
-            return
-        epoch = int((self.trainer or engine).state.epoch)
-        record = {"epoch": epoch, **sel, **{k: v for k, v in engine.state.metrics.items() if k.startswith("val_dice_")}}
-        self.history.append({k: v for k, v in record.items() if k != "curve"})
-        if not is_rank_zero():  # only rank 0 writes
-            return
-        if sel["dice"] > self.best_dice:
-            self.best_dice = sel["dice"]
-            self.best = record
-            src = self.mask_nets[sel["network"]]
-            if self.deployable is not None:
-                self.deployable.mask_net.load_state_dict(getattr(src, "module", src).state_dict())
-                src = self.deployable
-            atomic_torch_save(self._weights(src), self.save_dir / self.filename)
-            for name, module in self.also_save.items():
-                atomic_torch_save(self._weights(module), self.save_dir / name)
-            stem = Path(self.filename).stem
-            tmp = self.save_dir / f".{stem}_selection.json.tmp"
-            tmp.write_text(json.dumps(record, indent=2))
-            os.replace(tmp, self.save_dir / f"{stem}_selection.json")
-            logger.info(
-                "new best model: %s at threshold %.2f, validation Dice %.4f (epoch %d) -> %s",
-                sel["network"], sel["threshold"], sel["dice"], epoch, self.save_dir / self.filename,
-            )

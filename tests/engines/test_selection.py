@@ -12,11 +12,11 @@ from torch.utils.data import DataLoader
 
 from custom_components.engines import (
     DualNetworkEvaluator,
-    SelectedModelSaver,
     dice_per_threshold,
     pick_threshold,
     selected_threshold,
 )
+from custom_components.handlers import SelectedModelSaver
 from custom_components.transforms import ThresholdForeground
 from custom_components.networks import DiffusionTeacher, MaskPathwaySegmenter
 
