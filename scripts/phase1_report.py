@@ -146,9 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     def _validated(engine):
         m = engine.state.metrics
         val_curve.append({"epoch": trainer.state.epoch, "iteration": trainer.state.iteration,
-                          **{k: round(float(m[k]), 6) for k in ("val_best_assignment_dice", "val_probe_dice",
-                                                                 "val_frac_class1", "val_rec_mse", "val_rec_gain_blank",
-                                                                 "val_rec_gain_shuffled") if k in m}})
+                          **{k: round(float(m[k]), 6) for k in m if k.startswith("val_frac_class")
+                             or k in ("val_best_assignment_dice", "val_probe_dice", "val_rec_mse", "val_rec_gain_blank",
+                                      "val_rec_gain_shuffled")}})
 
     @trainer.on(Events.ITERATION_COMPLETED)
     def _collect(engine):
@@ -175,8 +175,10 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     plot_curves(history, args.out / "phase1_loss.png", title="phase 1: cycle-consistency loss (epoch means)")
     if val_curve:
+        fracs = sorted((k for k in val_curve[0] if k.startswith("val_frac_class")), key=lambda k: int(k[14:]))
         plot_curves({"best-assignment Dice (val)": [v.get("val_best_assignment_dice", np.nan) for v in val_curve],
-                     "fraction of pixels in channel 1 (val)": [v.get("val_frac_class1", np.nan) for v in val_curve]},
+                     **{f"fraction of pixels in channel {k[14:]} (val)": [v.get(k, np.nan) for v in val_curve]
+                        for k in fracs}},
                     args.out / "phase1_validation.png", xlabel=f"validation run (one every {val_interval} epochs)",
                     title=f"phase 1 monitor ({val_curve[0]['iteration']}..{val_curve[-1]['iteration']} iterations)")
     n = min(6, x_va.shape[0])
@@ -222,11 +224,11 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if val_curve:
         lines += ["## The bundle's monitor during phase 1 (validation split)", "",
-                  "| epoch | iteration | best-assignment Dice | in-bundle probe Dice | reconstruction gain blank / shuffled (x1e3) | fraction in channel 1 | reconstruction MSE |",
+                  "| epoch | iteration | best-assignment Dice | in-bundle probe Dice | reconstruction gain blank / shuffled (x1e3) | fraction per channel | reconstruction MSE |",
                   "|---|---|---|---|---|---|---|"]
         lines += [f"| {v['epoch']} | {v['iteration']} | {100 * v.get('val_best_assignment_dice', np.nan):.1f} | "
                   f"{100 * v.get('val_probe_dice', np.nan):.1f} | {1e3 * v.get('val_rec_gain_blank', np.nan):.2f} / "
-                  f"{1e3 * v.get('val_rec_gain_shuffled', np.nan):.2f} | {v.get('val_frac_class1', np.nan):.3f} | "
+                  f"{1e3 * v.get('val_rec_gain_shuffled', np.nan):.2f} | {' / '.join(f'{v[k]:.3f}' for k in fracs)} | "
                   f"{v.get('val_rec_mse', np.nan):.4f} |" for v in val_curve]
         lines += ["", "![validation](phase1_validation.png)", ""]
     (args.out / "phase1.md").write_text("\n".join(lines))

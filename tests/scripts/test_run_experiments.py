@@ -356,6 +356,40 @@ def test_table_has_seed_spread_gap_closed_and_paired_intervals(tmp_path):
     assert "## Threshold sweep on validation" in md and "| cps | 0.1 | 0 | 0.50 |" in md
 
 
+def _fake_multiclass_metrics(path: Path, per_class: dict[str, list[float | None]]) -> Path:
+    names = list(per_class)
+    n = len(next(iter(per_class.values())))
+    rows = []
+    for i in range(n):
+        row = {"case": f"c{i}", "protocol": "clean", "distance_unit": "voxel", "flags": ""}
+        for c in names:
+            row.update({f"dice_{c}": per_class[c][i], f"jaccard_{c}": 0.0, f"hd95_{c}": 1.0, f"asd_{c}": 1.0})
+        vals = [per_class[c][i] for c in names if per_class[c][i] is not None]
+        row.update({"dice_mean": sum(vals) / len(vals), "jaccard_mean": 0.0, "hd95_mean": 1.0, "asd_mean": 1.0})
+        rows.append(row)
+    stat = {"mean": 0.0, "std": 0.0, "n": n}
+    summary = {"protocol": "clean", "num_cases": n, "distance_unit": "voxel",
+               "metrics": {g: {"dice": stat, "jaccard": {}, "hd95": {}, "asd": {}} for g in names + ["mean"]}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"protocol": "clean", "per_case": rows, "summary": summary}))
+    return path
+
+
+def test_multiclass_table_has_the_mean_and_every_foreground_class(tmp_path):
+    # class "rare" absent from case 1 (None = empty in both: left out); never predicted where present (0.0)
+    m = _fake_multiclass_metrics(tmp_path / "m.json", {"lesion": [0.8, 0.6], "core": [0.5, 0.7], "rare": [0.0, None]})
+    (row,) = rx.aggregate([{"method": "full", "ratio": 0.1, "seed": 0, "metrics": {"clean": str(m)}}], "clean")
+    assert row["dice"]["mean"] == pytest.approx(((0.8 + 0.5 + 0.0) / 3 + (0.6 + 0.7) / 2) / 2)
+    assert row["class_dice"]["lesion"]["mean"] == pytest.approx(0.7)
+    assert row["class_dice"]["rare"] == {"mean": 0.0, "std": 0.0, "n": 1}
+    lines = rx.format_markdown_table([row]).strip().splitlines()
+    assert "Dice per class (%)" in lines[0]
+    assert "lesion 70.0, core 60.0, rare 0.0" in lines[2]
+    binary = _fake_metrics(tmp_path / "b.json", "clean", [0.5])
+    (brow,) = rx.aggregate([{"method": "cps", "ratio": 0.1, "seed": 0, "metrics": {"clean": str(binary)}}], "clean")
+    assert brow["class_dice"] == {} and "Dice per class" not in rx.format_markdown_table([brow])
+
+
 def test_console_line_filter():
     assert rx._console_line("x - INFO - Epoch: 2/5, Iter: 3/9 -- loss: 1.0", "[p]") is None
     line = rx._console_line("x - INFO - Epoch: 2/5, Iter: 9/9 -- loss: 1.0 loss_cps: 0.5 ", "[p]")
