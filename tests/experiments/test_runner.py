@@ -263,3 +263,29 @@ def test_settings_reject_bad_values(tmp_path):
             _args(tmp_path, dl, **kw)
     with pytest.raises(RunnerError, match="expected PHASE=N"):
         rx.parse_iterations(["cotrain=0"])
+
+
+def test_a_registered_method_runs_its_phases_with_its_ids(tmp_path, monkeypatch):
+    """The docs/ARCHITECTURE.md example: one registry entry is all a new method needs."""
+    from custom_components.experiments.methods import METHODS, Method
+
+    monkeypatch.setitem(METHODS, "cps_pretrained", Method("cps_pretrained", bundle="cotrain", settings={"rounds": 0},
+                                                          pretrain=True, cost=3))
+    dl = _cases_datalist(tmp_path, 40)
+    exp = Experiment(_args(tmp_path, dl, methods=["cps_pretrained", "cps"]), "cmd")
+    calls = []
+
+    def fake_run_phase(phase_dir, bundle, settings, label):
+        calls.append((bundle, phase_dir.relative_to(exp.work).as_posix(), dict(settings)))
+        phase_dir.mkdir(parents=True, exist_ok=True)
+        return {"wall_time_s": 1.0, "fingerprint": "fp"}
+
+    monkeypatch.setattr(exp, "run_phase", fake_run_phase)
+    monkeypatch.setattr(exp, "evaluate_phase", lambda *a, **k: (tmp_path / "metrics.json", 0.0))
+    monkeypatch.setattr(exp, "report", lambda total, splits: exp.runs)
+    runs = exp.run()
+    assert [r["method"] for r in runs] == ["cps_pretrained", "cps"]
+    (p1, co, cps) = calls
+    assert p1[0] == "teacher_pretrain" and co[1] == "cps_pretrained/r0.1_s0/cotrain"
+    assert co[2]["rounds"] == 0 and co[2]["teacher_ckpt"].endswith("teacher.pt")
+    assert cps[2]["teacher_ckpt"] == "" and cps[2]["rounds"] == 0
