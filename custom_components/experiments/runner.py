@@ -478,8 +478,8 @@ class Experiment:
             RunnerError: the folder was made with other settings (and ``force`` is off), or training failed.
         """
         src = BUNDLES_DIR / bundle / "configs"
-        fp = fingerprint({"bundle": bundle, "profile": self.profile.name, "settings": settings,
-                          "configs": {p.relative_to(src).as_posix(): p.read_text() for p in sorted(src.rglob("*.json"))}})
+        configs = {p.relative_to(src).as_posix(): p.read_text() for p in sorted(src.rglob("*.json"))}
+        fp = fingerprint({"bundle": bundle, "profile": self.profile.name, "settings": settings, "configs": configs})
         marker, sfile = phase_dir / DONE_MARKER, phase_dir / SETTINGS_FILE
         if sfile.is_file():
             old = json.loads(sfile.read_text())
@@ -669,7 +669,8 @@ class Experiment:
         self.results_dir.mkdir(parents=True, exist_ok=True)
         figures = []
         try:
-            fig = report.dice_vs_ratio_figure(tables[s.protocols[0]], self.results_dir / f"{self.name}_dice_vs_ratio.png",
+            fig = report.dice_vs_ratio_figure(tables[s.protocols[0]],
+                                              self.results_dir / f"{self.name}_dice_vs_ratio.png",
                                               title=f"{self.name}: test Dice ({s.protocols[0]})")
             if fig:
                 figures.append(fig.name)
