@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from custom_components.networks import DiffusionTeacher
     from custom_components.visualize import plot_curves, qualitative_panel
-    from run_experiments import environment_info  # scripts/ is on sys.path when this script runs
+    from custom_components.experiments import environment_info, relative_path
 
     datalist = args.datalist or args.dataset_dir / "splits" / "datalist_r0.1_s0.json"
     meta = args.dataset_dir / "datalist.json"
@@ -192,14 +192,15 @@ def main(argv: list[str] | None = None) -> int:
         args.out / "phase1_masks.png",
         mode="mask",
     )
-    cmd = "python scripts/phase1_report.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    cmd = "python scripts/phase1_report.py " + " ".join(
+        relative_path(a) if a.startswith("/") else a for a in (sys.argv[1:] if argv is None else argv))
     rows = [("untrained (same init)", res_u), ("pretrained (phase 1)", res_p)]
     lines = [
         f"# Phase 1 on {data_name}: pretrained vs untrained teacher",
         "",
         f"- command: `{cmd}`",
         f"- hardware: {environment_info()['device']}, {torch.get_num_threads()} torch threads; torch {torch.__version__}; wall time of phase 1: {wall:.0f} s",
-        f"- data: `{datalist}` ({x_tr.shape[0]} labelled images train the probes, {x_va.shape[0]} validation images)",
+        f"- data: `{relative_path(datalist)}` ({x_tr.shape[0]} labelled images train the probes, {x_va.shape[0]} validation images)",
         f"- phase 1: {args.epochs} epochs, batch {args.batch_size}, roi {args.roi}, channels {args.channels}; "
         "labels never update the teacher",
         f"- probes: a fresh 1x1 conv per teacher, {args.probe_steps} Adam steps on the labelled split, teacher frozen",

@@ -79,6 +79,25 @@ class MaskPathwaySegmenter(nn.Module):
             num_train_timesteps=num_train_timesteps, schedule=schedule, clip_sample=False, **(schedule_args or {})
         )
 
+    @classmethod
+    def from_teacher(cls, teacher: nn.Module, num_draws: int = 1) -> MaskPathwaySegmenter:
+        """A deployable view of a ``DiffusionTeacher``'s mask pathway (shared, not copied).
+
+        The schedule, inference ``t`` and noise seed are the teacher's, so the view predicts what the teacher's
+        ``predict`` does; used for validation of both co-trained networks (``student_view`` / ``teacher_view``).
+
+        Args:
+            teacher: a ``DiffusionTeacher`` (the cotrain student is one too).
+            num_draws: ensemble size.
+        """
+        return cls(
+            teacher.spatial_dims, teacher.in_channels, teacher.num_classes,
+            channels=(1,) * teacher.num_levels,  # only its length (the level count) is read when mask_net is given
+            mask_net=teacher.mask_net, num_train_timesteps=teacher.num_train_timesteps, schedule=teacher.schedule,
+            schedule_args=teacher.schedule_args, timestep=teacher.infer_timestep, seed=teacher.infer_seed,
+            num_draws=num_draws,
+        )
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class probabilities ``(B, K, *spatial)`` for images ``(B, C, *spatial)``.
 
