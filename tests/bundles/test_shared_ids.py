@@ -20,8 +20,13 @@ SHARED = [
       "intensity_transforms"], DIFFUSION),
     (["network_def"], ["teacher_pretrain/configs/train.json", "cotrain/configs/train.json",
                        "pseudolabel/configs/inference.json"]),
-    (["spatial_dims", "in_channels", "num_classes", "roi_size", "seed", "amp", "labeled_key", "unlabeled_key",
+    (["spatial_dims", "in_channels", "num_classes", "roi_size", "seed", "labeled_key", "unlabeled_key",
       "val_key", "ckpt_interval"], ALL_2D),
+    # bf16 where the device computes it natively for the diffusion phases' training (docs/performance.md);
+    # inference and the supervised baseline stay fp32
+    (["amp", "fused_adam"], ["teacher_pretrain/configs/train.json", "cotrain/configs/train.json"]),
+    (["amp"], ["cotrain/configs/inference.json", "pseudolabel/configs/inference.json", "supervised/configs/train.json",
+               "supervised/configs/inference.json"]),
     (["spatial_dims", "in_channels", "roi_size", "channels", "intensity_transforms"], PROFILE_3D),
     (["eval_inferer"], ["cotrain/configs/profile_3d.json", "supervised/configs/profile_3d.json"]),
 ]
