@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from custom_components.errors import UserError
+
 __all__ = [
     "PreparationError",
     "IMAGE_2D_EXTS",
@@ -37,7 +39,7 @@ IMAGE_2D_EXTS = (".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg")
 VOLUME_EXTS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 
 
-class PreparationError(ValueError):
+class PreparationError(UserError, ValueError):
     """A raw dataset is incomplete or inconsistent; the message names the file or folder and the problem."""
 
 
