@@ -467,6 +467,11 @@ def write_markdown(path: Path, dataset: str, tables: Mapping[str, Sequence[Mappi
         lines.append(f"| {r['method']} | {ratio_tag(r['ratio'])} | {r['seed']} | {ttxt} | {'n/a' if et is None else f'{et:.0f}'} | {seltxt} | "
                      f"`{r.get('folder', '')}` |")
     lines.append("")
+    warned = [(r, w) for r in runs for w in r.get("warnings", [])]
+    if warned:
+        lines += ["## Warnings", "", "Degenerate results (the figure and its baseline):", ""]
+        lines += [f"- {r['method']} r{ratio_tag(r['ratio'])} s{r['seed']}: {w}" for r, w in warned]
+        lines.append("")
     if figures:
         lines += ["## Figures", ""]
         lines += [f"![{f}]({f})" for f in figures]
@@ -880,6 +885,13 @@ class Experiment:
         sel = run_dir / phase / "models" / "model_selection.json"
         if sel.is_file():
             run["selection"] = json.loads(sel.read_text())
+        run["warnings"] = list((run.get("selection") or {}).get("warnings", []))  # degenerate results
+        if method == "full" and self.pretrain:
+            from custom_components.engines.pretrain import phase1_warnings
+
+            run["warnings"] += phase1_warnings(tp_dir / "eval" / "metrics.csv")
+        for w in run["warnings"]:
+            print(f"{label} WARNING {w}", flush=True)
         eval_t = 0.0
         for proto in a.protocol:
             path, t = self.evaluate_phase(run_dir / phase, bundle, settings, proto, f"{label}[{phase}]")
@@ -1096,4 +1108,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from custom_components.errors import run_cli
+
+    sys.exit(run_cli(main))

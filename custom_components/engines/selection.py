@@ -20,7 +20,7 @@ from ..handlers.checkpoint import atomic_torch_save
 from ..networks.deployable import MaskPathwaySegmenter
 from .base import plain
 
-__all__ = ["DualNetworkEvaluator", "SelectedModelSaver", "dice_per_threshold"]
+__all__ = ["DualNetworkEvaluator", "SelectedModelSaver", "dice_per_threshold", "foreground_warning"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +48,50 @@ def dice_per_threshold(probs: torch.Tensor, label: torch.Tensor, thresholds: tor
         return torch.stack([_binary_dice(fg >= thr, yt) for thr in thresholds.tolist()], 1)
     lab = probs.argmax(1).flatten(1)
     return torch.stack([_binary_dice(lab == c, y == c) for c in range(1, k)], 1).mean(1, keepdim=True)
+
+
+def foreground_fraction_per_threshold(probs: torch.Tensor, thresholds: torch.Tensor | None) -> torch.Tensor:
+    """Per-case predicted foreground fraction, ``(B, len(thresholds))`` (binary sweep) or ``(B, 1)`` (argmax != 0).
+
+    Args:
+        probs: probabilities ``(B, K, *spatial)``.
+        thresholds: foreground thresholds (binary only); ``None``: argmax.
+    """
+    if probs.shape[1] == 2 and thresholds is not None:
+        fg = probs[:, 1].flatten(1)
+        return torch.stack([(fg >= thr).double().mean(1) for thr in thresholds.tolist()], 1)
+    return (probs.argmax(1).flatten(1) != 0).double().mean(1, keepdim=True)
+
+
+def foreground_warning(predicted: float, reference: float, factor: float = 4.0, min_diff: float = 0.02) -> str | None:
+    """A warning when a model's predicted foreground fraction is far from the labels' (a degenerate model).
+
+    "Far" means the foreground odds ``f / (1 - f)`` differ by more than ``factor`` in either direction and the
+    fractions by more than ``min_diff`` (98 % predicted vs 6 % labelled: odds 49 vs 0.064; an empty prediction
+    vs 6 %: odds 0 vs 0.064).
+
+    Args:
+        predicted: mean predicted foreground fraction on validation.
+        reference: mean foreground fraction of the validation labels.
+        factor: odds ratio above which the fractions count as far apart.
+        min_diff: absolute difference below which nothing is reported.
+
+    Returns:
+        the message (starting with ``degenerate result:``), or ``None``.
+    """
+    if abs(predicted - reference) <= min_diff:
+        return None
+    eps = 1e-6
+
+    def odds(f: float) -> float:
+        f = min(max(f, eps), 1 - eps)
+        return f / (1 - f)
+
+    ratio = odds(predicted) / odds(reference)
+    if 1 / factor <= ratio <= factor:
+        return None
+    return (f"degenerate result: the selected model predicts {100 * predicted:.1f} % foreground on validation, "
+            f"the validation labels have {100 * reference:.1f} %.")
 
 
 class DualNetworkEvaluator(Evaluator):
@@ -102,6 +146,8 @@ class DualNetworkEvaluator(Evaluator):
         else:
             self.thresholds = None
         self._curves: dict[str, list[torch.Tensor]] = {}
+        self._fg: dict[str, list[torch.Tensor]] = {}
+        self._ref_fg: list[torch.Tensor] = []
         # selection runs before any handler (stats, model saver) reads the metrics
         self.add_event_handler(Events.EPOCH_STARTED, self._reset)
         self.add_event_handler(Events.EPOCH_COMPLETED, self._select)
@@ -110,17 +156,22 @@ class DualNetworkEvaluator(Evaluator):
 
     def _reset(self, engine: Engine) -> None:
         self._curves = {name: [] for name in self.networks}
+        self._fg = {name: [] for name in self.networks}
+        self._ref_fg = []
 
     def _iteration(self, engine: Engine, batchdata: dict) -> dict:
         x = plain(batchdata[CommonKeys.IMAGE]).to(engine.state.device).float()
         y = plain(batchdata[CommonKeys.LABEL]).to(engine.state.device)
         out = {CommonKeys.LABEL: y}
+        self._ref_fg.append((y[:, 0].flatten(1) != 0).double().mean(1).cpu())
         with torch.no_grad():
             for name, net in self.networks.items():
                 net.eval()
                 probs = self.inferer(x, net).float()
                 k = probs.shape[1]
-                self._curves[name].append(dice_per_threshold(probs, y, self.thresholds if k == 2 else None).cpu())
+                thr = self.thresholds if k == 2 else None
+                self._curves[name].append(dice_per_threshold(probs, y, thr).cpu())
+                self._fg[name].append(foreground_fraction_per_threshold(probs, thr).cpu())
                 out[f"{CommonKeys.PRED}_{name}"] = probs
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
@@ -137,7 +188,13 @@ class DualNetworkEvaluator(Evaluator):
                 i05 = int(torch.argmin((self.thresholds - 0.5).abs()))
                 engine.state.metrics[f"val_dice_{name}_at_0.5"] = float(mean[i05])
             if best is None or float(mean[i]) > best["dice"]:
-                best = {"network": name, "threshold": round(thr, 4), "dice": float(mean[i])}
+                fg = float(torch.cat(self._fg[name]).mean(0)[i])
+                best = {"network": name, "threshold": round(thr, 4), "dice": float(mean[i]),
+                        "val_foreground_fraction": round(fg, 4)}
+        ref = float(torch.cat(self._ref_fg).mean())
+        best["label_foreground_fraction"] = round(ref, 4)
+        warning = foreground_warning(best["val_foreground_fraction"], ref)
+        best["warnings"] = [warning] if warning else []
         engine.state.selection = best
         engine.state.metrics["val_dice"] = best["dice"]
         engine.state.metrics["val_threshold"] = best["threshold"]
@@ -230,3 +287,5 @@ class SelectedModelSaver:
                 "new best model: %s at threshold %.2f, validation Dice %.4f (epoch %d) -> %s",
                 sel["network"], sel["threshold"], sel["dice"], epoch, self.save_dir / self.filename,
             )
+            for w in sel.get("warnings", []):
+                logger.warning("%s", w)
