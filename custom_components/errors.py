@@ -18,7 +18,9 @@ import sys
 from collections.abc import Callable, Sequence
 from types import TracebackType
 
-__all__ = ["UserError", "CheckpointError", "CheckpointNotFoundError", "find_user_error", "install_excepthook", "run_cli"]
+__all__ = [
+    "UserError", "CheckpointError", "CheckpointNotFoundError", "find_user_error", "install_excepthook", "run_cli",
+]
 
 
 class UserError(Exception):

@@ -483,7 +483,8 @@ def prepare_folder(
         if nd == 3:
             lab, lab_sp = read_volume(lab_p)
             check_same_shape(img.shape[:3], lab.shape, img_p, lab_p)
-            if not spacing and sp is not None and lab_sp is not None and not np.allclose(sp, lab_sp, rtol=1e-3, atol=1e-4):
+            spacing_differs = sp is not None and lab_sp is not None and not np.allclose(sp, lab_sp, rtol=1e-3, atol=1e-4)
+            if not spacing and spacing_differs:
                 raise PreparationError(
                     f"{lab_p}: image/mask spacing mismatch, mask {tuple(lab_sp)} vs image {tuple(sp)} "
                     f"({img_p}); pass --spacing to override both."

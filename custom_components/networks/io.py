@@ -60,8 +60,8 @@ def check_weights(
 
     Raises:
         CheckpointNotFoundError: the file does not exist (message names it); a ``FileNotFoundError``.
-        CheckpointError: a folder instead of a file, unreadable file, or weights of another architecture (message names the file, the
-            mismatching tensors and the expected architecture).
+        CheckpointError: a folder instead of a file, an unreadable file, or weights of another architecture
+            (message names the file, the mismatching tensors and the expected architecture).
     """
     path = Path(path)
     state = _read_state(path, missing_hint, what)
@@ -100,8 +100,8 @@ def load_teacher_weights(teacher: nn.Module, path: str | os.PathLike, strict: bo
 
     Raises:
         CheckpointNotFoundError: the file does not exist (message names it and how to make it).
-        CheckpointError: a folder instead of a file, unreadable file, or a checkpoint of another architecture (message names the file, the
-            mismatching tensors and the expected architecture).
+        CheckpointError: a folder instead of a file, an unreadable file, or a checkpoint of another architecture
+            (message names the file, the mismatching tensors and the expected architecture).
     """
     hint = (
         "run the teacher_pretrain bundle first, or set teacher_ckpt to '' for co-training without phase 1 "

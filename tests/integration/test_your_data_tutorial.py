@@ -123,7 +123,8 @@ def run_tutorial(section: str, cwd: Path, tiny: bool, until_training: bool = Fal
             cmd = cmd + " " + shlex.join(TINY_RUNNER_ARGS)
         proc = subprocess.run(["bash", "-c", cmd], cwd=str(cwd), env=env, capture_output=True, text=True,
                               timeout=1800)
-        assert proc.returncode == 0, f"tutorial command failed ({proc.returncode}): {cmd}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        assert proc.returncode == 0, (f"tutorial command failed ({proc.returncode}): {cmd}\n"
+                                      f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return cmds
 
 
@@ -170,8 +171,8 @@ def test_tutorial_data_steps_and_command_consistency(section, tmp_path):
     (predict,) = [c for c in cmds if c.startswith("python -m monai.bundle run")]
     configs = eval(shlex.split(predict)[shlex.split(predict).index("--config_file") + 1])  # noqa: S307 - a list literal
     assert all(Path(c).parent == run_dir for c in configs), (configs, run_dir)
-    assert {Path(c).name for c in configs} <= {p.name for p in (REPO / "bundles" / "cotrain" / "configs").glob("*.json")} | {
-        rx.OVERRIDES_FILE}
+    bundle_configs = {p.name for p in (REPO / "bundles" / "cotrain" / "configs").glob("*.json")}
+    assert {Path(c).name for c in configs} <= bundle_configs | {rx.OVERRIDES_FILE}
 
 
 @pytest.mark.slow
