@@ -907,7 +907,9 @@ class Experiment:
         a = self.args
         ratios = sorted({float(r) for r in a.ratios} | ({1.0} if "upper" in a.methods else set()))
         splits = write_splits(self.datalist, self.work / "splits", ratios, a.seeds, a.val_fraction, a.test_fraction)
-        print(f"[runner] dataset {self.name}: {len(self.meta['cases'])} cases; splits in {self.work / 'splits'}",
+        n_pool = len(self.meta.get("unlabeled", []))  # images without a mask: in every split's 'unlabeled' whole
+        print(f"[runner] dataset {self.name}: {len(self.meta['cases'])} cases"
+              + (f" + {n_pool} images without a mask" if n_pool else "") + f"; splits in {self.work / 'splits'}",
               flush=True)
         if "full" in a.methods:  # one phase 1 per seed, monitored with the smallest ratio's (nested) labelled set
             r_min = min(float(r) for r in a.ratios)
