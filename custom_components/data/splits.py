@@ -225,7 +225,7 @@ def make_split(
         if overlap:
             raise SplitError(f"{src}make_split: ids in both official_train and official_test: {sorted(overlap)[:3]}.")
         n_train = len(train)
-        n_val = _round(val_fraction * n_train)
+        n_val = max(1, _round(val_fraction * n_train)) if val_fraction > 0 else 0
         protect = min(math.ceil(val_protect_fraction * n_train), n_train - n_val)
         cand = train[protect:]
         pick = set(rng.choice(len(cand), size=n_val, replace=False).tolist()) if n_val else set()

@@ -171,6 +171,14 @@ def test_excepthook_repeats_the_innermost_user_error_last(monkeypatch):
     err.truncate(0)
     hook(ValueError, ValueError("a bug"), None)
     assert err.getvalue().strip() == ""
-    import custom_components  # noqa: F401 - importing the package installs the hook once
+    from custom_components.errors import install_excepthook
 
-    assert getattr(sys.excepthook, "custom_components_user_errors", False)
+    def previous(*a):
+        return None
+
+    monkeypatch.setattr(sys, "excepthook", previous)  # e.g. torch.distributed wraps the hook in-process
+    install_excepthook()
+    installed = sys.excepthook
+    assert installed is not previous and getattr(installed, "custom_components_user_errors", False)
+    install_excepthook()
+    assert sys.excepthook is installed  # idempotent: not wrapped twice
