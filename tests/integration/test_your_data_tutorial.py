@@ -157,6 +157,10 @@ def test_tutorial_data_steps_and_command_consistency(section, tmp_path):
     """
     import importlib.util
 
+    from custom_components.experiments.methods import METHODS, run_name
+    from custom_components.experiments.report import ratio_tag
+    from custom_components.experiments.runner import OVERRIDES_FILE
+
     run_tutorial(section, tmp_path, tiny=False, until_training=True)
     dl = json.loads(next((tmp_path / "data").glob("*/datalist.json")).read_text())
     assert dl["cases"] and dl["unlabeled"] and all("label" not in e for e in dl["unlabeled"])
@@ -166,13 +170,17 @@ def test_tutorial_data_steps_and_command_consistency(section, tmp_path):
     cmds = tutorial_commands(section)
     (train,) = [c for c in cmds if c.startswith(RUNNER)]
     a = rx.build_parser().parse_args(shlex.split(train)[2:])
-    run_dir = Path(a.work_dir) / a.name / rx.method_name("full", a.rounds, a.round_mode, not a.no_pretrain)
-    run_dir = run_dir / f"r{rx.ratio_tag(a.ratios[0])}_s{a.seeds[0]}" / "cotrain" / "configs"
+    run_dir = Path(a.work_dir) / a.name / run_name(METHODS["full"], a.rounds, a.round_mode, not a.no_pretrain)
+    run_dir = run_dir / f"r{ratio_tag(a.ratios[0])}_s{a.seeds[0]}" / "cotrain" / "configs"
     (predict,) = [c for c in cmds if c.startswith("python -m monai.bundle run")]
-    configs = eval(shlex.split(predict)[shlex.split(predict).index("--config_file") + 1])  # noqa: S307 - a list literal
-    assert all(Path(c).parent == run_dir for c in configs), (configs, run_dir)
-    bundle_configs = {p.name for p in (REPO / "bundles" / "cotrain" / "configs").glob("*.json")}
-    assert {Path(c).name for c in configs} <= bundle_configs | {rx.OVERRIDES_FILE}
+    words = shlex.split(predict)
+    configs = [Path(c) for c in eval(words[words.index("--config_file") + 1])]  # noqa: S307 - a list literal
+    assert all(c.is_relative_to(run_dir) for c in configs), (configs, run_dir)
+    bundle_configs = REPO / "bundles" / "cotrain" / "configs"
+    for c in configs:
+        rel = c.relative_to(run_dir)
+        assert (bundle_configs / rel).is_file() or str(rel) == OVERRIDES_FILE, rel
+    assert f"profiles/{a.profile}.json" in {str(c.relative_to(run_dir)) for c in configs}
 
 
 @pytest.mark.slow
