@@ -752,8 +752,10 @@ class Experiment:
                 print(f"{label} done earlier ({rec.get('wall_time_s', 0):.0f} s), skipped", flush=True)
                 return rec
         phase_dir.mkdir(parents=True, exist_ok=True)
-        if not (phase_dir / "configs").is_dir():
+        if not (phase_dir / "configs").is_dir():  # a complete bundle folder: training makes its configs self-contained
             shutil.copytree(BUNDLES_DIR / bundle / "configs", phase_dir / "configs")
+            shutil.copytree(BUNDLES_DIR / bundle / "docs", phase_dir / "docs", dirs_exist_ok=True)
+            shutil.copy2(BUNDLES_DIR / bundle / "LICENSE", phase_dir / "LICENSE")
         (phase_dir / "configs" / OVERRIDES_FILE).write_text(json.dumps(settings, indent=2))
         sfile.write_text(json.dumps({"fingerprint": fp, "bundle": bundle, "settings": settings}, indent=2))
         files = self.config_list(phase_dir, bundle, ["train.json", OVERRIDES_FILE])
