@@ -8,6 +8,7 @@ size under ``torch.jit.trace``, ``torch.jit.script`` and ONNX export, and the no
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -29,11 +30,27 @@ def _hash_uniform(idx: torch.Tensor, seed: int) -> torch.Tensor:
 def seeded_normal_like(x: torch.Tensor, num_channels: int, seed: int) -> torch.Tensor:
     """Standard normal noise of shape ``(1, num_channels, *x.shape[2:])``, a pure function of that shape and ``seed``.
 
+    Eager calls are cached per (shape, seed, device, dtype) (sliding windows and repeated validation reuse the
+    same noise); the result is shared, so callers must not modify it in place. Traced or scripted calls compute
+    it in the graph.
+
     Args:
         x: a tensor ``(B, C, *spatial)``; only its spatial shape, device and dtype are used.
         num_channels: channels of the noise.
         seed: the seed (any integer).
     """
+    if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
+        return _compute(x, num_channels, seed)
+    return _cached(tuple(int(s) for s in x.shape[2:]), int(num_channels), int(seed), x.device, x.dtype)
+
+
+@functools.lru_cache(maxsize=32)
+def _cached(spatial: tuple[int, ...], num_channels: int, seed: int, device: torch.device, dtype: torch.dtype
+            ) -> torch.Tensor:
+    return _compute(torch.empty((1, 1, *spatial), device=device, dtype=dtype), num_channels, seed)
+
+
+def _compute(x: torch.Tensor, num_channels: int, seed: int) -> torch.Tensor:
     ones = torch.ones_like(x[:1, :1], dtype=torch.int64).repeat(1, num_channels, *([1] * (x.ndim - 2)))
     idx = ones.cumsum(-1)
     for d in range(x.ndim - 2, 0, -1):  # flat index of every element, from the shape only
