@@ -1,9 +1,9 @@
 """Make a trained bundle folder self-contained: write the settings a run was trained with into its own configs.
 
 A training config calls :func:`record_trained_settings` in its ``initialize`` (after the datalist check, before
-the first checkpoint) for the bundle folder above its ``ckpt_dir``, with the *evaluated* values of the top-level ids every config of the bundle shares
-(``trained_settings``: data geometry, architecture, diffusion schedule and its arguments, inference ``t`` and
-seed). Each value is written into every one of ``configs/train.json``, ``inference.json`` and ``evaluate.json``
+the first checkpoint) for the bundle folder above its ``ckpt_dir``, with the *evaluated* values of the top-level
+ids every config of the bundle shares (``trained_settings``: data geometry, architecture, diffusion schedule and
+its arguments, inference ``t`` and seed). Each value is written into every one of ``configs/train.json``, ``inference.json`` and ``evaluate.json``
 that has that top-level id, so ``python -m monai.bundle run --config_file configs/inference.json --dataset_dir
 NEW`` and ``python -m monai.bundle ckpt_export ...`` in that folder build the network that was trained, with no
 override. A stacked profile (``configs/profile_3d.json``, which names itself as ``stacked_profile``) is merged
@@ -119,8 +119,8 @@ def record_trained_settings(
     """
     import torch.distributed as dist
 
-    if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
-        return []
+    if (dist.is_available() and dist.is_initialized() and dist.get_rank() != 0) or os.environ.get("RANK", "0") != "0":
+        return []  # one writer under torchrun (initialize may run before the process group exists)
     cfg_dir = Path(ckpt_dir).resolve().parent / "configs"
     if not cfg_dir.is_dir():
         logger.warning(f"{cfg_dir}: no bundle configs next to ckpt_dir {ckpt_dir}; trained settings not recorded")
