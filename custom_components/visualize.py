@@ -62,6 +62,9 @@ def select_slice(maps: Sequence[np.ndarray], mode: str = "max_foreground") -> in
     Args:
         maps: 3D label maps of the same shape, in order of preference; the first with foreground decides.
         mode: ``"max_foreground"`` (slice with most foreground, middle if none) or ``"middle"``.
+
+    Raises:
+        ValueError: for an unknown slice ``mode``.
     """
     if mode not in ("max_foreground", "middle"):
         raise ValueError(f"visualize.py: slice mode must be 'max_foreground' or 'middle', got {mode!r}.")
@@ -110,6 +113,10 @@ def qualitative_panel(
 
     Returns:
         the path of the written PNG.
+
+    Raises:
+        ValueError: for no images, an unknown ``mode``, or columns, titles and slice reference that do not match
+            the images.
     """
     n = len(images)
     if n == 0:
@@ -217,6 +224,9 @@ def plot_dice_vs_ratio(
 
     Returns:
         the path of the written PNG.
+
+    Raises:
+        ValueError: for no method or a results row without the needed keys.
     """
     if not isinstance(results, Mapping):
         grouped: dict[str, dict[float, list[float]]] = {}
@@ -281,6 +291,9 @@ def plot_curves(
 
     Returns:
         the path of the written PNG.
+
+    Raises:
+        ValueError: for no non-empty series or keys missing from the history.
     """
     if isinstance(history, Mapping):
         series = {str(k): [float(v) for v in vals] for k, vals in history.items()}

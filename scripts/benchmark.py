@@ -34,7 +34,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from custom_components.engines.fastpath import (  # noqa: E402
+from custom_components.metrics.dice import mask_dice  # noqa: E402
+from custom_components.runtime.fastpath import (  # noqa: E402
     backbones_of,
     compile_backbones,
     restore_backend_flags,
@@ -177,9 +178,7 @@ def hard_dice(a: torch.Tensor, b: torch.Tensor) -> float:
         b: probabilities.
     """
     la, lb = a.argmax(1) > 0, b.argmax(1) > 0
-    inter = (la & lb).sum().item()
-    tot = la.sum().item() + lb.sum().item()
-    return 1.0 if tot == 0 else 2.0 * inter / tot
+    return float(mask_dice(la.reshape(1, -1), lb.reshape(1, -1), empty=1.0)[0])
 
 
 # ----------------------------------------------------------------------------------------------- builders

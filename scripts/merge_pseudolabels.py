@@ -29,6 +29,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from custom_components.runtime.files import atomic_write_json  # noqa: E402
+
 __all__ = ["MergeError", "merge_pseudolabels", "main"]
 
 LABEL_EXTS = (".nii.gz", ".nii", ".png", ".nrrd", ".mha", ".tif", ".tiff", ".bmp")
@@ -208,9 +212,7 @@ def merge_pseudolabels(
         **{k: v for k, v in summary.items() if k != "protected_images"},
     }
     dst.mkdir(parents=True, exist_ok=True)
-    tmp = dst_file.with_name(dst_file.name + ".tmp")
-    tmp.write_text(json.dumps(merged, indent=2))
-    os.replace(tmp, dst_file)
+    atomic_write_json(merged, dst_file)
     return summary
 
 

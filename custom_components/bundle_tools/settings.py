@@ -20,10 +20,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from ..runtime.distributed import is_rank_zero
+from ..runtime.files import atomic_write_json
 
 logger = logging.getLogger(__name__)
 
@@ -36,14 +38,7 @@ _LOCATION_IDS = frozenset({"bundle_root", "device", "dataset_dir", "datalist", "
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(json.dumps(obj, indent=4) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_json(obj, path, indent=4)
 
 
 def _plain(value: Any, key: str) -> Any:
@@ -117,9 +112,7 @@ def record_trained_settings(
     Returns:
         the names of the files rewritten.
     """
-    import torch.distributed as dist
-
-    if (dist.is_available() and dist.is_initialized() and dist.get_rank() != 0) or os.environ.get("RANK", "0") != "0":
+    if not is_rank_zero() or os.environ.get("RANK", "0") != "0":
         return []  # one writer under torchrun (initialize may run before the process group exists)
     cfg_dir = Path(ckpt_dir).resolve().parent / "configs"
     if not cfg_dir.is_dir():

@@ -56,6 +56,9 @@ class DiffusionTrainerBase(Trainer):
         handlers: Ignite handlers to attach.
         image_key: the image key of a batch.
         label_key: the label key of a batch.
+
+    Raises:
+        ValueError: for ``max_epochs < 1`` or an ``amp_dtype`` other than ``bfloat16`` / ``float16``.
     """
 
     def __init__(
@@ -124,6 +127,9 @@ class DiffusionTrainerBase(Trainer):
 
         Args:
             batch: a collated batch dictionary.
+
+        Raises:
+            KeyError: when the batch has no image key (the message lists its keys).
         """
         if self.image_key not in batch:
             raise KeyError(f"batch has no '{self.image_key}' key (keys: {sorted(batch)}).")

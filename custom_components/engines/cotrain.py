@@ -10,8 +10,9 @@ from ignite.engine import Engine
 from monai.engines.utils import IterationEvents
 from monai.utils import CommonKeys
 
-from ..losses import HardTargetDiceLoss, hard_labels
-from ..networks.teacher import DiffusionTeacher
+from ..losses import CPSLoss, HardTargetDiceLoss, hard_labels
+from ..networks.rounds import RoundMode
+from ..networks.teacher import DiffusionTeacher, probabilities_to_mask
 from .base import DiffusionTrainerBase
 
 __all__ = ["CoTrainer", "LinearRampUp"]
@@ -23,6 +24,9 @@ class LinearRampUp:
     Args:
         lambda_max: the final weight.
         ramp_epochs: epochs to reach it (``E_ramp``); must be >= 1.
+
+    Raises:
+        ValueError: for ``ramp_epochs < 1`` or ``lambda_max < 0``.
     """
 
     def __init__(self, lambda_max: float = 1.0, ramp_epochs: int = 1) -> None:
@@ -87,6 +91,10 @@ class CoTrainer(DiffusionTrainerBase):
         label_key: label key.
         labeled_key: key of the labelled batch in a paired item.
         unlabeled_key: key of the unlabelled batch in a paired item.
+
+    Raises:
+        ValueError: for ``rounds < 0``, an unknown ``round_mode``, or a student whose channels or classes differ
+            from the teacher's.
     """
 
     def __init__(
@@ -117,8 +125,7 @@ class CoTrainer(DiffusionTrainerBase):
     ) -> None:
         if rounds < 0:
             raise ValueError(f"rounds must be >= 0, got {rounds}.")
-        if round_mode not in ("independent", "chained"):
-            raise ValueError(f"round_mode must be 'independent' or 'chained', got {round_mode!r}.")
+        round_mode = RoundMode.parse(round_mode)
         if teacher.num_classes != student.num_classes or teacher.in_channels != student.in_channels:
             raise ValueError(
                 f"the twin student must match the teacher: teacher (in_channels={teacher.in_channels}, "
@@ -135,6 +142,7 @@ class CoTrainer(DiffusionTrainerBase):
         self.teacher_optimizer = teacher_optimizer
         self.student_optimizer = student_optimizer
         self.seg_loss = seg_loss or HardTargetDiceLoss()
+        self.cps_loss = CPSLoss(self.seg_loss)
         self.rounds = rounds
         self.round_mode = round_mode
         self.w_d = w_d
@@ -160,14 +168,14 @@ class CoTrainer(DiffusionTrainerBase):
         self.fire_event(IterationEvents.FORWARD_COMPLETED)
         ps_l, ps_u, pt_l, pt_u = p_s[:n_l], p_s[n_l:], p_t[:n_l], p_t[n_l:]
         loss_sup_dice = seg(ps_l, y) + seg(pt_l, y)
-        loss_cps = seg(ps_u, hard_labels(pt_u)) + seg(pt_u, hard_labels(ps_u))
+        loss_cps = self.cps_loss(ps_u, pt_u)
         target = torch.cat([y.long(), hard_labels(ps_u)], dim=0)
         zero = torch.zeros((), device=x.device)
         align_l, align_u, rec_l, rec_u = zero, zero, zero, zero
         r = self.rounds
         if r > 0:
-            cond = (2 * p_t.detach().float().softmax(1) - 1).to(x.dtype)
-            if self.round_mode == "independent" and self.batch_rounds:
+            cond = probabilities_to_mask(p_t.detach().float().softmax(1)).to(x.dtype)
+            if self.round_mode == RoundMode.INDEPENDENT and self.batch_rounds:
                 rec = self.teacher.reconstruct(x.repeat(r, *[1] * (x.ndim - 1)), cond.repeat(r, *[1] * (x.ndim - 1)))
                 p_tilde = self.teacher.segment(rec.x0_hat.detach())
                 b = x.shape[0]
@@ -185,8 +193,8 @@ class CoTrainer(DiffusionTrainerBase):
                     align_u = align_u + seg(p_tilde[n_l:], target[n_l:])
                     rec_l = rec_l + rec.loss[:n_l].mean()
                     rec_u = rec_u + rec.loss[n_l:].mean()
-                    if self.round_mode == "chained":
-                        cond = (2 * p_tilde.detach().float().softmax(1) - 1).to(x.dtype)
+                    if self.round_mode == RoundMode.CHAINED:
+                        cond = probabilities_to_mask(p_tilde.detach().float().softmax(1)).to(x.dtype)
         coef = self.w_d / r if r > 0 else 0.0
         lam = float(self.unsup_weight(epoch))
         loss_unsup = lam * (loss_cps + coef * (align_u + rec_u))

@@ -11,11 +11,11 @@ from ignite.engine import Engine
 from monai.engines import Evaluator
 from monai.engines.utils import IterationEvents
 from monai.inferers import Inferer
-from monai.metrics import compute_dice
 from monai.utils import CommonKeys
 
 from ..losses import HardTargetDiceLoss
-from ..networks.teacher import DiffusionTeacher, make_noise
+from ..metrics.dice import label_dice
+from ..networks.teacher import DiffusionTeacher, make_noise, probabilities_to_mask
 from .base import DiffusionTrainerBase, plain
 
 __all__ = ["TeacherPretrainTrainer", "TeacherMonitorEvaluator", "class_fractions", "permutation_dice"]
@@ -34,10 +34,7 @@ def class_fractions(logits: torch.Tensor) -> torch.Tensor:
 
 def _fg_dice(pred_lab: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
     """Per-sample mean foreground Dice of hard label maps ``(B, 1, ...)``; empty-vs-empty counts as 1."""
-    oh_p = torch.nn.functional.one_hot(pred_lab[:, 0].long(), k).movedim(-1, 1)
-    oh_y = torch.nn.functional.one_hot(y[:, 0].long(), k).movedim(-1, 1)
-    d = compute_dice(oh_p, oh_y, include_background=False, ignore_empty=False)
-    return d.nanmean(1)
+    return label_dice(pred_lab, y.long(), k, empty=1.0).float().mean(1)
 
 
 def permutation_dice(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -91,6 +88,9 @@ class TeacherPretrainTrainer(DiffusionTrainerBase):
         train_handlers: Ignite handlers of the trainer.
         image_key: image key.
         label_key: label key.
+
+    Raises:
+        ValueError: when a probe is given without a ``probe_optimizer``.
     """
 
     def __init__(
@@ -138,7 +138,7 @@ class TeacherPretrainTrainer(DiffusionTrainerBase):
             logits = self.teacher.segment(x)
             p = logits.float().softmax(1)
             engine.fire_event(IterationEvents.FORWARD_COMPLETED)
-            rec = self.teacher.reconstruct(x, 2 * p - 1)
+            rec = self.teacher.reconstruct(x, probabilities_to_mask(p))
             loss = rec.loss.mean()
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
         self.step(loss, [self.optimizer], [self.teacher.parameters()])
@@ -227,7 +227,7 @@ class TeacherMonitorEvaluator(Evaluator):
             p = logits.float().softmax(1)
             probe_logits = self.probe(p) if self.probe is not None else logits
             noise = make_noise(x.shape, self.seed, x.device, x.dtype)
-            rec = self.teacher.reconstruct(x, 2 * p - 1, self.recon_timestep, noise)
+            rec = self.teacher.reconstruct(x, probabilities_to_mask(p), self.recon_timestep, noise)
             out = {
                 CommonKeys.PRED: probe_logits.softmax(1),
                 CommonKeys.LABEL: y,

@@ -1,12 +1,11 @@
-"""Phase-2 model selection: validate student and teacher, sweep the binary threshold, keep the best."""
+"""Phase-2 model selection: validate student and teacher, sweep the binary threshold, pick the best.
+
+The chosen model is written by :class:`~custom_components.handlers.SelectedModelSaver`.
+"""
 
 from __future__ import annotations
 
-import json
-import logging
-import os
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -16,20 +15,13 @@ from monai.engines.utils import IterationEvents
 from monai.inferers import Inferer, SimpleInferer
 from monai.utils import CommonKeys
 
-from ..handlers.checkpoint import atomic_torch_save
-from ..networks.deployable import MaskPathwaySegmenter
+from ..metrics.dice import label_dice, mask_dice
 from .base import plain
 
-__all__ = ["DualNetworkEvaluator", "SelectedModelSaver", "dice_per_threshold"]
+__all__ = ["DualNetworkEvaluator", "SELECTION_EMPTY_DICE", "dice_per_threshold"]
 
-logger = logging.getLogger(__name__)
-
-
-def _binary_dice(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-row Dice of boolean masks ``(B, N)``; empty prediction and empty reference give 1."""
-    inter = (pred & target).sum(1).double()
-    denom = (pred.sum(1) + target.sum(1)).double()
-    return torch.where(denom > 0, 2 * inter / denom.clamp_min(1), torch.ones_like(denom))
+#: Dice of an empty prediction of an empty reference during selection: a correct answer (see ``metrics/dice.py``)
+SELECTION_EMPTY_DICE = 1.0
 
 
 def dice_per_threshold(probs: torch.Tensor, label: torch.Tensor, thresholds: torch.Tensor | None) -> torch.Tensor:
@@ -41,13 +33,12 @@ def dice_per_threshold(probs: torch.Tensor, label: torch.Tensor, thresholds: tor
         label: labels ``(B, 1, *spatial)``.
         thresholds: foreground thresholds (binary only); ``None``: argmax.
     """
-    y = label[:, 0].long().flatten(1)
+    y = label[:, 0].long()
     k = probs.shape[1]
     if k == 2 and thresholds is not None:
-        fg, yt = probs[:, 1].flatten(1), y == 1
-        return torch.stack([_binary_dice(fg >= thr, yt) for thr in thresholds.tolist()], 1)
-    lab = probs.argmax(1).flatten(1)
-    return torch.stack([_binary_dice(lab == c, y == c) for c in range(1, k)], 1).mean(1, keepdim=True)
+        fg, yt = probs[:, 1], y == 1
+        return torch.stack([mask_dice(fg >= thr, yt, empty=SELECTION_EMPTY_DICE) for thr in thresholds.tolist()], 1)
+    return label_dice(probs.argmax(1), y, k, empty=SELECTION_EMPTY_DICE).mean(1, keepdim=True)
 
 
 class DualNetworkEvaluator(Evaluator):
@@ -68,6 +59,9 @@ class DualNetworkEvaluator(Evaluator):
         val_handlers: handlers (``SelectedModelSaver``, stats).
         non_blocking: non-blocking copies.
         amp: autocast on.
+
+    Raises:
+        ValueError: for an empty ``networks`` or a ``threshold_step`` outside (0, 1).
     """
 
     def __init__(
@@ -145,88 +139,3 @@ class DualNetworkEvaluator(Evaluator):
         if best["dice"] > engine.state.best_metric:
             engine.state.best_metric = best["dice"]
             engine.state.best_metric_epoch = engine.state.epoch
-
-
-class SelectedModelSaver:
-    """Save the selected network's mask pathway as the deployable model whenever validation improves.
-
-    Attached to a ``DualNetworkEvaluator``; at the end of each validation run, if ``val_dice`` beats the best so
-    far, ``filename`` receives the ``state_dict`` of a ``MaskPathwaySegmenter`` wrapping the selected mask
-    pathway with the selected threshold folded in (one network, ``torch.load(weights_only=True)``-loadable),
-    written atomically, and ``<stem>_selection.json`` records network, threshold, Dice and epoch. Its own
-    ``state_dict`` (the best value) belongs in the resumable training state, so a resumed run never
-    overwrites a better model with a worse one.
-
-    Args:
-        save_dir: folder of the model file.
-        deployable: the ``MaskPathwaySegmenter`` template (its configuration; its weights are replaced).
-        mask_nets: name -> mask backbone (e.g. ``{"student": student.mask_net, "teacher": teacher.mask_net}``).
-        filename: model file name.
-        trainer: the trainer, to record the epoch (optional).
-    """
-
-    def __init__(
-        self,
-        save_dir: str,
-        deployable: MaskPathwaySegmenter,
-        mask_nets: dict[str, nn.Module],
-        filename: str = "model.pt",
-        trainer: Engine | None = None,
-    ) -> None:
-        self.save_dir = Path(save_dir)
-        self.deployable = deployable
-        self.mask_nets = mask_nets
-        self.filename = filename
-        self.trainer = trainer
-        self.best_dice = -1.0
-        self.best: dict = {}
-        self.history: list[dict] = []
-
-    def attach(self, engine: Engine) -> None:
-        """Attach to the evaluator.
-
-        Args:
-            engine: the ``DualNetworkEvaluator``.
-        """
-        engine.add_event_handler(Events.COMPLETED, self)
-
-    def state_dict(self) -> dict:
-        """The best value so far and the validation history (for the resumable state)."""
-        return {"best_dice": self.best_dice, "best": json.dumps(self.best), "history": json.dumps(self.history)}
-
-    def load_state_dict(self, state: dict) -> None:
-        """Restore :meth:`state_dict`.
-
-        Args:
-            state: a dict from :meth:`state_dict`.
-        """
-        self.best_dice = float(state["best_dice"])
-        self.best = json.loads(state.get("best", "{}"))
-        self.history = json.loads(state.get("history", "[]"))
-
-    def __call__(self, engine: Engine) -> None:
-        sel = getattr(engine.state, "selection", None)
-        if sel is None:
-            return
-        epoch = int((self.trainer or engine).state.epoch)
-        record = {"epoch": epoch, **sel, **{k: v for k, v in engine.state.metrics.items() if k.startswith("val_dice_")}}
-        self.history.append(record)
-        if getattr(engine.state, "rank", 0) != 0:  # only rank 0 writes
-            return
-        if sel["dice"] > self.best_dice:
-            self.best_dice = sel["dice"]
-            self.best = record
-            src = self.mask_nets[sel["network"]]
-            src = getattr(src, "module", src)  # unwrap DDP
-            self.deployable.mask_net.load_state_dict(src.state_dict())
-            self.deployable.set_threshold(min(max(sel["threshold"], 1e-3), 1 - 1e-3))
-            state = {k: v.detach().cpu().clone() for k, v in self.deployable.state_dict().items()}
-            atomic_torch_save(state, self.save_dir / self.filename)
-            stem = Path(self.filename).stem
-            tmp = self.save_dir / f".{stem}_selection.json.tmp"
-            tmp.write_text(json.dumps(record, indent=2))
-            os.replace(tmp, self.save_dir / f"{stem}_selection.json")
-            logger.info(
-                "new best model: %s at threshold %.2f, validation Dice %.4f (epoch %d) -> %s",
-                sel["network"], sel["threshold"], sel["dice"], epoch, self.save_dir / self.filename,
-            )

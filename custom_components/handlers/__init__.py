@@ -1,23 +1,14 @@
-"""Ignite/MONAI handlers: crash-safe checkpoints, best-model selection, NaN stop, reports."""
+"""Ignite/MONAI handlers: crash-safe resumable state, best-model and selected-model saving, NaN stop, reports."""
 
-from .checkpoint import (
-    BestModelSaver,
-    NaNGuard,
-    NonFiniteLossError,
-    ResumableCheckpoint,
-    atomic_torch_save,
-    capture_rng_state,
-    restore_rng_state,
-    unwrap_module,
-)
+from .best_model import BestModelSaver
+from .nan_guard import NaNGuard, NonFiniteLossError
+from .resumable import ResumableCheckpoint
+from .selected_model import SelectedModelSaver
 
 __all__ = [
     "BestModelSaver",
     "NaNGuard",
     "NonFiniteLossError",
     "ResumableCheckpoint",
-    "atomic_torch_save",
-    "capture_rng_state",
-    "restore_rng_state",
-    "unwrap_module",
+    "SelectedModelSaver",
 ]

@@ -9,7 +9,6 @@ most confident entry, paths relative to its own folder.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -17,6 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from monai.utils import min_version, optional_import
+
+from ..runtime.files import atomic_write_json
 
 Events, _ = optional_import("ignite.engine", "0.4.11", min_version, "Events")
 if TYPE_CHECKING:
@@ -164,7 +165,5 @@ class PseudoLabelWriter:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         doc = {**self.extra, "ranking": "ascending score (least confident first)", self.list_key: self.ranked()}
         path = self.output_dir / self.filename
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(doc, indent=2))
-        os.replace(tmp, path)
+        atomic_write_json(doc, path)
         self.logger.info(f"wrote {len(self.records)} pseudo-label entries to {path}")

@@ -22,6 +22,7 @@ from custom_components.metrics import (
     summarize,
     write_reports,
 )
+from custom_components.runtime.distributed import is_rank_zero
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 if TYPE_CHECKING:
@@ -44,6 +45,9 @@ def to_label_map(x: Any, what: str = "pred") -> np.ndarray:
     Args:
         x: numpy array or tensor, channel first (as MONAI's decollated items are).
         what: name used in error messages.
+
+    Raises:
+        ValueError: when ``x`` is not channel-first 2D or 3D.
     """
     arr = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
     if arr.ndim not in (3, 4):
@@ -145,6 +149,9 @@ class SegmentationReport:
 
         Args:
             engine: the engine whose output holds the decollated items.
+
+        Raises:
+            KeyError: when an item lacks the prediction or label key.
         """
         output = engine.state.output
         items = [output] if isinstance(output, Mapping) else list(output)
@@ -176,16 +183,14 @@ class SegmentationReport:
             engine: the engine that finished.
         """
         rows = self.rows
-        rank = 0
         if torch.distributed.is_available() and torch.distributed.is_initialized():
-            rank = torch.distributed.get_rank()
             gathered: list[Any] = [None] * torch.distributed.get_world_size()
             torch.distributed.all_gather_object(gathered, rows)
             rows = [r for part in gathered for r in part]
         self.rows = rows
         self.summary = summarize(rows, self.num_classes, self.protocol, self.class_names)
         engine.state.metrics["segmentation_report"] = self.summary
-        if rank == 0:
+        if is_rank_zero():
             csv_path, _ = write_reports(rows, self.summary, self.output_dir, self.protocol)
             self.logger.info(f"segmentation report ({self.protocol.name}) written to {csv_path.parent}")
             if self.print_table:

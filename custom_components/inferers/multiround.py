@@ -15,7 +15,8 @@ from typing import Any
 import torch
 from monai.inferers import Inferer
 
-from custom_components.networks.teacher import DiffusionTeacher, check_spatial_size, make_noise
+from custom_components.networks.rounds import RoundMode
+from custom_components.networks.teacher import DiffusionTeacher, check_spatial_size, make_noise, probabilities_to_mask
 
 __all__ = ["MultiRoundPseudoLabelInferer", "multi_round_probabilities"]
 
@@ -48,7 +49,11 @@ def multi_round_probabilities(
         segment_timestep: the ``t`` of the mask pathway; ``None``: the teacher's ``infer_timestep``.
         seed: base seed of all noises.
         num_draws: seeded draws averaged inside each segmentation (``teacher.predict``).
+
+    Raises:
+        ValueError: for a ``round_mode`` other than ``"independent"`` or ``"chained"``.
     """
+    round_mode = RoundMode.parse(round_mode)
     t_seg = teacher.infer_timestep if segment_timestep is None else segment_timestep
     t_rec = teacher.infer_timestep if recon_timestep is None else recon_timestep
     p_t, _ = teacher.predict(x, num_draws=num_draws, timestep=t_seg, seed=seed)
@@ -57,10 +62,10 @@ def multi_round_probabilities(
     for j in range(1, rounds + 1):
         noise = make_noise((1, *x.shape[1:]), seed + _IMAGE_SEED_OFFSET + j, x.device, x.dtype).expand_as(x)
         with torch.no_grad():
-            rec = teacher.reconstruct(x, (2 * cond_p - 1).to(x.dtype), t_rec, noise)
+            rec = teacher.reconstruct(x, probabilities_to_mask(cond_p).to(x.dtype), t_rec, noise)
         p_j, _ = teacher.predict(rec.x0_hat, num_draws=num_draws, timestep=t_seg, seed=seed)
         total += p_j
-        if round_mode == "chained":
+        if round_mode == RoundMode.CHAINED:
             cond_p = p_j
     return total / (rounds + 1)
 
@@ -80,6 +85,9 @@ class MultiRoundPseudoLabelInferer(Inferer):
         segment_timestep: the mask pathway's ``t``; ``None``: the teacher's ``infer_timestep``.
         num_draws: seeded draws averaged inside each segmentation.
         window_inferer: an inferer to wrap (sliding window for 3D); ``None``: whole images.
+
+    Raises:
+        ValueError: for ``rounds < 0``, ``num_draws < 1`` or an unknown ``round_mode``.
     """
 
     def __init__(
@@ -95,12 +103,10 @@ class MultiRoundPseudoLabelInferer(Inferer):
         super().__init__()
         if rounds < 0:
             raise ValueError(f"rounds must be >= 0, got {rounds}.")
-        if round_mode not in ("independent", "chained"):
-            raise ValueError(f"round_mode must be 'independent' or 'chained', got {round_mode!r}.")
         if num_draws < 1:
             raise ValueError(f"num_draws must be >= 1, got {num_draws}.")
         self.rounds = rounds
-        self.round_mode = round_mode
+        self.round_mode = RoundMode.parse(round_mode)
         self.recon_timestep = recon_timestep
         self.segment_timestep = segment_timestep
         self.seed = seed

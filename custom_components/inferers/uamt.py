@@ -34,6 +34,9 @@ def window_starts(size: int, window: int, stride: int) -> list[int]:
         size: axis length, at least ``window``.
         window: window length.
         stride: step between consecutive windows (> 0).
+
+    Raises:
+        ValueError: for a window or stride < 1, or an axis shorter than the window.
     """
     if window < 1 or stride < 1:
         raise ValueError(f"inferers/uamt.py: window and stride must be >= 1, got {window} and {stride}.")

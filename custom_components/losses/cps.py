@@ -43,6 +43,9 @@ class HardTargetDiceLoss(nn.Module):
         Args:
             logits: network output (logits).
             target: hard labels; detached here.
+
+        Raises:
+            ValueError: when the target's spatial shape differs from the logits'.
         """
         if target.ndim == logits.ndim - 1:
             target = target.unsqueeze(1)

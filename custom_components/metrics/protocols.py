@@ -124,6 +124,9 @@ def get_protocol(protocol: str | EvaluationProtocol = "clean", **overrides: Any)
     Args:
         protocol: a name in ``PROTOCOLS`` or an ``EvaluationProtocol`` (returned as is unless overridden).
         overrides: fields of ``EvaluationProtocol`` to replace; the name is kept.
+
+    Raises:
+        ValueError: for an unknown protocol name or field.
     """
     if isinstance(protocol, EvaluationProtocol):
         base = protocol

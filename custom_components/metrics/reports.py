@@ -62,6 +62,9 @@ def write_reports(
 
     Returns:
         the paths of ``metrics.csv`` and ``metrics.json``.
+
+    Raises:
+        ValueError: when a row or the summary carries another protocol than ``protocol``.
     """
     proto = get_protocol(protocol)
     names = {str(r.get("protocol")) for r in per_case_rows} | {str(summary.get("protocol"))}

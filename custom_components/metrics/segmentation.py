@@ -18,6 +18,7 @@ import torch
 from monai.metrics.utils import get_edge_surface_distance
 from scipy import ndimage
 
+from custom_components.metrics.dice import dice_from_counts
 from custom_components.metrics.protocols import EMPTY_CASES_DOC, EvaluationProtocol, get_protocol
 
 __all__ = [
@@ -50,6 +51,9 @@ def resolve_class_names(num_classes: int, class_names: Sequence[str] | Mapping[A
         num_classes: number of classes ``K`` including background (>= 2).
         class_names: ``K`` names (a list, or a mapping index -> name as in a datalist's ``labels`` key);
             ``None`` gives ``background, class1, class2, ...``.
+
+    Raises:
+        ValueError: for ``num_classes < 2`` or class names that do not match the classes.
     """
     if not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"metrics/segmentation.py: num_classes must be an int >= 2, got {num_classes!r}.")
@@ -106,6 +110,9 @@ def surface_distances(
         pred: binary prediction mask (2D or 3D).
         ref: binary reference mask of the same shape.
         spacing: voxel spacing per axis, or ``None`` for voxel units.
+
+    Raises:
+        ValueError: when either mask is empty.
     """
     p = torch.as_tensor(np.asarray(pred, dtype=bool))
     r = torch.as_tensor(np.asarray(ref, dtype=bool))
@@ -187,6 +194,9 @@ def compute_case_metrics(
         spacing: voxel spacing per spatial axis (used only by protocols measuring in mm).
         case_id: identifier written in the ``case`` column.
         class_names: ``K`` class names (list or index -> name mapping); default ``class1, class2, ...``.
+
+    Raises:
+        ValueError: for prediction / label maps of the wrong shape or values, or a bad ``spacing``.
     """
     proto = get_protocol(protocol)
     names = resolve_class_names(num_classes, class_names)
@@ -218,15 +228,15 @@ def compute_case_metrics(
             pm = largest_connected_component(pm)
         inter, n_pred, n_ref = int(np.sum(pm & rm)), int(pm.sum()), int(rm.sum())
         union = n_pred + n_ref - inter
+        dice = dice_from_counts(inter, n_pred, n_ref, empty=float("nan"))  # empty_both: NaN, see EMPTY_CASES_DOC
         if n_pred == 0 and n_ref == 0:
-            dice = jac = hd95 = asd = float("nan")
+            jac = hd95 = asd = float("nan")
             flags.append(f"{n}:empty_both")
         elif n_pred == 0 or n_ref == 0:
-            dice = jac = 0.0
+            jac = 0.0
             hd95 = asd = empty_value
             flags.append(f"{n}:empty_pred" if n_pred == 0 else f"{n}:empty_ref")
         else:
-            dice = 2.0 * inter / (n_pred + n_ref)
             jac = inter / union
             d_pr, d_rp = surface_distances(pm, rm, dist_spacing)
             if proto.hd95 == "pooled":
@@ -270,6 +280,9 @@ def summarize(
         num_classes: number of classes ``K`` including background.
         protocol: protocol name or object the rows were computed with.
         class_names: the class names given to ``compute_case_metrics``.
+
+    Raises:
+        ValueError: when rows were computed under another protocol or lack the columns of the classes.
     """
     proto = get_protocol(protocol)
     names = resolve_class_names(num_classes, class_names)
@@ -298,9 +311,10 @@ def summarize(
         pooled: dict[str, dict[str, float]] = {}
         for n in names[1:]:
             inter = sum(int(r[f"inter_{n}"]) for r in rows)
-            size = sum(int(r[f"pred_{n}"]) + int(r[f"ref_{n}"]) for r in rows)
+            n_pred, n_ref = sum(int(r[f"pred_{n}"]) for r in rows), sum(int(r[f"ref_{n}"]) for r in rows)
+            size = n_pred + n_ref
             pooled[n] = {
-                "dice": 2.0 * inter / size if size else float("nan"),
+                "dice": dice_from_counts(inter, n_pred, n_ref, empty=float("nan")),
                 "jaccard": inter / (size - inter) if size else float("nan"),
             }
         summary["pooled"] = pooled

@@ -404,7 +404,7 @@ class DiffusionTeacher(nn.Module):
         for t in timesteps:
             tb = t.long().expand(x.shape[0])
             logits = net(torch.cat([m_t, x], dim=1), tb)
-            m0 = 2 * logits.float().softmax(1) - 1
+            m0 = probabilities_to_mask(logits.float().softmax(1))
             m_t, _ = ddim.step(m0.to(x.dtype), int(t), m_t)
         return logits.float().softmax(1)
 

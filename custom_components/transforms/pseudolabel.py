@@ -70,6 +70,9 @@ class ConfidenceScore(Transform):
 
     Args:
         mode: one of :data:`CONFIDENCE_MODES`.
+
+    Raises:
+        ValueError: for an unknown ``mode``.
     """
 
     def __init__(self, mode: str = "foreground_max_prob") -> None:
@@ -128,6 +131,9 @@ class ConfidenceThreshold(Transform):
     Args:
         threshold: the minimal score.
         ignore_value: the value of every voxel of a dropped label.
+
+    Raises:
+        ValueError: for a ``threshold`` outside [0, 1].
     """
 
     def __init__(self, threshold: float, ignore_value: float = -1) -> None:
@@ -141,6 +147,9 @@ class ConfidenceThreshold(Transform):
 
         Args:
             score: a scalar score.
+
+        Raises:
+            ValueError: for a non-finite score.
         """
         s = float(np.asarray(convert_to_tensor(score, track_meta=False).detach().cpu(), dtype=np.float64).reshape(-1)[0])
         if not np.isfinite(s):
@@ -181,6 +190,9 @@ class ConfidenceThresholdd(MapTransform):
         flag_key: where to write the boolean flag.
         ignore_value: value of a dropped label.
         allow_missing_keys: skip missing label keys.
+
+    Raises:
+        ValueError: for a ``mode`` other than ``flag`` / ``drop``.
     """
 
     def __init__(
@@ -226,6 +238,9 @@ class MaskUncertain(Transform):
         threshold: ``tau``.
         criterion: ``"uncertainty"`` or ``"max_prob"``.
         ignore_value: the value written into uncertain voxels.
+
+    Raises:
+        ValueError: for an unknown ``criterion`` or a ``threshold`` outside [0, 1].
     """
 
     def __init__(self, threshold: float, criterion: str = "uncertainty", ignore_value: float = -1) -> None:
@@ -242,6 +257,9 @@ class MaskUncertain(Transform):
 
         Args:
             reference: uncertainty map ``(1, *spatial)`` or probabilities ``(K, *spatial)`` (see ``criterion``).
+
+        Raises:
+            ValueError: when the uncertainty map has more than one channel.
         """
         ref = convert_to_tensor(reference, track_meta=False).float()
         if self.criterion == "uncertainty":
@@ -313,6 +331,9 @@ class LabelToOneHot(Transform):
     Args:
         num_classes: ``K``.
         ignore_value: the index of ignored voxels (``None``: every value must lie in ``[0, K)``).
+
+    Raises:
+        ValueError: for ``num_classes < 2``.
     """
 
     def __init__(self, num_classes: int, ignore_value: float | None = -1) -> None:

@@ -9,6 +9,8 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform, Transform
 from monai.utils import convert_to_tensor
 
+from ..networks.teacher import normalized_entropy
+
 __all__ = ["PredictiveEntropy", "PredictiveEntropyd"]
 
 
@@ -24,8 +26,7 @@ class PredictiveEntropy(Transform):
         p = convert_to_tensor(probs, track_meta=True).float()
         if p.shape[0] < 2:
             raise ValueError(f"PredictiveEntropy needs K >= 2 probability channels, got shape {tuple(p.shape)}.")
-        ent = -(p * p.clamp_min(1e-8).log()).sum(0, keepdim=True)
-        return ent / torch.log(torch.tensor(float(p.shape[0])))
+        return normalized_entropy(p, dim=0)
 
 
 class PredictiveEntropyd(MapTransform):

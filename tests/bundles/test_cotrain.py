@@ -103,6 +103,27 @@ def test_train_2d_from_teacher_checkpoint(rounds, round_mode, tiny_dataset_2d, t
     _check_outputs(tmp_path / "models", wf, 2)
 
 
+def test_model_selection_never_reads_the_test_split(tiny_dataset_2d, tmp_path, make_bundle_workflow):
+    """METHOD.md, "Model selection": student / teacher and the threshold are chosen on the validation split only.
+    Every test image and label is made unreadable, so a run that touched one would fail; the evaluator that
+    selects must hold exactly the validation cases."""
+    data = tiny_dataset_2d(num_cases=8, size=24, splits={"labeled": 2, "unlabeled": 2, "validation": 2, "test": 2})
+    datalist = json.loads((data / "datalist.json").read_text())
+    for item in datalist["test"]:
+        for key in ("image", "label"):
+            (data / item[key]).write_bytes(b"not an image: selection must never read the test split")
+    ckpt = _fresh_teacher(tmp_path / "phase1" / "teacher.pt", 2, 3)
+    wf = make_bundle_workflow(BUNDLE, ["train"], "train", **_train_overrides(data, tmp_path, [16, 16], str(ckpt)))
+    wf.initialize()
+    wf.run()
+    wf.finalize()
+    evaluator = wf.parser.get_parsed_content("validate#evaluator")
+    seen = {Path(d["image"]).resolve() for d in evaluator.data_loader.dataset.data}
+    assert seen == {(data / d["image"]).resolve() for d in datalist["validation"]}
+    assert evaluator.state.iteration > 0  # validation ran, so a selection was made from these cases
+    assert json.loads((tmp_path / "models" / "model_selection.json").read_text())["network"] in ("student", "teacher")
+
+
 def test_train_3d_profile(tiny_dataset_3d, tmp_path, run_bundle):
     data = tiny_dataset_3d(num_cases=6, size=(16, 20, 12))  # one side smaller than roi_size, one larger
     ckpt = _fresh_teacher(tmp_path / "phase1" / "teacher.pt", 3, 1)

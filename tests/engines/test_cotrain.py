@@ -225,11 +225,7 @@ class RowDraws:
     def draw(self, kind: str, n: int, shape: tuple) -> tuple[torch.Tensor, torch.Tensor]:
         start = self.rows[kind]
         self.rows[kind] += n
-        rows = range(start, start + n)
-        salt = 7919 * self.tag + (0 if kind == "seg" else 104729)
-        t = torch.tensor([(97 * r + 31 * self.tag + (13 if kind == "rec" else 0)) % 1000 for r in rows])
-        noise = torch.cat([make_noise((1, *shape), salt + r, "cpu", torch.float32) for r in rows])
-        return t, noise
+        return _draw(self.tag, kind, start, n, shape)
 
 
 def _losses_with_row_draws(monkeypatch, batch_rounds: bool, seg_loss, rounds: int = 3) -> dict:
@@ -387,3 +383,84 @@ def test_student_must_match_teacher() -> None:
     student = DiffusionTeacher(2, 1, 3, **TINY)
     with pytest.raises(ValueError, match=r"the twin student must match the teacher"):
         make_trainer(teacher, student)
+
+
+# ------------------------------------------------------------------------- the full loss, recomputed from METHOD.md
+def _soft_dice(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """METHOD.md's ``Dice(P, target)``, written out here (not via the project's loss): soft Dice of softmax
+    probabilities against the one-hot hard target, per sample and class, averaged over both (background included)."""
+    p = logits.float().softmax(1)
+    oh = torch.nn.functional.one_hot(target[:, 0].long(), p.shape[1]).movedim(-1, 1).float()
+    dims = tuple(range(2, p.ndim))
+    inter, denom = (p * oh).sum(dims), p.sum(dims) + oh.sum(dims)
+    return (1 - (2 * inter + 1e-5) / (denom + 1e-5)).mean()
+
+
+def _draw(tag: int, kind: str, start: int, n: int, shape: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+    """The deterministic ``t`` and noise of rows ``start .. start + n - 1`` of network ``tag``'s pathway ``kind``."""
+    rows = range(start, start + n)
+    salt = 7919 * tag + (0 if kind == "seg" else 104729)
+    t = torch.tensor([(97 * r + 31 * tag + (13 if kind == "rec" else 0)) % 1000 for r in rows])
+    return t, torch.cat([make_noise((1, *shape), salt + r, "cpu", torch.float32) for r in rows])
+
+
+def _reference_losses(teacher, student, x_l, y, x_u, rounds: int, mode: str, lam: float, w_d: float) -> dict:
+    """METHOD.md, "Phase 2", term by term, from the networks' outputs under the draws of ``RowDraws``
+    (teacher tag 1, student tag 2): ``P_S`` / ``P_T`` are rows ``0..B-1``; round ``j`` reconstructs at rows
+    ``j B .. (j+1) B - 1`` and re-segments at teacher rows ``B + j B ..``."""
+    n_l, x = x_l.shape[0], torch.cat([x_l, x_u])
+    b, k = x.shape[0], teacher.num_classes
+
+    def seg(net, tag, img, start):
+        t, noise = _draw(tag, "seg", start, img.shape[0], (k, *img.shape[2:]))
+        return net.segment(img, t, noise)
+
+    p_s, p_t = seg(student, 2, x, 0), seg(teacher, 1, x, 0)
+    hard = lambda logits: logits.detach().argmax(1, keepdim=True)  # noqa: E731
+    sup_dice = _soft_dice(p_s[:n_l], y) + _soft_dice(p_t[:n_l], y)
+    cps = _soft_dice(p_s[n_l:], hard(p_t[n_l:])) + _soft_dice(p_t[n_l:], hard(p_s[n_l:]))
+    target = torch.cat([y, hard(p_s[n_l:])])  # y on labelled data, argmax P_S on unlabelled data
+    align_l = align_u = rec_l = rec_u = torch.zeros(())
+    cond = p_t
+    for j in range(rounds):
+        t, noise = _draw(1, "rec", j * b, b, tuple(x.shape[1:]))
+        rec = teacher.reconstruct(x, 2 * cond.detach().softmax(1) - 1, t, noise)
+        p_tilde = seg(teacher, 1, rec.x0_hat.detach(), b + j * b)
+        align_l = align_l + _soft_dice(p_tilde[:n_l], target[:n_l])
+        align_u = align_u + _soft_dice(p_tilde[n_l:], target[n_l:])
+        rec_l, rec_u = rec_l + rec.loss[:n_l].mean(), rec_u + rec.loss[n_l:].mean()
+        if mode == "chained":
+            cond = p_tilde
+    c = w_d / rounds
+    unsup = lam * (cps + c * (align_u + rec_u))
+    sup = sup_dice + c * (align_l + rec_l)
+    return {"loss": sup + unsup, "loss_sup": sup, "loss_unsup": unsup, "loss_cps": cps, "loss_sup_dice": sup_dice,
+            "loss_align": (align_l + align_u) / rounds, "loss_rec": (rec_l + rec_u) / rounds,
+            "_targets_differ": bool((hard(p_s[n_l:]) != hard(p_t[n_l:])).any())}
+
+
+@pytest.mark.parametrize(
+    "mode,batch_rounds", [("independent", True), ("independent", False), ("chained", False)],
+    ids=["independent-batched", "independent-loop", "chained"],
+)
+def test_total_loss_equals_the_method_formula(monkeypatch: pytest.MonkeyPatch, mode: str, batch_rounds: bool) -> None:
+    """Every term of ``L = L_sup + L_unsup`` for ``R = 3`` with ``lambda = 0.6`` and ``w_d = 0.7`` (values that
+    make ``lambda`` on the diffusion terms, ``w_d / R`` and the alignment target visible) equals the METHOD.md
+    formula recomputed here from the same networks under the same draws."""
+    rounds, lam, w_d = 3, 0.6, 0.7
+    teacher, student = nets(seed=2)
+    x_l, y, x_u = batch(n_l=2, n_u=3)
+    with monkeypatch.context() as m:
+        RowDraws(m, teacher, 1)
+        RowDraws(m, student, 2)
+        trainer = make_trainer(teacher, student, rounds=rounds, round_mode=mode, batch_rounds=batch_rounds, w_d=w_d,
+                               unsup_weight=lambda e: lam)
+        got = {k: v.detach() for k, v in trainer.compute_losses(x_l, y, x_u, epoch=0).items()}
+    with torch.no_grad():
+        ref = _reference_losses(teacher, student, x_l, y, x_u, rounds, mode, lam, w_d)
+    # guards: the mutations this test must catch change the result on this batch
+    assert ref.pop("_targets_differ"), "argmax P_S and argmax P_T agree everywhere: the alignment target is untested"
+    assert float(ref["loss_align"]) > 0 and float(ref["loss_rec"]) > 0
+    for key, value in ref.items():
+        torch.testing.assert_close(got[key], value.float(), atol=2e-5, rtol=1e-5, msg=key)
+    assert float(got["unsup_weight"]) == pytest.approx(lam)

@@ -9,7 +9,7 @@ from ignite.engine import Events
 from torch.utils.data import DataLoader
 
 from custom_components.engines import TeacherMonitorEvaluator, TeacherPretrainTrainer, class_fractions, permutation_dice
-from custom_components.engines.monitor import OutputAverage
+from custom_components.metrics.output_average import OutputAverage
 from custom_components.networks import ChannelProbe, DiffusionTeacher
 
 torch.set_num_threads(1)
@@ -230,3 +230,44 @@ def test_monitor_evaluator_reports_probe_and_permutation_dice() -> None:
     evaluator.run()
     for key in first:
         assert evaluator.state.metrics[key] == pytest.approx(first[key], abs=1e-7)
+
+
+class _PathwaySpy:
+    """Record the inputs, timesteps and outputs of every call of the teacher's two backbones."""
+
+    def __init__(self, teacher: DiffusionTeacher) -> None:
+        self.calls: dict[str, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = {"S": [], "G": []}
+        for name, net in (("S", teacher.mask_net), ("G", teacher.image_net)):
+            net.register_forward_hook(self._hook(name), with_kwargs=True)
+
+    def _hook(self, name: str):
+        def hook(module, args, kwargs, output):
+            t = args[1] if len(args) > 1 else kwargs["timesteps"]
+            self.calls[name].append((args[0].detach().clone(), t.detach().clone(), output.detach().clone()))
+
+        return hook
+
+
+def test_cycle_loss_equals_the_method_formula() -> None:
+    """METHOD.md, "Phase 1", recomputed from what the two pathways received and returned in one iteration:
+    ``G``'s condition is ``2 softmax(S(.)) - 1`` of ``S``'s output, ``t2`` is drawn afresh (not ``t1``), and
+    ``L_cyc = mean((eps - eps_hat) ** 2)`` with ``eps`` recovered from ``x_t2 = sqrt(abar) x + sqrt(1 - abar) eps``."""
+    teacher, _, opt, _ = build(with_probe=False)
+    spy = _PathwaySpy(teacher)
+    data = make_data(c=1, n=8, labels="none")
+    loader = DataLoader(data, batch_size=8, shuffle=False)
+    trainer = TeacherPretrainTrainer(device="cpu", max_epochs=1, train_data_loader=loader, teacher=teacher, optimizer=opt)
+    torch.manual_seed(3)
+    trainer.run()
+    (s_in, t1, s_out), = spy.calls["S"]
+    (g_in, t2, eps_hat), = spy.calls["G"]
+    x = torch.stack([d["image"] for d in data])
+    c, k = x.shape[1], teacher.num_classes
+    assert torch.equal(s_in[:, k:], x)  # S sees concat[m_t, x]
+    assert not torch.equal(t1, t2), "the reconstruction reuses the segmentation's noise level t1"
+    x_t, cond = g_in[:, :c], g_in[:, c:]
+    torch.testing.assert_close(cond, 2 * s_out.float().softmax(1) - 1, atol=1e-6, rtol=0)
+    abar = teacher.scheduler.alphas_cumprod[t2].reshape(-1, 1, 1, 1).float()
+    eps = (x_t - abar.sqrt() * x) / (1 - abar).sqrt()
+    expected = ((eps - eps_hat) ** 2).mean()
+    torch.testing.assert_close(trainer.state.output["loss_cyc"], expected, atol=1e-4, rtol=1e-4)

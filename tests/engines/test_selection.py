@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from custom_components.engines import DualNetworkEvaluator, SelectedModelSaver, dice_per_threshold
+from custom_components.engines import DualNetworkEvaluator, dice_per_threshold
+from custom_components.handlers import SelectedModelSaver
 from custom_components.networks import DiffusionTeacher, MaskPathwaySegmenter
 
 torch.set_num_threads(1)

@@ -1,4 +1,4 @@
-"""Tests for custom_components.handlers.checkpoint (atomic writes, fallback, resume, best model, NaN stop)."""
+"""Tests for the checkpoint handlers (handlers.resumable, best_model, nan_guard) and runtime.files / runtime.rng."""
 
 from __future__ import annotations
 
@@ -11,16 +11,10 @@ import pytest
 import torch
 from ignite.engine import Engine, Events
 
-from custom_components.handlers import checkpoint as ckpt_mod
-from custom_components.handlers.checkpoint import (
-    BestModelSaver,
-    NaNGuard,
-    NonFiniteLossError,
-    ResumableCheckpoint,
-    atomic_torch_save,
-    capture_rng_state,
-    restore_rng_state,
-)
+from custom_components.handlers import BestModelSaver, NaNGuard, NonFiniteLossError, ResumableCheckpoint
+from custom_components.handlers import resumable as ckpt_mod
+from custom_components.runtime import files as files_mod
+from custom_components.runtime import atomic_torch_save, capture_rng_state, restore_rng_state
 
 
 def _make_run(save_dir, max_epochs: int, losses=None, with_best: bool = False, metric_values=None):
@@ -69,13 +63,24 @@ def test_atomic_save_crash_keeps_old_file(tmp_path, monkeypatch):
         f.write(b"PK\x03\x04 partial")
         raise OSError("disk full (simulated crash)")
 
-    monkeypatch.setattr(ckpt_mod.torch, "save", crashing_save)
+    monkeypatch.setattr(files_mod.torch, "save", crashing_save)
     with pytest.raises(OSError, match="simulated crash"):
         atomic_torch_save({"a": torch.zeros(3)}, path, keep_previous=True)
     monkeypatch.undo()
     assert torch.equal(torch.load(path, weights_only=True)["a"], torch.ones(3))
     assert not (tmp_path / "state.pt.prev").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state.pt"], "temporary file left behind"
+
+
+def test_atomic_write_json_replaces_whole_files_and_keeps_the_old_one_on_bad_input(tmp_path):
+    path = tmp_path / "summary.json"
+    files_mod.atomic_write_json({"a": 1}, path)
+    files_mod.atomic_write_json({"a": 2, "b": [1, 2]}, path)
+    assert json.loads(path.read_text()) == {"a": 2, "b": [1, 2]}
+    with pytest.raises(TypeError):
+        files_mod.atomic_write_json({"a": object()}, path)
+    assert json.loads(path.read_text()) == {"a": 2, "b": [1, 2]}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"], "temporary file left behind"
 
 
 def test_rng_roundtrip():

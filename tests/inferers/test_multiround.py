@@ -61,6 +61,8 @@ def test_errors():
         MultiRoundPseudoLabelInferer(rounds=-1)
     with pytest.raises(ValueError, match="round_mode must be 'independent' or 'chained'"):
         MultiRoundPseudoLabelInferer(round_mode="serial")
+    with pytest.raises(ValueError, match="round_mode must be 'independent' or 'chained', got 'serial'"):
+        multi_round_probabilities(teacher, torch.randn(1, 3, 8, 8), rounds=1, round_mode="serial")
     with pytest.raises(ValueError, match=r"has 1 channel\(s\) but the teacher expects in_channels=3"):
         MultiRoundPseudoLabelInferer()(torch.randn(1, 1, 8, 8), teacher)
     with pytest.raises(ValueError, match="expected a 2D batch"):

@@ -1,4 +1,4 @@
-"""``custom_components.engines.distributed``: DDP-wrapped backbones keep the checkpoint format and average gradients."""
+"""``custom_components.runtime.distributed``: DDP-wrapped backbones keep the checkpoint format and average gradients."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from custom_components.engines import distributed as D
+from custom_components.runtime import distributed as D
 from custom_components.networks import DiffusionTeacher
 from custom_components.networks.teacher import make_noise
 
@@ -73,7 +73,7 @@ def test_wrapped_state_dict_has_single_process_keys(single_process_group):
     # a single-process checkpoint loads into the wrapped model and vice versa (strict)
     other = _teacher(1)
     wrapped.load_state_dict(other.state_dict())
-    assert torch.equal(D.unwrap(wrapped.mask_net).out[2].conv.weight, other.mask_net.out[2].conv.weight)
+    assert torch.equal(D.unwrap_module(wrapped.mask_net).out[2].conv.weight, other.mask_net.out[2].conv.weight)
     plain.load_state_dict(wrapped.state_dict())
     with pytest.raises(AttributeError, match="has no backbone 'nope'"):
         D.wrap_backbones(_teacher(), ["nope"])

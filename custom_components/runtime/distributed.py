@@ -13,7 +13,7 @@ CPU.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -28,7 +28,8 @@ __all__ = [
     "is_rank_zero",
     "rank",
     "rank_zero_handlers",
-    "unwrap",
+    "strip_module_prefix",
+    "unwrap_module",
     "wrap_backbones",
 ]
 
@@ -56,18 +57,22 @@ def init_distributed(device: torch.device | str | None = None, backend: str | No
     Args:
         device: the training device (``None``: :func:`distributed_device`).
         backend: ``nccl`` or ``gloo``; ``None`` chooses nccl for a CUDA device and gloo otherwise.
+
+    Raises:
+        RuntimeError: when the ``torchrun`` environment variables are missing.
+        ValueError: for a backend other than ``nccl`` / ``gloo``.
     """
     device = torch.device(device) if device is not None else distributed_device()
     missing = [k for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
     if not dist.is_initialized() and missing:
         raise RuntimeError(
-            f"engines/distributed.py: environment variables {missing} are not set; launch multi_gpu_train.json with "
+            f"runtime/distributed.py: environment variables {missing} are not set; launch multi_gpu_train.json with "
             "'torchrun --nproc_per_node=N -m monai.bundle run ...'."
         )
     if backend is None:
         backend = "nccl" if device.type == "cuda" else "gloo"
     if backend not in ("nccl", "gloo"):
-        raise ValueError(f"engines/distributed.py: backend must be 'nccl' or 'gloo', got {backend!r}.")
+        raise ValueError(f"runtime/distributed.py: backend must be 'nccl' or 'gloo', got {backend!r}.")
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if not dist.is_initialized():
@@ -104,13 +109,23 @@ class StateDictTransparentDDP(DistributedDataParallel):
             state_dict[prefix + "module." + key[len(prefix):]] = state_dict.pop(key)
 
 
-def unwrap(module: nn.Module) -> nn.Module:
-    """The module inside a ``DistributedDataParallel`` wrapper (``module`` itself otherwise).
+def unwrap_module(obj: Any) -> Any:
+    """Return ``obj.module`` for ``DataParallel`` / ``DistributedDataParallel`` wrappers, else ``obj``.
 
     Args:
-        module: a module, wrapped or not.
+        obj: a network, possibly wrapped for data parallelism, or any other object.
     """
-    return module.module if isinstance(module, DistributedDataParallel) else module
+    if isinstance(obj, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)):
+        return obj.module
+    return obj
+
+
+def strip_module_prefix(state_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """Drop a leading ``module.`` from every key when *all* keys carry it (a state dict saved from a DDP wrapper)."""
+    keys = list(state_dict.keys())
+    if keys and all(isinstance(k, str) and k.startswith("module.") for k in keys):
+        return {k[len("module.") :]: v for k, v in state_dict.items()}
+    return dict(state_dict)
 
 
 def wrap_backbones(
@@ -131,6 +146,9 @@ def wrap_backbones(
         names: the backbone attributes to wrap (the student of co-training trains only ``mask_net``).
         device: the device of the backbones (``None``: that of their first parameter).
         ddp_kwargs: extra ``DistributedDataParallel`` arguments (default ``broadcast_buffers=False``).
+
+    Raises:
+        AttributeError: when ``network`` has no backbone of a given name.
     """
     if not (dist.is_available() and dist.is_initialized()):
         return network
@@ -138,7 +156,7 @@ def wrap_backbones(
     for name in names:
         sub = getattr(network, name, None)
         if not isinstance(sub, nn.Module):
-            raise AttributeError(f"engines/distributed.py: {type(network).__name__} has no backbone '{name}' to wrap.")
+            raise AttributeError(f"runtime/distributed.py: {type(network).__name__} has no backbone '{name}' to wrap.")
         if isinstance(sub, DistributedDataParallel):
             continue
         dev = torch.device(device) if device is not None else next(sub.parameters()).device
