@@ -2,9 +2,10 @@
 
 ``python -m monai.bundle run ... --tracking mlflow`` appends MONAI's ``MLFlowHandler`` to ``train#handlers`` with
 ``output_transform=from_engine(['loss'], first=True)``, which expects a decollated list of dicts; the diffusion
-trainers output one dict of named loss terms. The training configs call :func:`use_output_transform` in
-``initialize`` with the transform their ``StatsHandler`` and ``TensorBoardStatsHandler`` use (``loss_terms``), so
-MLflow logs every term as a named scalar.
+trainers output one dict of named loss terms. The training configs call :func:`use_output_transform` first in
+``run`` (in ``initialize`` it would build the handlers before ``multi_gpu_train.json`` wraps the networks) with the
+transform their ``StatsHandler`` and ``TensorBoardStatsHandler`` use (``loss_terms``), so MLflow logs every term
+as a named scalar.
 """
 
 from __future__ import annotations
