@@ -5,6 +5,7 @@ Examples:
     python scripts/make_synthetic.py --out /tmp/synthetic2d
     python scripts/make_synthetic.py --out /tmp/synthetic3d --spatial-dims 3 --num-cases 40 --image-size 48
     python scripts/make_synthetic.py --out /tmp/syn --labeled-ratio 0.1 --seed 0   # also writes splits/...
+    python scripts/make_synthetic.py --out /tmp/syn4 --num-classes 4 --rare-class-prob 0.3   # 4 classes, one rare
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spatial-dims", type=int, default=2, choices=(2, 3))
     p.add_argument("--num-cases", type=int, default=120)
     p.add_argument("--image-size", type=int, nargs="+", default=None, help="one int or one per axis")
-    p.add_argument("--num-classes", type=int, default=2)
+    p.add_argument("--num-classes", type=int, default=2,
+                   help="classes incl. background: 2 binary; 3 adds a core inside each lesion; 4.. add striped structures")
+    p.add_argument("--rare-class-prob", type=float, default=1.0,
+                   help="with --num-classes >= 4: probability that the last class (made small) appears in a case")
     p.add_argument("--in-channels", type=int, default=None, help="default 3 (2D) / 1 (3D)")
     p.add_argument("--seed", type=int, default=0, help="generator seed (also the split seed)")
     p.add_argument("--spacing", type=float, nargs="+", default=[1.0], help="3D voxel spacing")
@@ -47,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.time()
     path = make_synthetic_dataset(
         a.out, spatial_dims=a.spatial_dims, num_cases=a.num_cases, image_size=size, num_classes=a.num_classes,
-        in_channels=a.in_channels, seed=a.seed, spacing=spacing,
+        in_channels=a.in_channels, seed=a.seed, spacing=spacing, rare_class_prob=a.rare_class_prob,
     )
     meta = json.loads(path.read_text())
     print(f"wrote {len(meta['cases'])} cases ({meta['spatial_dims']}D, size {meta['image_size']}, "

@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from custom_components.networks import DiffusionTeacher
     from custom_components.visualize import plot_curves, qualitative_panel
-    from run_experiments import environment_info  # scripts/ is on sys.path when this script runs
+    from custom_components.experiments import environment_info, relative_path
 
     datalist = args.datalist or args.dataset_dir / "splits" / "datalist_r0.1_s0.json"
     meta = args.dataset_dir / "datalist.json"
@@ -135,8 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     def _validated(engine):
         m = engine.state.metrics
         val_curve.append({"epoch": trainer.state.epoch, "iteration": trainer.state.iteration,
-                          **{k: round(float(m[k]), 4) for k in ("val_best_assignment_dice", "val_probe_dice",
-                                                                 "val_frac_class1", "val_rec_mse") if k in m}})
+                          **{k: round(float(m[k]), 4) for k in m if k.startswith("val_frac_class")
+                             or k in ("val_best_assignment_dice", "val_probe_dice", "val_rec_mse")}})
 
     @trainer.on(Events.ITERATION_COMPLETED)
     def _collect(engine):
@@ -163,8 +163,10 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     plot_curves(history, args.out / "phase1_loss.png", title="phase 1: cycle-consistency loss (epoch means)")
     if val_curve:
+        fracs = sorted((k for k in val_curve[0] if k.startswith("val_frac_class")), key=lambda k: int(k[14:]))
         plot_curves({"best-assignment Dice (val)": [v.get("val_best_assignment_dice", np.nan) for v in val_curve],
-                     "fraction of pixels in channel 1 (val)": [v.get("val_frac_class1", np.nan) for v in val_curve]},
+                     **{f"fraction of pixels in channel {k[14:]} (val)": [v.get(k, np.nan) for v in val_curve]
+                        for k in fracs}},
                     args.out / "phase1_validation.png", xlabel=f"validation run (one every {val_interval} epochs)",
                     title=f"phase 1 monitor ({val_curve[0]['iteration']}..{val_curve[-1]['iteration']} iterations)")
     n = min(6, x_va.shape[0])
@@ -178,14 +180,15 @@ def main(argv: list[str] | None = None) -> int:
         args.out / "phase1_masks.png",
         mode="mask",
     )
-    cmd = "python scripts/phase1_report.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    cmd = "python scripts/phase1_report.py " + " ".join(
+        relative_path(a) if a.startswith("/") else a for a in (sys.argv[1:] if argv is None else argv))
     rows = [("untrained (same init)", res_u), ("pretrained (phase 1)", res_p)]
     lines = [
         f"# Phase 1 on {data_name}: pretrained vs untrained teacher",
         "",
         f"- command: `{cmd}`",
         f"- hardware: {environment_info()['device']}, {torch.get_num_threads()} torch threads; torch {torch.__version__}; wall time of phase 1: {wall:.0f} s",
-        f"- data: `{datalist}` ({x_tr.shape[0]} labelled images train the probes, {x_va.shape[0]} validation images)",
+        f"- data: `{relative_path(datalist)}` ({x_tr.shape[0]} labelled images train the probes, {x_va.shape[0]} validation images)",
         f"- phase 1: {args.epochs} epochs, batch {args.batch_size}, roi {args.roi}, channels {args.channels}; "
         "labels never update the teacher",
         f"- probes: a fresh 1x1 conv per teacher, {args.probe_steps} Adam steps on the labelled split, teacher frozen",
@@ -206,10 +209,10 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if val_curve:
         lines += ["## The bundle's monitor during phase 1 (validation split)", "",
-                  "| epoch | iteration | best-assignment Dice | in-bundle probe Dice | fraction in channel 1 | reconstruction MSE |",
+                  "| epoch | iteration | best-assignment Dice | in-bundle probe Dice | fraction per channel | reconstruction MSE |",
                   "|---|---|---|---|---|---|"]
         lines += [f"| {v['epoch']} | {v['iteration']} | {100 * v.get('val_best_assignment_dice', np.nan):.1f} | "
-                  f"{100 * v.get('val_probe_dice', np.nan):.1f} | {v.get('val_frac_class1', np.nan):.3f} | "
+                  f"{100 * v.get('val_probe_dice', np.nan):.1f} | {' / '.join(f'{v[k]:.3f}' for k in fracs)} | "
                   f"{v.get('val_rec_mse', np.nan):.4f} |" for v in val_curve]
         lines += ["", "![validation](phase1_validation.png)", ""]
     (args.out / "phase1.md").write_text("\n".join(lines))

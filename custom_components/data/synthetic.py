@@ -89,6 +89,7 @@ def synth_case(
     max_hairs: int = 3,
     noise_std: float = 0.04,
     bias_strength: float = 0.3,
+    rare_class_prob: float = 1.0,
 ) -> SyntheticCase:
     """Generate one synthetic case in any dimension.
 
@@ -102,6 +103,8 @@ def synth_case(
         max_hairs: maximum number of thin dark curvilinear clutter structures.
         noise_std: standard deviation of the additive Gaussian noise (image range about [0, 1]).
         bias_strength: amplitude of the multiplicative bias field.
+        rare_class_prob: with ``num_classes > 3``, the probability that the last class appears in a case (then as
+            one short, bright rod); 1.0 keeps it in every case as the other rod classes. Makes a small, rare class.
 
     Returns:
         ``(image, label)``: image float32 of shape ``(in_channels, *image_size)`` in [0, 1]; label uint8 of shape
@@ -166,9 +169,12 @@ def synth_case(
 
     # further classes: separate elongated striped structures
     for cls in range(3, num_classes):
-        for _ in range(int(rng.integers(1, 3))):
+        rare = cls == num_classes - 1 and rare_class_prob < 1.0
+        present = rng.uniform() < rare_class_prob if rare else True  # no draw by default: same data as before
+        n_struct = int(rng.integers(1, 3))
+        for _ in range((1 if rare else n_struct) if present else 0):
             r = np.full(nd, rng.uniform(0.04, 0.07), np.float32)
-            r[0] = rng.uniform(0.12, 0.25)
+            r[0] = rng.uniform(0.12, 0.25) * (0.6 if rare else 1.0)
             c = rng.uniform(0.2, 0.8, nd).astype(np.float32)
             rot = _random_rotation(rng, nd)
             d = _ellipsoid_distance(grid, c, r, rot)
@@ -178,7 +184,7 @@ def synth_case(
             stripes = 0.5 + 0.5 * np.sin(2 * np.pi * freq * u)
             prof = ndimage.gaussian_filter(m.astype(np.float32), 0.5)
             k = rng.uniform(0.2, 0.45) * tint()
-            sign = -1.0 if cls % 2 else 1.0
+            sign = 1.0 if rare else (-1.0 if cls % 2 else 1.0)  # the rare rod is bright: small but learnable
             image = image * (1.0 + sign * k.reshape((-1,) + (1,) * nd) * (prof * (0.4 + 0.6 * stripes))[None])
             label[m] = cls
 
@@ -216,6 +222,7 @@ def make_synthetic_dataset(
     noise_std: float = 0.04,
     bias_strength: float = 0.3,
     name: str | None = None,
+    rare_class_prob: float = 1.0,
 ) -> Path:
     """Write a synthetic dataset (images, labels and ``datalist.json``) under ``out_dir``.
 
@@ -239,6 +246,8 @@ def make_synthetic_dataset(
         noise_std: standard deviation of the additive image noise.
         bias_strength: amplitude of the multiplicative bias field.
         name: dataset name stored in the datalist (default ``synthetic{spatial_dims}d``).
+        rare_class_prob: with ``num_classes > 3``, the probability that the last class (a small structure) appears
+            in a case; 1.0 (default) keeps it in every case.
 
     Returns:
         Path of the written ``datalist.json``.
@@ -249,6 +258,8 @@ def make_synthetic_dataset(
         raise ValueError(f"num_cases must be >= 1, got {num_cases}.")
     if num_classes < 2 or num_classes > 255:
         raise ValueError(f"num_classes must be in [2, 255], got {num_classes}.")
+    if not 0.0 <= rare_class_prob <= 1.0:
+        raise ValueError(f"rare_class_prob must be in [0, 1], got {rare_class_prob}.")
     if in_channels is None:
         in_channels = 3 if spatial_dims == 2 else 1
     if spatial_dims == 2 and in_channels not in (1, 3):
@@ -273,7 +284,7 @@ def make_synthetic_dataset(
         rng = np.random.default_rng([int(seed), i])
         img, lab = synth_case(
             rng, size, num_classes=num_classes, in_channels=in_channels, noise_std=noise_std,
-            bias_strength=bias_strength,
+            bias_strength=bias_strength, rare_class_prob=rare_class_prob,
         )
         fname = f"case_{i:04d}{ext}"
         if spatial_dims == 2:
@@ -292,6 +303,8 @@ def make_synthetic_dataset(
         "source": "custom_components.data.synthetic.make_synthetic_dataset",
         "image_size": size,
     }
+    if rare_class_prob < 1.0 and num_classes > 3:
+        meta["rare_class_prob"] = float(rare_class_prob)
     if spatial_dims == 3:
         meta["spacing"] = sp
     meta["cases"] = cases

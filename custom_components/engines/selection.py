@@ -15,10 +15,10 @@ from monai.engines.utils import IterationEvents
 from monai.inferers import Inferer, SimpleInferer
 from monai.utils import CommonKeys
 
-from ..metrics.dice import label_dice, mask_dice
+from ..metrics.dice import dice_from_counts, label_dice, mask_dice
 from .base import plain
 
-__all__ = ["DualNetworkEvaluator", "SELECTION_EMPTY_DICE", "dice_per_threshold"]
+__all__ = ["DualNetworkEvaluator", "SELECTION_EMPTY_DICE", "class_overlap_counts", "dice_per_threshold"]
 
 #: Dice of an empty prediction of an empty reference during selection: a correct answer (see ``metrics/dice.py``)
 SELECTION_EMPTY_DICE = 1.0
@@ -26,7 +26,10 @@ SELECTION_EMPTY_DICE = 1.0
 
 def dice_per_threshold(probs: torch.Tensor, label: torch.Tensor, thresholds: torch.Tensor | None) -> torch.Tensor:
     """Per-case foreground Dice for a batch: ``(B, len(thresholds))`` for binary tasks with a sweep,
-    else ``(B, 1)`` (argmax, mean over foreground classes). Empty prediction and empty reference give 1.
+    else ``(B, 1)`` (argmax). Binary: empty prediction and empty reference give 1. Multi-class (``K > 2``): the
+    mean over the foreground classes that the case holds or the network predicts, as the test protocols compute
+    it (a class empty in both is left out, NaN when every class is): counting such a class as 1 would reward a
+    network that never predicts a rare class in every case without it.
 
     Args:
         probs: probabilities ``(B, K, *spatial)``.
@@ -38,7 +41,26 @@ def dice_per_threshold(probs: torch.Tensor, label: torch.Tensor, thresholds: tor
     if k == 2 and thresholds is not None:
         fg, yt = probs[:, 1], y == 1
         return torch.stack([mask_dice(fg >= thr, yt, empty=SELECTION_EMPTY_DICE) for thr in thresholds.tolist()], 1)
-    return label_dice(probs.argmax(1), y, k, empty=SELECTION_EMPTY_DICE).mean(1, keepdim=True)
+    if k == 2:
+        return label_dice(probs.argmax(1), y, k, empty=SELECTION_EMPTY_DICE)
+    # K > 2: a class empty in both is left out of the case's mean (NaN), as in the test protocols
+    return label_dice(probs.argmax(1), y, k, empty=float("nan")).nanmean(1, keepdim=True)
+
+
+def class_overlap_counts(probs: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    """Pixel counts of the argmax prediction per foreground class, summed over the batch: ``(3, K - 1)`` rows
+    ``intersection``, ``predicted``, ``reference``; pooled Dice of class ``c`` is ``dice_from_counts(*rows)``.
+
+    Args:
+        probs: probabilities ``(B, K, *spatial)``.
+        label: labels ``(B, 1, *spatial)``.
+    """
+    k = probs.shape[1]
+    pred = probs.argmax(1).flatten()
+    y = label[:, 0].long().flatten()
+    classes = torch.arange(1, k, device=probs.device)
+    p, t = pred[None] == classes[:, None], y[None] == classes[:, None]
+    return torch.stack([(p & t).sum(1), p.sum(1), t.sum(1)]).double()
 
 
 class DualNetworkEvaluator(Evaluator):
@@ -48,7 +70,9 @@ class DualNetworkEvaluator(Evaluator):
     threshold of the sweep (binary) or of the argmax (multi-class). At the end of the run the best
     (network, threshold) pair is chosen by mean per-case Dice; ``engine.state.metrics`` then holds
     ``val_dice`` (the selected pair's Dice, the key metric), ``val_dice_<name>`` (each network at its best
-    threshold) and ``val_threshold``; ``engine.state.selection`` holds the choice.
+    threshold), ``val_threshold``, and per foreground class ``c`` the argmax Dice pooled over all validation
+    pixels, ``val_dice_<name>_class<c>``, and the predicted pixel fraction ``val_frac_<name>_class<c>`` (so that a
+    class one network stops predicting shows in the log); ``engine.state.selection`` holds the choice.
 
     Args:
         device: device.
@@ -96,6 +120,8 @@ class DualNetworkEvaluator(Evaluator):
         else:
             self.thresholds = None
         self._curves: dict[str, list[torch.Tensor]] = {}
+        self._counts: dict[str, torch.Tensor] = {}
+        self._num_pixels = 0
         # selection runs before any handler (stats, model saver) reads the metrics
         self.add_event_handler(Events.EPOCH_STARTED, self._reset)
         self.add_event_handler(Events.EPOCH_COMPLETED, self._select)
@@ -104,6 +130,8 @@ class DualNetworkEvaluator(Evaluator):
 
     def _reset(self, engine: Engine) -> None:
         self._curves = {name: [] for name in self.networks}
+        self._counts = {name: torch.zeros(()) for name in self.networks}
+        self._num_pixels = 0
 
     def _iteration(self, engine: Engine, batchdata: dict) -> dict:
         x = plain(batchdata[CommonKeys.IMAGE]).to(engine.state.device).float()
@@ -115,7 +143,9 @@ class DualNetworkEvaluator(Evaluator):
                 probs = self.inferer(x, net).float()
                 k = probs.shape[1]
                 self._curves[name].append(dice_per_threshold(probs, y, self.thresholds if k == 2 else None).cpu())
+                self._counts[name] = self._counts[name] + class_overlap_counts(probs, y).cpu()
                 out[f"{CommonKeys.PRED}_{name}"] = probs
+        self._num_pixels += y[:, 0].numel()
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return out
@@ -123,13 +153,18 @@ class DualNetworkEvaluator(Evaluator):
     def _select(self, engine: Engine) -> None:
         best = None
         for name, curves in self._curves.items():
-            mean = torch.cat(curves).mean(0)
+            mean = torch.cat(curves).nanmean(0).nan_to_num(1.0)  # NaN: no class in any case, nothing predicted
             i = int(mean.argmax())
             thr = float(self.thresholds[i]) if mean.numel() > 1 and self.thresholds is not None else 0.5
             engine.state.metrics[f"val_dice_{name}"] = float(mean[i])
             if mean.numel() > 1:
                 i05 = int(torch.argmin((self.thresholds - 0.5).abs()))
                 engine.state.metrics[f"val_dice_{name}_at_0.5"] = float(mean[i05])
+            inter, pred, ref = self._counts[name]
+            for c in range(inter.numel()):
+                engine.state.metrics[f"val_dice_{name}_class{c + 1}"] = dice_from_counts(
+                    float(inter[c]), float(pred[c]), float(ref[c]), empty=float("nan"))
+                engine.state.metrics[f"val_frac_{name}_class{c + 1}"] = float(pred[c]) / max(1, self._num_pixels)
             if best is None or float(mean[i]) > best["dice"]:
                 best = {"network": name, "threshold": round(thr, 4), "dice": float(mean[i])}
         engine.state.selection = best

@@ -6,6 +6,9 @@ caller states what it means by passing ``empty``:
 - model selection (``DualNetworkEvaluator``), the phase-1 probe Dice and the benchmark's agreement score pass
   ``1.0``: an empty prediction of an empty reference is a correct answer and must count in the mean that picks
   a network or a threshold (``NaN`` would drop the case, so a threshold that empties it would cost nothing);
+  with more than one foreground class, selection passes ``NaN`` per class and averages the classes a case holds
+  or predicts, as the test report does: a free 1.0 for every case without a rare class would favour the
+  network that never predicts it;
 - the test report (``compute_case_metrics``) passes ``NaN``: the case is flagged ``empty_both`` and left out of
   mean and std, as the protocols document (``EMPTY_CASES_DOC``).
 

@@ -13,6 +13,7 @@ from .teacher import (
 from .probe import ChannelProbe
 from .rounds import RoundMode
 from .io import check_weights, describe_architecture, load_teacher_weights
+from .class_alignment import align_teacher_classes, best_class_order, channel_class_dice, permute_teacher_classes
 
 __all__ = [
     "ChannelProbe",
@@ -20,8 +21,11 @@ __all__ = [
     "MaskPathwaySegmenter",
     "Reconstruction",
     "RoundMode",
+    "align_teacher_classes",
     "background_mask",
+    "best_class_order",
     "build_backbone",
+    "channel_class_dice",
     "check_spatial_size",
     "check_weights",
     "describe_architecture",
@@ -29,5 +33,6 @@ __all__ = [
     "make_noise",
     "normalized_entropy",
     "one_hot_mask",
+    "permute_teacher_classes",
     "probabilities_to_mask",
 ]

@@ -84,6 +84,26 @@ class MaskPathwaySegmenter(nn.Module):
         self.register_buffer("fg_logit_offset", torch.zeros(()))
         self.set_threshold(threshold)
 
+    @classmethod
+    def from_teacher(cls, teacher: nn.Module, num_draws: int = 1, threshold: float = 0.5) -> MaskPathwaySegmenter:
+        """A deployable view of a ``DiffusionTeacher``'s mask pathway (shared, not copied).
+
+        The schedule, inference ``t`` and noise seed are the teacher's, so the view predicts what the teacher's
+        ``predict`` does; used for validation of both co-trained networks (``student_view`` / ``teacher_view``).
+
+        Args:
+            teacher: a ``DiffusionTeacher`` (the cotrain student is one too).
+            num_draws: ensemble size.
+            threshold: the binary foreground threshold.
+        """
+        return cls(
+            teacher.spatial_dims, teacher.in_channels, teacher.num_classes,
+            channels=(1,) * teacher.num_levels,  # only its length (the level count) is read when mask_net is given
+            mask_net=teacher.mask_net, num_train_timesteps=teacher.num_train_timesteps, schedule=teacher.schedule,
+            schedule_args=teacher.schedule_args, timestep=teacher.infer_timestep, seed=teacher.infer_seed,
+            num_draws=num_draws, threshold=threshold,
+        )
+
     def set_threshold(self, threshold: float) -> None:
         """Fold a binary foreground threshold into the output (ignored for multi-class).
 

@@ -61,6 +61,25 @@ def test_multiclass_has_all_classes(nd):
     assert seen == {0, 1, 2, 3}
 
 
+@pytest.mark.parametrize("nd", [2, 3])
+def test_rare_class_is_small_and_in_a_fraction_of_cases(nd):
+    size = [32] * 2 if nd == 2 else [24] * 3
+    present, pixels = [], np.zeros(4)
+    for i in range(20):
+        rng = np.random.default_rng([0, i])
+        _, lab = synth_case(rng, size, num_classes=4, rare_class_prob=0.4)
+        counts = np.bincount(lab.ravel(), minlength=4)
+        present.append(counts[3] > 0)
+        pixels += counts
+        _, always = synth_case(np.random.default_rng([0, i]), size, num_classes=4)
+        _, default = synth_case(np.random.default_rng([0, i]), size, num_classes=4, rare_class_prob=1.0)
+        assert np.array_equal(always, default)  # the default data does not change
+    assert 0 < sum(present) < 20
+    assert pixels[3] < pixels[2] and pixels[3] < pixels[1]
+    _, none = synth_case(np.random.default_rng([0, 0]), size, num_classes=4, rare_class_prob=0.0)
+    assert 3 not in np.unique(none)
+
+
 def test_not_solvable_by_thresholding():
     """Best global threshold (on grey, and on grey divided by its local mean) stays far from a perfect Dice."""
     imgs, labs = [], []
@@ -98,6 +117,7 @@ def test_distractors_present_in_background():
         ({"in_channels": 2}, "in_channels"),
         ({"image_size": 4}, "image_size"),
         ({"image_size": [16, 16, 16]}, "image_size"),
+        ({"num_classes": 4, "rare_class_prob": 1.5}, "rare_class_prob"),
     ],
 )
 def test_invalid_arguments(tmp_path, kwargs, msg):

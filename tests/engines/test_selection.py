@@ -54,6 +54,54 @@ def test_dice_per_threshold_multiclass_argmax_mean_over_foreground() -> None:
     torch.testing.assert_close(d, torch.tensor([[(2 / 3 + 1) / 2]], dtype=torch.float64))
 
 
+def test_dice_per_threshold_multiclass_leaves_out_classes_empty_in_both() -> None:
+    # K = 4; case 0 has no class 3 and predicts none: its mean is over classes 1, 2 only (a free 1.0 for the
+    # absent class would favour networks that never predict a rare class); case 1 misses class 3 -> 0 counts
+    pred = torch.tensor([[1, 1, 2, 2], [1, 1, 2, 2]])
+    label = torch.tensor([[0, 1, 2, 2], [1, 1, 2, 3]])
+    probs = torch.nn.functional.one_hot(pred, 4).movedim(-1, 1).float().reshape(2, 4, 1, 4)
+    d = dice_per_threshold(probs, label.reshape(2, 1, 1, 4), None)
+    torch.testing.assert_close(d, torch.tensor([[(2 / 3 + 1) / 2], [(1 + 2 / 3 + 0) / 3]], dtype=torch.float64))
+    background = torch.zeros(1, 1, 1, 4, dtype=torch.long)  # nothing anywhere: undefined, left to the caller
+    assert torch.isnan(dice_per_threshold(torch.nn.functional.one_hot(background[:, 0], 4).movedim(-1, 1).float(),
+                                          background, None)).all()
+
+
+def test_multiclass_selection_does_not_reward_never_predicting_a_rare_class() -> None:
+    # 6 validation cases, class 3 only in cases 4 and 5. Both networks get classes 1 and 2 half right (Dice 0.5)
+    # everywhere. "silent" never predicts class 3; "rare" finds it in both cases and puts a false positive in
+    # cases 0-2. Counting the absent class as 1 per case would pick "silent" (0.556 vs 0.500); leaving it out
+    # (the test protocols' per-case mean) picks "rare" (0.472 vs 0.444).
+    n = 6
+    label = torch.zeros(n, 1, 4, 4, dtype=torch.long)
+    label[:, 0, 0, :2], label[:, 0, 1, :2] = 1, 2
+    label[4:, 0, 3, :2] = 3
+    pred = torch.zeros(n, 4, 4, dtype=torch.long)
+    pred[:, 0, 0], pred[:, 0, 2], pred[:, 1, 0], pred[:, 1, 2] = 1, 1, 2, 2
+    rare_pred = pred.clone()
+    rare_pred[4:, 3, :2] = 3
+    rare_pred[:3, 3, 3] = 3
+
+    class Lookup(torch.nn.Module):  # the stored probabilities of case i (image value i)
+        def __init__(self, lab):
+            super().__init__()
+            self.out = torch.nn.functional.one_hot(lab, 4).movedim(-1, 1).float()
+
+        def forward(self, x):
+            return self.out[x[:, 0, 0, 0].long()]
+
+    loader = [{"image": torch.arange(float(n))[:, None, None, None].expand(n, 1, 4, 4), "label": label}]
+    ev = DualNetworkEvaluator("cpu", loader, {"silent": Lookup(pred), "rare": Lookup(rare_pred)}, threshold_step=None)
+    ev.run()
+    m = ev.state.metrics
+    assert ev.state.selection["network"] == "rare"
+    assert m["val_dice_silent"] == pytest.approx((4 * 0.5 + 2 * 1 / 3) / 6)
+    assert m["val_dice_rare"] == pytest.approx((3 * 1 / 3 + 0.5 + 2 * 2 / 3) / 6)
+    assert m["val_dice_silent_class3"] == 0.0 and m["val_frac_silent_class3"] == 0.0
+    assert m["val_dice_rare_class3"] == pytest.approx(2 * 4 / (7 + 4)) and m["val_dice_rare_class1"] == 0.5
+    assert m["val_frac_rare_class3"] == pytest.approx(7 / (n * 16))
+
+
 def test_dice_per_threshold_binary_without_sweep_is_argmax() -> None:
     fg = torch.tensor([[0.9, 0.4], [0.2, 0.6]])
     probs = torch.stack([1 - fg, fg])[None]

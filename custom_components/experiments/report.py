@@ -1,0 +1,337 @@
+"""Aggregation of finished runs over seeds, the results page (markdown + JSON) and its figures."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .environment import relative_path
+from .methods import METHODS
+
+__all__ = ["ReportError", "aggregate", "dice_vs_ratio_figure", "format_console_table", "format_markdown_table",
+           "qualitative_figure", "ratio_tag", "write_markdown"]
+
+
+class ReportError(RuntimeError):
+    """A metrics file that cannot be aggregated (unreadable, or of another protocol)."""
+
+
+def ratio_tag(ratio: float) -> str:
+    """``0.1 -> '0.1'``, ``1.0 -> '1'`` (the ``%g`` form used in split file names)."""
+    return f"{float(ratio):g}"
+
+
+def _base(row: Mapping[str, Any]) -> str:
+    return str(row.get("base_method") or row["method"].split("_")[0])
+
+
+def _finite(values: Sequence[Any]) -> list[float]:
+    return [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+
+
+def _mean_std(values: Sequence[Any]) -> dict[str, Any]:
+    v = _finite(values)
+    if not v:
+        return {"mean": None, "std": None, "n": 0}
+    m = sum(v) / len(v)
+    return {"mean": m, "std": math.sqrt(sum((x - m) ** 2 for x in v) / len(v)), "n": len(v)}
+
+
+def _group_of(summary: Mapping[str, Any]) -> str:
+    groups = list(summary.get("metrics", {}))
+    if not groups:
+        raise ReportError("metrics.json summary has no 'metrics' entry.")
+    return "mean" if "mean" in groups else groups[0]
+
+
+def aggregate(runs: Sequence[Mapping[str, Any]], protocol: str) -> list[dict[str, Any]]:
+    """Aggregate per (method, ratio) over seeds from each run's ``metrics.json`` under ``protocol``.
+
+    Per-case values of every seed are pooled: Dice/Jaccard/HD95/ASD mean ± std (population std; NaN cases left out);
+    ``seed_dice`` lists each seed's mean Dice; ``pooled_dice`` / ``pooled_jaccard`` are the means over seeds of the
+    protocol's pooled scores (``None`` when the protocol does not pool).
+
+    Args:
+        runs: run records with ``method``, ``ratio``, ``seed``, ``metrics`` (``{protocol: path of metrics.json}``),
+            optional ``train_time_s``, ``selection`` (``{"network", "threshold", "dice"}``).
+        protocol: protocol name.
+
+    Returns:
+        one row per (method, ratio), in first-seen order.
+    """
+    groups: dict[tuple[str, float], list[Mapping[str, Any]]] = {}
+    bases: dict[str, str] = {}
+    for r in runs:
+        if protocol in (r.get("metrics") or {}):
+            groups.setdefault((str(r["method"]), float(r["ratio"])), []).append(r)
+            bases[str(r["method"])] = str(r.get("base_method") or r["method"])
+    rows = []
+    for (method, ratio), items in groups.items():
+        cases: dict[str, list[Any]] = {m: [] for m in ("dice", "jaccard", "hd95", "asd")}
+        class_dice: dict[str, list[Any]] = {}  # foreground class -> per-case Dice (multi-class only)
+        seed_dice, pooled_d, pooled_j, unit, n_cases = [], [], [], set(), 0
+        for it in sorted(items, key=lambda x: int(x["seed"])):
+            path = Path(it["metrics"][protocol])
+            try:
+                data = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError) as e:
+                raise ReportError(f"{path}: cannot read metrics ({e}).") from e
+            if data.get("protocol") != protocol:
+                raise ReportError(f"{path}: written under protocol {data.get('protocol')!r}, expected {protocol!r}.")
+            summary = data["summary"]
+            g = _group_of(summary)
+            for m in cases:
+                cases[m] += [row.get(f"{m}_{g}") for row in data["per_case"]]
+            for c in (c for c in summary["metrics"] if c != "mean" and g == "mean"):
+                class_dice.setdefault(c, []).extend(row.get(f"dice_{c}") for row in data["per_case"])
+            seed_dice.append(summary["metrics"][g]["dice"]["mean"])
+            unit.add(summary.get("distance_unit", ""))
+            n_cases += len(data["per_case"])
+            pooled = summary.get("pooled") or {}
+            if pooled:
+                pooled_d.append(sum(_finite([p.get("dice") for p in pooled.values()])) / max(1, len(pooled)))
+                pooled_j.append(sum(_finite([p.get("jaccard") for p in pooled.values()])) / max(1, len(pooled)))
+        times = _finite([it.get("train_time_s") for it in items])
+        sels = [it.get("selection") for it in items if it.get("selection")]
+        rows.append({
+            "method": method,
+            "base_method": bases[method],
+            "ratio": ratio,
+            "protocol": protocol,
+            "seeds": sorted(int(it["seed"]) for it in items),
+            "num_labeled": sorted({it.get("num_labeled") for it in items if it.get("num_labeled") is not None}),
+            "num_test_cases": n_cases,
+            "distance_unit": ",".join(sorted(u for u in unit if u)),
+            **{m: _mean_std(v) for m, v in cases.items()},
+            "class_dice": {c: _mean_std(v) for c, v in class_dice.items()},
+            "seed_dice": seed_dice,
+            "pooled_dice": (sum(pooled_d) / len(pooled_d)) if pooled_d else None,
+            "pooled_jaccard": (sum(pooled_j) / len(pooled_j)) if pooled_j else None,
+            "train_time_s": _mean_std(times),
+            "selection": sels,
+        })
+    return rows
+
+
+def _pct(stat: Mapping[str, Any]) -> str:
+    return "n/a" if stat.get("mean") is None else f"{100 * stat['mean']:.2f} ± {100 * stat['std']:.2f}"
+
+
+def _num(stat: Mapping[str, Any]) -> str:
+    return "n/a" if stat.get("mean") is None else f"{stat['mean']:.2f} ± {stat['std']:.2f}"
+
+
+def _ratio_label(row: Mapping[str, Any]) -> str:
+    n = row.get("num_labeled") or []
+    return f"{100 * row['ratio']:g} %" + (f" ({'/'.join(str(x) for x in n)})" if n else "")
+
+
+def format_markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """A markdown table of aggregated rows (one protocol).
+
+    Args:
+        rows: rows from ``aggregate`` (same protocol).
+    """
+    if not rows:
+        return "(no finished runs)\n"
+    pooled = any(r.get("pooled_dice") is not None for r in rows)
+    unit = rows[0].get("distance_unit") or "voxel"
+    head = ["method", "labelled", "seeds", "test cases", "Dice (%)", "Jaccard (%)", f"HD95 ({unit})",
+            f"ASD ({unit})"]
+    if pooled:
+        head += ["pooled Dice (%)", "pooled Jaccard (%)"]
+    per_class = any(r.get("class_dice") for r in rows)
+    if per_class:
+        head += ["Dice per class (%)"]
+    head += ["selected network @ threshold", "train time (s)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    order = list(METHODS)
+    for r in sorted(rows, key=lambda x: (x["ratio"], order.index(_base(x)) if _base(x) in order else len(order),
+                                         x["method"])):
+        cells = [r["method"], _ratio_label(r), ",".join(str(s) for s in r["seeds"]), str(r["num_test_cases"]),
+                 _pct(r["dice"]), _pct(r["jaccard"]), _num(r["hd95"]), _num(r["asd"])]
+        if pooled:
+            cells += ["n/a" if r.get("pooled_dice") is None else f"{100 * r['pooled_dice']:.2f}",
+                      "n/a" if r.get("pooled_jaccard") is None else f"{100 * r['pooled_jaccard']:.2f}"]
+        if per_class:
+            cd = r.get("class_dice") or {}
+            cells.append(", ".join(f"{c} " + ("n/a" if v.get("mean") is None else f"{100 * v['mean']:.1f}")
+                                   for c, v in cd.items()) or "-")
+        sels = r.get("selection") or []
+        cells.append(", ".join(f"{s.get('network')} @ {float(s.get('threshold', 0.5)):.2f}" for s in sels) or "-")
+        t = r.get("train_time_s") or {}
+        cells.append("n/a" if t.get("mean") is None else f"{t['mean']:.0f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def format_console_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """A plain-text version of the table for the console.
+
+    Args:
+        rows: rows from ``aggregate``.
+    """
+    md = format_markdown_table(rows).strip().splitlines()
+    cells = [[c.strip() for c in ln.strip("|").split("|")] for ln in md if not ln.startswith("|---")]
+    if len(cells) < 2:
+        return "\n".join(md)
+    widths = [max(len(r[i]) for r in cells) for i in range(len(cells[0]))]
+    out = [" | ".join(c.ljust(w) for c, w in zip(r, widths)) for r in cells]
+    out.insert(1, "-+-".join("-" * w for w in widths))
+    return "\n".join(out)
+
+
+def write_markdown(path: Path, dataset: str, tables: Mapping[str, Sequence[Mapping[str, Any]]],
+                   env: Mapping[str, Any], command: str, settings: Mapping[str, Any],
+                   runs: Sequence[Mapping[str, Any]], figures: Sequence[str] = ()) -> Path:
+    """Write the results page of one dataset.
+
+    Args:
+        path: output ``.md`` file.
+        dataset: dataset name.
+        tables: ``{protocol: rows from aggregate}``.
+        env: hardware and library versions (``environment_info``).
+        command: the exact command that produced the results.
+        settings: profile, methods, ratios, seeds, splits, overrides.
+        runs: per-run records (wall times, selection).
+        figures: file names of figures next to the page.
+    """
+    from custom_components.metrics import get_protocol
+
+    lines = [f"# Results: {dataset}", "",
+             "Generated by `scripts/run_experiments.py` (`custom_components.experiments`); every number below was "
+             "measured by the command shown. "
+             "Dice/Jaccard/HD95/ASD: mean ± std over the per-case values of all seeds' test cases (foreground; "
+             "with more than one foreground class, the per-case mean over the foreground classes, and 'Dice per "
+             "class' the per-case mean of each class over the cases where it is predicted or present; "
+             "population std). Train time: wall time of all training phases of one run, mean over seeds "
+             "(evaluation not included).", ""]
+    lines += ["## Command", "", "```", command, "```", ""]
+    lines += ["## Setting", ""]
+    for k, v in settings.items():
+        lines.append(f"- {k}: `{json.dumps(v) if not isinstance(v, str) else v}`")
+    lines += ["", "## Hardware and software", ""]
+    for k, v in env.items():
+        lines.append(f"- {k}: {v}")
+    lines.append("")
+    for proto, rows in tables.items():
+        p = get_protocol(proto)
+        lines += [f"## Test results, protocol `{proto}`", "", f"Protocol: {p.description}", "",
+                  format_markdown_table(rows)]
+    lines += ["## Runs", "", "| method | ratio | seed | train time (s) | eval time (s) | selected | folder |",
+              "|---|---|---|---|---|---|---|"]
+    for r in runs:
+        sel = r.get("selection") or {}
+        seltxt = (f"{sel.get('network')} @ {float(sel.get('threshold', 0.5)):.2f} (val Dice "
+                  f"{100 * float(sel.get('dice', float('nan'))):.2f}, epoch {sel.get('epoch')})") if sel else "-"
+        tt = r.get("train_time_s")
+        et = r.get("eval_time_s")
+        ttxt = "n/a" if tt is None else f"{tt:.0f}" + (" (resumed: last part only)"
+                                                        if r.get("train_time_covers_resumed_part_only") else "")
+        etxt = "n/a" if et is None else f"{et:.0f}"
+        folder = relative_path(r["folder"]) if r.get("folder") else ""
+        lines.append(f"| {r['method']} | {ratio_tag(r['ratio'])} | {r['seed']} | {ttxt} | {etxt} | {seltxt} | `{folder}` |")
+    lines.append("")
+    if figures:
+        lines += ["## Figures", ""]
+        lines += [f"![{f}]({f})" for f in figures]
+        lines.append("")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines))
+    return path
+
+
+def dice_vs_ratio_figure(rows: Sequence[Mapping[str, Any]], path: Path, title: str) -> Path | None:
+    """Test Dice vs labelled ratio (%), the fully supervised runs at ratio 1.0 as a dashed line.
+
+    Args:
+        rows: rows from ``aggregate`` (one protocol).
+        path: output ``.png``.
+        title: figure title.
+
+    Returns:
+        ``path``, or ``None`` when no row has a Dice.
+    """
+    from custom_components.visualize import plot_dice_vs_ratio
+
+    res: dict[str, dict[float, Any]] = {}
+    upper = None
+    for r in rows:
+        if r["dice"]["mean"] is None:
+            continue
+        if METHODS.get(_base(r)) is not None and METHODS[_base(r)].fixed_ratio is not None:
+            upper = 100 * r["dice"]["mean"]
+            continue
+        res.setdefault(r["method"], {})[100 * r["ratio"]] = {"mean": 100 * r["dice"]["mean"],
+                                                             "std": 100 * r["dice"]["std"]}
+    if not res:
+        return None
+    return plot_dice_vs_ratio(res, path, upper_bound={"fully supervised (upper)": upper} if upper is not None else None,
+                              title=title)
+
+
+def qualitative_figure(config_files: Sequence[Path], models_dir: Path, path: Path, num_cases: int,
+                       selection: Mapping[str, Any] | None = None) -> Path | None:
+    """Image, pseudo-label (trained teacher), prediction (deployable ``model.pt``), target for test cases.
+
+    The cases go through the bundle's own validation preprocessing (``validate#preprocessing``) and inferer
+    (``eval_inferer``), read with ``ConfigParser`` from the run's stacked config files, so the figure shows what
+    the evaluation saw, in 2D and in 3D (a 3D case is shown by its middle slice along the last axis).
+
+    Args:
+        config_files: the cotrain run's stacked config files (``train.json`` first).
+        models_dir: its ``models/`` folder (``teacher.pt``, ``model.pt``).
+        path: output ``.png``.
+        num_cases: test cases to show.
+        selection: the run's ``model_selection.json`` content (for the column title).
+
+    Returns:
+        ``path``, or ``None`` for ``num_cases < 1``.
+    """
+    import numpy as np
+    import torch
+    from monai.bundle import ConfigParser
+    from monai.data import load_decathlon_datalist
+
+    from custom_components.networks import load_teacher_weights
+    from custom_components.visualize import qualitative_panel
+
+    if num_cases < 1:
+        return None
+    parser = ConfigParser()
+    parser.read_config([str(p) for p in config_files])
+    parser["device"] = "$torch.device('cpu')"
+    teacher = parser.get_parsed_content("network_def", instantiate=True)
+    load_teacher_weights(teacher, models_dir / "teacher.pt")
+    deploy = parser.get_parsed_content("deployable_def", instantiate=True)
+    deploy.load_state_dict(torch.load(models_dir / "model.pt", map_location="cpu", weights_only=True))
+    teacher.eval()
+    deploy.eval()
+    preprocessing = parser.get_parsed_content("validate#preprocessing", instantiate=True)
+    inferer = parser.get_parsed_content("eval_inferer", instantiate=True)
+    cases = load_decathlon_datalist(parser.get_parsed_content("datalist"), True, "test")[:num_cases]
+
+    def shown(a: Any) -> Any:  # channel-first array -> 2D (middle slice of a volume)
+        a = np.asarray(a)
+        return a[..., a.shape[-1] // 2] if a.ndim == 4 else a
+
+    images, pseudo, pred, target, titles = [], [], [], [], []
+    with torch.no_grad():
+        for c in cases:
+            d = preprocessing(dict(c))
+            x = torch.as_tensor(d["image"]).float().unsqueeze(0)
+            p_t = inferer(x, lambda t: teacher.predict(t)[0])
+            p_d = inferer(x, deploy)
+            images.append(shown(x[0]))
+            pseudo.append(shown(p_t[0].argmax(0)))
+            pred.append(shown(p_d[0].argmax(0)))
+            target.append(shown(torch.as_tensor(d["label"])[0]).round().astype(np.int64))
+            titles.append(Path(str(c["image"])).name)
+    sel = selection or {}
+    cols = {"pseudo-label (teacher)": pseudo,
+            f"prediction (model.pt: {sel.get('network', '?')} @ {float(sel.get('threshold', 0.5)):.2f})": pred,
+            "target": target}
+    return qualitative_panel(images, cols, path, titles=titles)

@@ -1,0 +1,724 @@
+"""Experiment runner: splits, training of every method, test evaluation, then the report.
+
+For a prepared dataset (a ``datalist.json`` holding every case under ``"cases"``, as written by
+``scripts/prepare_*.py`` or ``make_synthetic_dataset``) and every labelled ratio and seed, ``Experiment.run``
+
+1. writes the deterministic split ``<work_dir>/<dataset>/splits/datalist_r<ratio>_s<seed>.json``
+   (``make_split`` + ``write_split``; the dataset folder itself is never modified);
+2. runs the requested methods (``methods.METHODS``), each phase as ``python -m monai.bundle run`` in a subprocess
+   on a *copy* of the bundle's ``configs/`` folder under ``<work_dir>/<dataset>/<method>/r<ratio>_s<seed>/<phase>/``
+   (the bundles derive ``bundle_root`` from the config file's folder, so models, logs and evaluation outputs land
+   there and never inside ``bundles/``). The stacked files are ``train.json``, ``profile_3d.json`` (3D data),
+   ``profiles/<profile>.json`` and ``runner_overrides.json`` (dataset ids, the schedule from the profile's
+   iteration budget, the method's ids, the user's ``--override``); ``command.sh`` in the same folder reruns the
+   phase by hand. Phase 1 uses no label, so it is trained once per seed (under ``<work_dir>/<dataset>/phase1/``)
+   and shared by every ratio and every ablation of the call (``Experiment.run_phase1``);
+3. evaluates every run on the ``test`` split with the bundle's ``evaluate.json`` under each protocol
+   (``<phase>/eval/test_<protocol>/metrics.json``);
+4. aggregates per (method, ratio) over seeds and writes ``<results_dir>/<dataset>.md``, ``.json`` and figures
+   (``report``), with paths relative to the repository.
+
+Resumable: a finished phase leaves ``runner_done.json`` (its settings fingerprint and wall time) and is skipped
+on the next call; an interrupted phase is continued by the bundle's own resumable checkpoint. A phase whose
+settings changed since its folder was made is refused (``force`` deletes and reruns it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import report
+from .budget import Profile, available_profiles, load_profile, schedule_ids
+from .environment import REPO_ROOT, environment_info, relative_path
+from .methods import DEFAULT_ROUND_MODE, DEFAULT_ROUNDS, METHODS, Method, run_name
+
+__all__ = ["BUNDLES_DIR", "DONE_MARKER", "Experiment", "PHASES", "PROTOCOL_NAMES", "RunnerError", "RunnerSettings",
+           "SETTINGS_FILE", "fingerprint", "overrides_for", "parse_override", "run_bundle", "run_tasks",
+           "write_splits"]
+
+BUNDLES_DIR = REPO_ROOT / "bundles"
+PHASES = ("supervised", "teacher_pretrain", "cotrain")
+PROTOCOL_NAMES = ("clean", "paper2d", "la_uamt")
+DONE_MARKER = "runner_done.json"
+SETTINGS_FILE = "runner_settings.json"
+OVERRIDES_FILE = "runner_overrides.json"
+EVAL_OVERRIDES_FILE = "runner_eval_overrides.json"
+
+
+class RunnerError(RuntimeError):
+    """A problem the user must fix (bad argument, failed phase, changed settings)."""
+
+
+# --------------------------------------------------------------------------------------------------------------
+# settings
+# --------------------------------------------------------------------------------------------------------------
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """Parse ``PHASE:KEY=VALUE`` (``PHASE`` in ``supervised``, ``teacher_pretrain``, ``cotrain`` or ``*``).
+
+    ``VALUE`` is read as JSON when it parses (``50``, ``1e-3``, ``[32,32]``, ``true``, ``""``), else kept as a string.
+
+    Args:
+        text: the override as given on the command line.
+
+    Returns:
+        ``(phase, key, value)``.
+
+    Raises:
+        RunnerError: not of that form, or an unknown phase.
+    """
+    m = re.fullmatch(r"\s*([A-Za-z_*]+)\s*:\s*([^=\s]+)\s*=(.*)", text, flags=re.S)
+    if not m:
+        raise RunnerError(f"--override {text!r}: expected PHASE:KEY=VALUE, e.g. cotrain:max_epochs=50.")
+    phase, key, raw = m.group(1), m.group(2), m.group(3).strip()
+    if phase != "*" and phase not in PHASES:
+        raise RunnerError(f"--override {text!r}: unknown phase {phase!r}; use one of {list(PHASES)} or '*'.")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return phase, key, value
+
+
+def parse_iterations(items: Sequence[str]) -> dict[str, int]:
+    """Parse ``PHASE=N`` budgets (``--iterations cotrain=400``).
+
+    Raises:
+        RunnerError: not of that form, an unknown phase or ``N < 1``.
+    """
+    out = {}
+    for item in items:
+        phase, _, n = item.partition("=")
+        if phase not in PHASES or not n.isdigit() or int(n) < 1:
+            raise RunnerError(f"--iterations {item!r}: expected PHASE=N with PHASE in {sorted(PHASES)} and N >= 1.")
+        out[phase] = int(n)
+    return out
+
+
+def overrides_for(phase: str, overrides: Sequence[tuple[str, str, Any]]) -> dict[str, Any]:
+    """The user overrides that apply to ``phase`` (``*`` first, then phase-specific), in command-line order.
+
+    Args:
+        phase: a phase name.
+        overrides: parsed overrides from ``parse_override``.
+    """
+    out: dict[str, Any] = {}
+    for p, k, v in overrides:
+        if p == "*":
+            out[k] = v
+    for p, k, v in overrides:
+        if p == phase:
+            out[k] = v
+    return out
+
+
+@dataclass
+class RunnerSettings:
+    """Everything one runner call needs (the CLI fills it from its arguments).
+
+    Args:
+        dataset: the dataset's ``datalist.json`` (with ``"cases"``) or its folder.
+        name: dataset name in outputs (default: the dataset folder's name).
+        profile: profile name (``budget.available_profiles()``).
+        methods: registered method names (``methods.METHODS``).
+        ratios: labelled ratios in (0, 1].
+        seeds: split seeds (also the training seeds).
+        protocols: evaluation protocols; the first one is plotted.
+        rounds: diffusion rounds ``R`` of the diffusion methods.
+        round_mode: ``independent`` or ``chained``.
+        pretrain: run phase 1 before the methods that have one (``--no-pretrain`` clears it).
+        overrides: ``(phase, key, value)`` bundle ids (``parse_override``).
+        iterations: ``{phase: N}`` replacing the profile's iteration budgets.
+        val_fraction: validation fraction of the splits.
+        test_fraction: test fraction of the splits.
+        work_dir: where runs are trained.
+        results_dir: where the results page and figures go.
+        num_qualitative: test cases in the qualitative figure.
+        num_threads: OpenMP threads per bundle process (``None``: the profile's default; 0: torch's default).
+        jobs: runs side by side.
+        force: delete and rerun phases whose settings changed.
+
+    Raises:
+        RunnerError: a setting out of range (checked when the object is made).
+    """
+
+    dataset: Path
+    name: str | None = None
+    profile: str = "quick"
+    methods: Sequence[str] = ("supervised", "cps", "full", "upper")
+    ratios: Sequence[float] = (0.1,)
+    seeds: Sequence[int] = (0,)
+    protocols: Sequence[str] = ("clean",)
+    rounds: int = DEFAULT_ROUNDS
+    round_mode: str = DEFAULT_ROUND_MODE
+    pretrain: bool = True
+    overrides: Sequence[tuple[str, str, Any]] = field(default_factory=list)
+    iterations: Mapping[str, int] = field(default_factory=dict)
+    val_fraction: float = 0.1
+    test_fraction: float = 0.3
+    work_dir: Path = REPO_ROOT / "work_dirs"
+    results_dir: Path = REPO_ROOT / "docs" / "results"
+    num_qualitative: int = 4
+    num_threads: int | None = None
+    jobs: int = 1
+    force: bool = False
+
+    def __post_init__(self) -> None:
+        self.dataset, self.work_dir, self.results_dir = Path(self.dataset), Path(self.work_dir), Path(self.results_dir)
+        if any(not 0.0 < float(r) <= 1.0 for r in self.ratios):
+            raise RunnerError(f"--ratios must be in (0, 1], got {list(self.ratios)}.")
+        if self.rounds < 0:
+            raise RunnerError(f"--rounds must be >= 0, got {self.rounds}.")
+        if self.jobs < 1:
+            raise RunnerError(f"--jobs must be >= 1, got {self.jobs}.")
+        if self.profile not in available_profiles():
+            raise RunnerError(f"--profile {self.profile!r}: unknown; available: {available_profiles()}.")
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise RunnerError(f"--methods {unknown}: unknown; registered: {list(METHODS)}.")
+        bad = [p for p in self.protocols if p not in PROTOCOL_NAMES]
+        if bad:
+            raise RunnerError(f"--protocol {bad}: unknown; use {list(PROTOCOL_NAMES)}.")
+
+
+def fingerprint(obj: Any) -> str:
+    """Short stable hash of a JSON-serialisable object.
+
+    Args:
+        obj: the object.
+    """
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def write_splits(datalist: Path, out_dir: Path, ratios: Sequence[float], seeds: Sequence[int],
+                 val_fraction: float = 0.1, test_fraction: float = 0.3) -> dict[tuple[float, int], Path]:
+    """Write one deterministic split per (ratio, seed) into ``out_dir`` (paths rewritten relative to it).
+
+    Args:
+        datalist: the dataset's ``datalist.json`` (with ``"cases"``).
+        out_dir: folder for ``datalist_r<ratio>_s<seed>.json``.
+        ratios: labelled ratios in (0, 1].
+        seeds: split seeds.
+        val_fraction: validation fraction (``make_split``).
+        test_fraction: test fraction (``make_split``).
+
+    Returns:
+        ``{(ratio, seed): path}``.
+    """
+    from custom_components.data.splits import make_split, split_filename, write_split
+
+    out: dict[tuple[float, int], Path] = {}
+    for r in ratios:
+        for s in seeds:
+            split = make_split(datalist, labeled_ratio=float(r), seed=int(s), val_fraction=val_fraction,
+                               test_fraction=test_fraction)
+            out[(float(r), int(s))] = write_split(split, datalist.parent, out_dir / split_filename(r, s))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# running bundles
+# --------------------------------------------------------------------------------------------------------------
+_EPOCH_END = re.compile(r"Epoch: (\d+)/(\d+), Iter: (\d+)/(\d+) -- (.*)")
+_KEEP = ("Metrics --", "new best model", "Traceback", "Error", "ERROR", "NaN", "protocol:", "class", "---+")
+
+
+def _console_line(line: str, prefix: str) -> str | None:
+    """Shorten a bundle log line for the console (one line per epoch, validations, errors, tables)."""
+    s = line.rstrip()
+    m = _EPOCH_END.search(s)
+    if m:
+        if m.group(3) != m.group(4):
+            return None
+        terms = re.findall(r"(loss\w*|train_loss): ([-\d.eE+naif]+)", m.group(5))
+        short = " ".join(f"{k}={v}" for k, v in terms[:4])
+        return f"{prefix} epoch {m.group(1)}/{m.group(2)} {short}"
+    if "Cannot find the metadata config file" in s or "logging.conf" in s:
+        return None
+    if "Metrics -- train_" in s:  # supervised training metric: one line per epoch is enough
+        return None
+    if any(k in s for k in _KEEP):
+        return f"{prefix} {s.split(' - INFO - ')[-1][:200]}"
+    return None
+
+
+def bundle_command(config_files: Sequence[Path]) -> list[str]:
+    """``python -m monai.bundle run --config_file [...]`` for stacked config files."""
+    return [sys.executable, "-m", "monai.bundle", "run", "--config_file", str([str(c) for c in config_files])]
+
+
+def run_bundle(config_files: Sequence[Path], log_path: Path, prefix: str, env: Mapping[str, str] | None = None,
+               quiet: bool = False) -> float:
+    """Run ``python -m monai.bundle run --config_file [...]`` in a subprocess; stream its output to ``log_path``.
+
+    Args:
+        config_files: the stacked config files (the first one's folder is the bundle root's ``configs``).
+        log_path: log file (appended).
+        prefix: console prefix.
+        env: environment of the subprocess (default: this process's).
+        quiet: print nothing but errors.
+
+    Returns:
+        wall time in seconds.
+
+    Raises:
+        RunnerError: the bundle failed (with the tail of its log).
+    """
+    cmd = bundle_command(config_files)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    tail: list[str] = []
+    with open(log_path, "a") as log:
+        log.write(f"\n# {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(cmd)}\n")
+        log.flush()
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                                cwd=str(config_files[0].parent.parent), env=dict(env or os.environ))
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log.write(line)
+            log.flush()
+            tail = (tail + [line.rstrip()])[-40:]
+            if not quiet:
+                c = _console_line(line, prefix)
+                if c:
+                    print(c, flush=True)
+        rc = proc.wait()
+    if rc != 0:
+        raise RunnerError(f"{prefix} failed (exit code {rc}); log: {log_path}\n  " + "\n  ".join(tail))
+    return time.time() - t0
+
+
+def run_tasks(fn: Callable[..., dict[str, Any]], tasks: Sequence[tuple[Any, ...]], jobs: int = 1
+              ) -> list[dict[str, Any]]:
+    """Run ``fn(*task)`` for every task, ``jobs`` at a time; results in the order of ``tasks``.
+
+    Runs are independent (own folders, own subprocesses, own seeds), so running them side by side changes no result;
+    it only fills a GPU (or the CPU cores) that one small run leaves idle. With ``jobs > 1`` the most expensive
+    methods (``Method.cost``) start first, a failed run does not stop the others (they finish and keep their
+    outputs, so a rerun skips them), and every failure is reported at the end.
+
+    Args:
+        fn: the function running one task (``Experiment.run_one``).
+        tasks: argument tuples; the first item is the method name.
+        jobs: number of runs at a time (1: one after the other, stopping at the first failure).
+
+    Raises:
+        RunnerError: naming every failed run.
+    """
+    if jobs < 1:
+        raise RunnerError(f"--jobs must be >= 1, got {jobs}.")
+    if jobs == 1 or len(tasks) <= 1:
+        return [fn(*t) for t in tasks]
+    from concurrent.futures import ThreadPoolExecutor
+
+    def cost(task: tuple[Any, ...]) -> int:
+        m = METHODS.get(str(task[0]))
+        return m.cost if m is not None else 1
+
+    order = sorted(range(len(tasks)), key=lambda i: -cost(tasks[i]))  # stable: ties keep order
+    print(f"[runner] {len(tasks)} runs, {min(jobs, len(tasks))} at a time", flush=True)
+    with ThreadPoolExecutor(max_workers=min(jobs, len(tasks)), thread_name_prefix="run") as pool:
+        futures = {i: pool.submit(fn, *tasks[i]) for i in order}
+        results: list[dict[str, Any] | None] = [None] * len(tasks)
+        errors: list[str] = []
+        for i in order:
+            try:
+                results[i] = futures[i].result()
+            except RunnerError as e:
+                errors.append(f"{tasks[i][0]} ratio {tasks[i][1]} seed {tasks[i][2]}: {e}")
+    if errors:
+        raise RunnerError(f"{len(errors)} of {len(tasks)} runs failed (the others finished and are kept):\n"
+                          + "\n".join(errors))
+    return [r for r in results if r is not None]
+
+
+def _configured(files: Sequence[Path], key: str, overrides: Mapping[str, Any], default: Any = None) -> Any:
+    """The value of a top-level id after stacking ``files`` and ``overrides`` (what the bundle will use)."""
+    from monai.bundle import ConfigParser
+
+    if key in overrides:
+        return overrides[key]
+    parser = ConfigParser()
+    parser.read_config([str(f) for f in files if Path(f).is_file()])
+    if key not in parser:
+        return default
+    return parser.get_parsed_content(key, instantiate=False)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the experiment
+# --------------------------------------------------------------------------------------------------------------
+class Experiment:
+    """Plans and runs every (method, ratio, seed) of one dataset; see the module docstring.
+
+    Args:
+        settings: the runner settings.
+        command: the command line, for the report.
+
+    Raises:
+        RunnerError: the dataset's datalist is missing, malformed or a split rather than a case list.
+    """
+
+    def __init__(self, settings: RunnerSettings, command: str) -> None:
+        self.settings = s = settings
+        self.command = command
+        self.datalist = Path(s.dataset).resolve()
+        if self.datalist.is_dir():
+            self.datalist = self.datalist / "datalist.json"
+        if not self.datalist.is_file():
+            raise RunnerError(f"{self.datalist}: datalist not found (give --dataset <dataset_dir>/datalist.json).")
+        try:
+            self.meta = json.loads(self.datalist.read_text())
+        except json.JSONDecodeError as e:
+            raise RunnerError(f"{self.datalist}: malformed JSON ({e}).") from e
+        if not self.meta.get("cases"):
+            raise RunnerError(f"{self.datalist}: no 'cases' list; give the dataset's datalist.json written by "
+                              "scripts/prepare_*.py or make_synthetic_dataset, not a split.")
+        self.name = s.name or self.datalist.parent.name
+        self.work = Path(s.work_dir).resolve() / self.name
+        self.results_dir = Path(s.results_dir).resolve()
+        self.profile: Profile = load_profile(s.profile).with_iterations(s.iterations)
+        self.overrides = list(s.overrides)
+        self.env = dict(os.environ)
+        self.env.setdefault("PYTHONUNBUFFERED", "1")
+        threads = s.num_threads if s.num_threads is not None else (self.profile.num_threads or 0)
+        if threads == 0 and s.jobs > 1:  # runs side by side share the cores
+            threads = max(1, (os.cpu_count() or 1) // s.jobs)
+        if threads > 0:  # oversubscribed OpenMP threads slow small CPU runs down by 10x or more on shared cores
+            for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+                self.env.setdefault(var, str(threads))
+        self.runs: list[dict[str, Any]] = []
+        self.phase1_splits: dict[int, Path] = {}  # seed -> the split whose images (and probe labels) phase 1 uses
+        self._locks: dict[Path, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    @property
+    def spatial_dims(self) -> int:
+        return int(self.meta.get("spatial_dims", 2))
+
+    # -- settings --------------------------------------------------------------------------------------------
+    def data_overrides(self) -> dict[str, Any]:
+        """Dataset-derived ids: spatial_dims, in_channels, num_classes from the datalist's metadata; in 3D a
+        validation batch of 1 (validation volumes may differ in size)."""
+        out: dict[str, Any] = {}
+        for k in ("spatial_dims", "in_channels", "num_classes"):
+            if k in self.meta:
+                out[k] = int(self.meta[k])
+        if self.spatial_dims == 3:
+            out["val_batch_size"] = 1
+        return out
+
+    def bundle_files(self, bundle: str, configs: Path, files: Sequence[str]) -> list[Path]:
+        """The stacked config files of a phase: ``files`` (``train.json`` first) with ``profile_3d.json`` (3D
+        data) second and the profile's ``profiles/<name>.json`` before the runner's own override files."""
+        out = [configs / f for f in files]
+        if self.spatial_dims == 3 and (BUNDLES_DIR / bundle / "configs" / "profile_3d.json").is_file():
+            out.insert(1, configs / "profile_3d.json")
+        prof = Path("profiles") / f"{self.profile.name}.json"
+        if (BUNDLES_DIR / bundle / "configs" / prof).is_file():
+            runner_files = [i for i, f in enumerate(out) if f.name in (OVERRIDES_FILE, EVAL_OVERRIDES_FILE)]
+            out.insert(runner_files[0] if runner_files else len(out), configs / prof)
+        return out
+
+    def phase_settings(self, phase: str, split: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+        """The ids of ``runner_overrides.json`` for one phase: dataset, schedule, method settings, user overrides.
+
+        The iteration budget is turned into epochs with the batch size the bundle will actually use (its
+        ``train.json``, ``profile_3d.json``, the profile file, the method's ids and the user's overrides).
+
+        Args:
+            phase: ``supervised``, ``teacher_pretrain`` or ``cotrain``.
+            split: the loaded split datalist.
+            extra: method-specific ids (teacher_ckpt, rounds, ...).
+        """
+        user = overrides_for(phase, self.overrides)
+        s: dict[str, Any] = self.data_overrides()
+        s["seed"] = int(split["seed"])
+        s.update(extra)
+        files = self.bundle_files(phase, BUNDLES_DIR / phase / "configs", ["train.json"])
+        bs = int(_configured(files, "batch_size", {**s, **user}, 8))
+        n_lab, n_unl = len(split["labeled"]), len(split.get("unlabeled", []))
+        try:
+            s.update(schedule_ids(phase, self.profile.phases[phase], n_lab, n_unl, bs, user))
+        except ValueError as e:
+            raise RunnerError(f"{phase}: {e}") from e
+        s.update(user)
+        return s
+
+    # -- one phase -------------------------------------------------------------------------------------------
+    def config_list(self, phase_dir: Path, bundle: str, files: Sequence[str]) -> list[Path]:
+        """The stacked config files of a phase's copy (``bundle_files`` under ``phase_dir/configs``)."""
+        return self.bundle_files(bundle, phase_dir / "configs", files)
+
+    def run_phase(self, phase_dir: Path, bundle: str, settings: Mapping[str, Any], label: str) -> dict[str, Any]:
+        """Train one phase unless its marker says it is done with the same settings.
+
+        Args:
+            phase_dir: the phase's work folder (its ``configs/`` is a copy of the bundle's).
+            bundle: bundle folder name under ``bundles/``.
+            settings: ids for ``runner_overrides.json``.
+            label: console prefix.
+
+        Returns:
+            the marker record (``wall_time_s``, ``fingerprint``, ...).
+
+        Raises:
+            RunnerError: the folder was made with other settings (and ``force`` is off), or training failed.
+        """
+        src = BUNDLES_DIR / bundle / "configs"
+        configs = {p.relative_to(src).as_posix(): p.read_text() for p in sorted(src.rglob("*.json"))}
+        fp = fingerprint({"bundle": bundle, "profile": self.profile.name, "settings": settings, "configs": configs})
+        marker, sfile = phase_dir / DONE_MARKER, phase_dir / SETTINGS_FILE
+        if sfile.is_file():
+            old = json.loads(sfile.read_text())
+            if old.get("fingerprint") != fp:
+                if not self.settings.force:
+                    raise RunnerError(
+                        f"{phase_dir}: made with other settings or another version of bundles/{bundle}/configs "
+                        f"(see {sfile}); rerun with --force to delete and retrain it, or use another --work-dir.")
+                print(f"{label} settings changed: deleting {phase_dir}", flush=True)
+                shutil.rmtree(phase_dir)
+            elif marker.is_file():
+                rec = json.loads(marker.read_text())
+                print(f"{label} done earlier ({rec.get('wall_time_s', 0):.0f} s), skipped", flush=True)
+                return rec
+        phase_dir.mkdir(parents=True, exist_ok=True)
+        if not (phase_dir / "configs").is_dir():  # a complete bundle folder: training makes its configs self-contained
+            shutil.copytree(src, phase_dir / "configs")
+            shutil.copytree(src.parent / "docs", phase_dir / "docs", dirs_exist_ok=True)
+            shutil.copy2(src.parent / "LICENSE", phase_dir / "LICENSE")
+        (phase_dir / "configs" / OVERRIDES_FILE).write_text(json.dumps(settings, indent=2))
+        sfile.write_text(json.dumps({"fingerprint": fp, "bundle": bundle, "profile": self.profile.name,
+                                     "settings": settings}, indent=2))
+        files = self.config_list(phase_dir, bundle, ["train.json", OVERRIDES_FILE])
+        self._write_command(phase_dir / "command.sh", files)
+        print(f"{label} training: {settings.get('max_epochs')} epochs -> {phase_dir}", flush=True)
+        resumed = (phase_dir / "models" / "train_state.pt").is_file()
+        t = run_bundle(files, phase_dir / "train.log", label, self.env)
+        rec = {"fingerprint": fp, "wall_time_s": t, "resumed": resumed, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+               "device": environment_info()["device"]}
+        marker.write_text(json.dumps(rec, indent=2))
+        print(f"{label} finished in {t:.0f} s", flush=True)
+        return rec
+
+    def evaluate_phase(self, phase_dir: Path, bundle: str, protocol: str, label: str) -> tuple[Path, float | None]:
+        """Evaluate ``models/model.pt`` on the test split under ``protocol`` (skipped when already done).
+
+        Args:
+            phase_dir: the trained phase's folder (its ``runner_overrides.json`` builds the same network).
+            bundle: bundle name.
+            protocol: protocol name.
+            label: console prefix.
+
+        Returns:
+            the ``metrics.json`` path and the evaluation wall time (``None`` when skipped).
+
+        Raises:
+            RunnerError: no ``model.pt``, or the evaluation wrote no metrics.
+        """
+        out_dir = phase_dir / "eval" / f"test_{protocol}"
+        metrics = out_dir / "metrics.json"
+        model = phase_dir / "models" / "model.pt"
+        if not model.is_file():
+            raise RunnerError(f"{model}: missing after training; see {phase_dir / 'train.log'}.")
+        if metrics.is_file() and metrics.stat().st_mtime >= model.stat().st_mtime:
+            try:
+                if json.loads(metrics.read_text()).get("protocol") == protocol:
+                    return metrics, None
+            except json.JSONDecodeError:
+                pass
+        ev = {"eval_key": "test", "eval_protocol": protocol, "output_dir": str(out_dir)}
+        (phase_dir / "configs" / EVAL_OVERRIDES_FILE).write_text(json.dumps(ev, indent=2))
+        files = self.config_list(phase_dir, bundle, ["train.json", "evaluate.json", OVERRIDES_FILE,
+                                                     EVAL_OVERRIDES_FILE])
+        self._write_command(phase_dir / f"command_eval_{protocol}.sh", files)
+        t = run_bundle(files, phase_dir / f"eval_{protocol}.log", f"{label} eval[{protocol}]", self.env)
+        if not metrics.is_file():
+            raise RunnerError(f"{metrics}: not written by the evaluation; see {phase_dir / f'eval_{protocol}.log'}.")
+        return metrics, t
+
+    @staticmethod
+    def _write_command(path: Path, files: Sequence[Path]) -> None:
+        path.write_text("#!/usr/bin/env bash\n# reruns this phase (resumes from models/train_state.pt if present)\n"
+                        f"cd {shlex.quote(str(path.parent))}\n{shlex.join(bundle_command(files))}\n")
+
+    def run_phase1(self, seed: int, split_path: Path, label: str) -> tuple[Path, dict[str, Any]]:
+        """Phase 1 for ``seed``, trained once and shared by every ratio and ablation of the call.
+
+        Phase 1 never lets a label change the teacher, and every ratio of a seed trains on the same images (the
+        labelled and unlabelled sets only divide the training split differently), so one teacher serves them all.
+        Its datalist is the split of the smallest ratio of this call (``phase1_splits``); that ratio's labelled set
+        is contained in every larger ratio's (nested splits), so the monitoring probe sees no label a run lacks.
+        The folder ``<work>/phase1/<split>_<settings hash>/teacher_pretrain`` is shared; runs side by side wait
+        for the one that trains it.
+
+        Args:
+            seed: split seed.
+            split_path: the run's own split (used when no shared split was planned).
+            label: console prefix of the run.
+
+        Returns:
+            the phase folder and its marker record.
+        """
+        tp_path = self.phase1_splits.get(int(seed), split_path)
+        tp_split = json.loads(tp_path.read_text())
+        settings = {"dataset_dir": str(self.datalist.parent), "datalist": str(tp_path),
+                    **self.phase_settings("teacher_pretrain", tp_split, {})}
+        tag = tp_path.stem.removeprefix("datalist_")
+        phase_dir = self.work / "phase1" / f"{tag}_{fingerprint(settings)[:8]}" / "teacher_pretrain"
+        with self._locks_guard:
+            lock = self._locks.setdefault(phase_dir, threading.Lock())
+        with lock:
+            return phase_dir, self.run_phase(phase_dir, "teacher_pretrain", settings,
+                                             f"{label}[phase 1 {phase_dir.parent.name}]")
+
+    # -- one run ---------------------------------------------------------------------------------------------
+    def run_one(self, method: str, ratio: float, seed: int, split_path: Path) -> dict[str, Any]:
+        """Train and evaluate one (method, ratio, seed).
+
+        Args:
+            method: a registered method name.
+            ratio: labelled ratio of the split.
+            seed: split seed.
+            split_path: the split datalist.
+        """
+        s = self.settings
+        m: Method = METHODS[method]
+        split = json.loads(split_path.read_text())
+        name = run_name(m, s.rounds, s.round_mode, s.pretrain)
+        run_dir = self.work / name / f"r{report.ratio_tag(ratio)}_s{seed}"
+        label = f"[{name} r={report.ratio_tag(ratio)} s={seed}]"
+        times: list[float] = []
+        resumed = False
+        extra = m.bundle_settings(s.rounds, s.round_mode)
+        if "teacher_pretrain" in m.phases(s.pretrain):
+            tp_dir, rec = self.run_phase1(seed, split_path, label)
+            times.append(rec["wall_time_s"])
+            resumed |= bool(rec.get("resumed"))
+            extra["teacher_ckpt"] = str(tp_dir / "models" / "teacher.pt")
+            extra["teacher_fingerprint"] = rec["fingerprint"]  # retrain phase 2 when phase 1 changed
+        bundle = m.bundle
+        settings = {"dataset_dir": str(self.datalist.parent), "datalist": str(split_path),
+                    **self.phase_settings(bundle, split, extra)}
+        rec = self.run_phase(run_dir / bundle, bundle, settings, f"{label}[{bundle}]")
+        times.append(rec["wall_time_s"])
+        resumed |= bool(rec.get("resumed"))
+        run: dict[str, Any] = {"train_time_covers_resumed_part_only": resumed, "method": name, "base_method": method,
+                               "ratio": float(ratio), "seed": int(seed), "num_labeled": len(split["labeled"]),
+                               "folder": str(run_dir), "train_time_s": sum(times), "phase_times_s": times,
+                               "metrics": {}}
+        sel = run_dir / bundle / "models" / "model_selection.json"
+        if sel.is_file():
+            run["selection"] = json.loads(sel.read_text())
+        eval_t = 0.0
+        for proto in s.protocols:
+            path, t = self.evaluate_phase(run_dir / bundle, bundle, proto, f"{label}[{bundle}]")
+            run["metrics"][proto] = str(path)
+            eval_t += t or 0.0
+        run["eval_time_s"] = eval_t or None
+        (run_dir / "run.json").write_text(json.dumps(run, indent=2))
+        return run
+
+    # -- all -------------------------------------------------------------------------------------------------
+    def tasks(self, splits: Mapping[tuple[float, int], Path]) -> list[tuple[str, float, int, Path]]:
+        """``(method, ratio, seed, split)`` of every run, seed by seed, in the order of ``methods``."""
+        s = self.settings
+        ratios = sorted(float(r) for r in s.ratios)
+        return [(method, ratio, int(seed), splits[(ratio, int(seed))])
+                for seed in s.seeds for method in s.methods
+                for ratio in ([METHODS[method].fixed_ratio] if METHODS[method].fixed_ratio is not None else ratios)]
+
+    def run(self) -> dict[str, Any]:
+        """Run every requested (method, ratio, seed), then aggregate and write the reports."""
+        s = self.settings
+        fixed = {METHODS[m].fixed_ratio for m in s.methods if METHODS[m].fixed_ratio is not None}
+        ratios = sorted({float(r) for r in s.ratios} | fixed)
+        splits = write_splits(self.datalist, self.work / "splits", ratios, s.seeds, s.val_fraction, s.test_fraction)
+        print(f"[runner] dataset {self.name}: {len(self.meta['cases'])} cases; splits in {self.work / 'splits'}",
+              flush=True)
+        if any("teacher_pretrain" in METHODS[m].phases(s.pretrain) for m in s.methods):
+            # one phase 1 per seed, monitored with the smallest ratio's (nested) labelled set
+            r_min = min(float(r) for r in s.ratios)
+            self.phase1_splits = {int(seed): splits[(r_min, int(seed))] for seed in s.seeds}
+        t_all = time.time()
+        self.runs.extend(run_tasks(self.run_one, self.tasks(splits), s.jobs))
+        return self.report(time.time() - t_all, splits)
+
+    def report(self, total_s: float, splits: Mapping[tuple[float, int], Path]) -> dict[str, Any]:
+        """Aggregate, write ``<dataset>.md/.json`` and figures, print the table.
+
+        Args:
+            total_s: wall time of this call's training and evaluation.
+            splits: the split files.
+        """
+        s = self.settings
+        try:
+            tables = {p: report.aggregate(self.runs, p) for p in s.protocols}
+        except report.ReportError as e:
+            raise RunnerError(str(e)) from e
+        self.results_dir.mkdir(parents=True, exist_ok=True)
+        figures = []
+        try:
+            fig = report.dice_vs_ratio_figure(tables[s.protocols[0]],
+                                              self.results_dir / f"{self.name}_dice_vs_ratio.png",
+                                              title=f"{self.name}: test Dice ({s.protocols[0]})")
+            if fig:
+                figures.append(fig.name)
+        except Exception as e:  # noqa: BLE001 - a figure must not lose the measured table
+            print(f"[runner] warning: Dice-vs-ratio plot failed: {type(e).__name__}: {e}", flush=True)
+        try:
+            fig = self.qualitative()
+            if fig:
+                figures.append(fig.name)
+        except Exception as e:  # noqa: BLE001
+            print(f"[runner] warning: qualitative figure failed: {type(e).__name__}: {e}", flush=True)
+        env = environment_info()
+        settings = {
+            "dataset": relative_path(self.datalist), "profile": s.profile, "methods": list(s.methods),
+            "ratios": [float(r) for r in s.ratios], "seeds": [int(x) for x in s.seeds], "protocols": list(s.protocols),
+            "rounds (full)": s.rounds, "round_mode (full)": s.round_mode, "phase 1 (full)": s.pretrain,
+            "overrides": [f"{p}:{k}={json.dumps(v)}" for p, k, v in self.overrides],
+            "profile budgets": {k: vars(v) for k, v in self.profile.phases.items()},
+            "profile bundle settings": f"bundles/<phase>/configs/profiles/{s.profile}.json",
+            "splits": {f"r{report.ratio_tag(r)}_s{sd}": relative_path(p) for (r, sd), p in splits.items()},
+            "wall time of this call (s)": round(total_s, 1),
+        }
+        md = report.write_markdown(self.results_dir / f"{self.name}.md", self.name, tables, env, self.command,
+                                   settings, self.runs, figures)
+        runs = [{**r, "folder": relative_path(r["folder"]),
+                 "metrics": {k: relative_path(v) for k, v in r.get("metrics", {}).items()}} for r in self.runs]
+        payload = {"dataset": self.name, "command": self.command, "environment": env, "settings": settings,
+                   "tables": tables, "runs": runs}
+        (self.results_dir / f"{self.name}.json").write_text(json.dumps(payload, indent=2, default=str))
+        for proto, rows in tables.items():
+            print(f"\n[runner] test results, dataset {self.name}, protocol {proto} "
+                  f"(mean ± std over per-case values):", flush=True)
+            print(report.format_console_table(rows), flush=True)
+        print(f"\n[runner] wrote {md}, {self.results_dir / (self.name + '.json')} and {len(figures)} figure(s); "
+              f"total wall time {total_s:.0f} s", flush=True)
+        return payload
+
+    def qualitative(self) -> Path | None:
+        """The qualitative figure of the first finished co-training run (the full method's first, else cps's) at
+        the smallest ratio (``report.qualitative_figure``)."""
+        cands = [r for r in self.runs if METHODS[r["base_method"]].bundle == "cotrain"]
+        cands.sort(key=lambda r: (not METHODS[r["base_method"]].pretrain, r["ratio"], r["seed"]))
+        if not cands or self.settings.num_qualitative < 1:
+            return None
+        run = cands[0]
+        phase_dir = Path(run["folder"]) / "cotrain"
+        files = self.config_list(phase_dir, "cotrain", ["train.json", OVERRIDES_FILE])
+        return report.qualitative_figure(files, phase_dir / "models", self.results_dir / f"{self.name}_qualitative.png",
+                                         self.settings.num_qualitative, run.get("selection"))

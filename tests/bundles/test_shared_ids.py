@@ -1,0 +1,57 @@
+"""Bundles stay self-contained, so ids shared by several bundles are repeated; this test keeps the copies equal."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
+DIFFUSION = ["teacher_pretrain/configs/train.json", "cotrain/configs/train.json", "cotrain/configs/inference.json",
+             "pseudolabel/configs/inference.json"]
+ALL_2D = DIFFUSION + ["supervised/configs/train.json", "supervised/configs/inference.json"]
+PROFILE_3D = [f"{b}/configs/profile_3d.json" for b in ("teacher_pretrain", "cotrain", "pseudolabel", "supervised")]
+PROFILES = sorted({p.name for p in BUNDLES.glob("*/configs/profiles/*.json")})
+
+SHARED = [
+    # (ids, files that must agree on each id that they define)
+    (["channels", "num_res_blocks", "norm_num_groups", "num_train_timesteps", "noise_schedule", "infer_timestep",
+      "intensity_transforms"], DIFFUSION),
+    (["network_def"], ["teacher_pretrain/configs/train.json", "cotrain/configs/train.json",
+                       "pseudolabel/configs/inference.json"]),
+    (["spatial_dims", "in_channels", "num_classes", "roi_size", "seed", "amp", "labeled_key", "unlabeled_key",
+      "val_key", "ckpt_interval"], ALL_2D),
+    (["spatial_dims", "in_channels", "roi_size", "channels", "intensity_transforms"], PROFILE_3D),
+    (["eval_inferer"], ["cotrain/configs/profile_3d.json", "supervised/configs/profile_3d.json"]),
+]
+
+
+def _load(rel: str) -> dict:
+    return json.loads((BUNDLES / rel).read_text())
+
+
+@pytest.mark.parametrize("ids, files", SHARED, ids=[f"{ids[0]}..." for ids, _ in SHARED])
+def test_shared_ids_are_equal_across_bundles(ids, files):
+    configs = {f: _load(f) for f in files}
+    for key in ids:
+        values = {f: json.dumps(c[key], sort_keys=True) for f, c in configs.items() if key in c}
+        assert len(values) >= 2, f"{key}: defined in fewer than two of {files}; drop it from this test"
+        assert len(set(values.values())) == 1, f"{key} differs between bundles: {values}"
+
+
+def test_the_deployable_model_is_built_alike_in_training_and_inference():
+    train, infer = _load("cotrain/configs/train.json"), _load("cotrain/configs/inference.json")
+    net = dict(infer["network_def"])
+    assert net.pop("num_draws") == "@num_draws"  # inference may ensemble; the saved weights are the same
+    assert train["deployable_def"] == net
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_profile_files_agree_on_the_ids_the_phases_share(profile):
+    files = {p.parent.parent.parent.name: json.loads(p.read_text())
+             for p in BUNDLES.glob(f"*/configs/profiles/{profile}")}
+    assert set(files) == {"supervised", "teacher_pretrain", "cotrain"}
+    assert len({json.dumps(f["roi_size"]) for f in files.values()}) == 1
+    assert files["teacher_pretrain"].get("channels") == files["cotrain"].get("channels")  # phase 2 loads phase 1
+    assert not [k for f in files.values() for k in f if "#" in k]  # top-level ids only, no list positions

@@ -1,0 +1,291 @@
+"""``custom_components.experiments.runner``: overrides, splits, phase settings, phases, runs side by side."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from custom_components.experiments import runner as rx
+from custom_components.experiments.budget import load_profile
+from custom_components.experiments.runner import Experiment, RunnerError, RunnerSettings
+
+
+# ---------------------------------------------------------------------------------------------- overrides
+def test_parse_override_json_and_string_values():
+    assert rx.parse_override("cotrain:max_epochs=50") == ("cotrain", "max_epochs", 50)
+    assert rx.parse_override("*:roi_size=[32, 32]") == ("*", "roi_size", [32, 32])
+    assert rx.parse_override("supervised:learning_rate=1e-3") == ("supervised", "learning_rate", 1e-3)
+    assert rx.parse_override("cotrain:teacher_ckpt=") == ("cotrain", "teacher_ckpt", "")
+    assert rx.parse_override("cotrain:round_mode=chained") == ("cotrain", "round_mode", "chained")
+    assert rx.parse_override("supervised:network_def#channels=[8,16]") == ("supervised", "network_def#channels", [8, 16])
+    assert rx.parse_override("cotrain:use_ce=true") == ("cotrain", "use_ce", True)
+
+
+@pytest.mark.parametrize(
+    "text, msg",
+    [("max_epochs=5", "expected PHASE:KEY=VALUE"), ("cotrain:max_epochs", "expected PHASE:KEY=VALUE"),
+     ("pseudo:max_epochs=5", "unknown phase 'pseudo'")],
+)
+def test_parse_override_rejects(text, msg):
+    with pytest.raises(RunnerError, match=msg):
+        rx.parse_override(text)
+
+
+def test_overrides_for_phase_specific_wins_over_star():
+    ovs = [rx.parse_override(t) for t in ("cotrain:max_epochs=7", "*:max_epochs=2", "*:num_workers=0")]
+    assert rx.overrides_for("cotrain", ovs) == {"max_epochs": 7, "num_workers": 0}
+    assert rx.overrides_for("supervised", ovs) == {"max_epochs": 2, "num_workers": 0}
+
+
+# ---------------------------------------------------------------------------------------------- splits, settings
+def _cases_datalist(tmp_path: Path, n: int = 20) -> Path:
+    ds = tmp_path / "ds"
+    ds.mkdir()
+    cases = [{"image": f"imagesTr/case_{i:03d}.png", "label": f"labelsTr/case_{i:03d}.png"} for i in range(n)]
+    p = ds / "datalist.json"
+    p.write_text(json.dumps({"name": "fake", "spatial_dims": 2, "num_classes": 2, "in_channels": 3, "cases": cases}))
+    return p
+
+
+def test_write_splits_deterministic_and_relative_to_dataset(tmp_path):
+    dl = _cases_datalist(tmp_path)
+    out = tmp_path / "work" / "splits"
+    a = rx.write_splits(dl, out, [0.1, 1.0], [0, 1])
+    first = {k: p.read_text() for k, p in a.items()}
+    b = rx.write_splits(dl, out, [0.1, 1.0], [0, 1])
+    assert {k: p.read_text() for k, p in b.items()} == first
+    assert sorted(p.name for p in a.values()) == sorted(
+        ["datalist_r0.1_s0.json", "datalist_r0.1_s1.json", "datalist_r1_s0.json", "datalist_r1_s1.json"])
+    s = json.loads(a[(0.1, 0)].read_text())
+    img = (out / s["labeled"][0]["image"]).resolve()
+    assert img == (dl.parent / "imagesTr" / Path(s["labeled"][0]["image"]).name).resolve()
+    assert all("label" not in e for e in s["unlabeled"])
+    assert json.loads(a[(1.0, 0)].read_text())["unlabeled"] == []
+    assert a[(0.1, 0)].read_text() != a[(0.1, 1)].read_text()
+
+
+def _args(tmp_path: Path, dl: Path, **kw) -> RunnerSettings:
+    kw["overrides"] = [rx.parse_override(o) for o in kw.pop("override", [])]
+    return RunnerSettings(dataset=dl, work_dir=tmp_path / "wd", results_dir=tmp_path / "res", **kw)
+
+
+def test_phase_settings_budget_and_overrides(tmp_path):
+    dl = _cases_datalist(tmp_path, 40)
+    exp = Experiment(_args(tmp_path, dl, override=["cotrain:max_epochs=3", "*:num_workers=1"]), "cmd")
+    split = json.loads(rx.write_splits(dl, tmp_path / "sp", [0.25], [0])[(0.25, 0)].read_text())
+    n_lab = len(split["labeled"])
+    sup = exp.phase_settings("supervised", split, {})
+    assert sup["max_epochs"] == math.ceil(load_profile("quick").phases["supervised"].iterations / math.ceil(n_lab / 4))
+    assert sup["in_channels"] == 3 and sup["num_classes"] == 2 and sup["spatial_dims"] == 2
+    assert sup["num_workers"] == 1 and sup["seed"] == 0
+    co = exp.phase_settings("cotrain", split, {"rounds": 3, "teacher_ckpt": ""})
+    assert co["max_epochs"] == 3 and co["epoch_length"] == 20 and co["rounds"] == 3
+    assert co["val_interval"] <= 3 and co["warmup_epochs"] <= 3
+    assert "channels" not in co and "roi_size" not in co  # the profile's bundle file carries those
+    assert co["ckpt_interval"] == min(co["val_interval"], 3) and not any("#" in k for k in co)
+
+
+def test_experiment_rejects_split_datalist(tmp_path):
+    p = tmp_path / "datalist.json"
+    p.write_text(json.dumps({"labeled": [], "validation": []}))
+    with pytest.raises(RunnerError, match="no 'cases' list"):
+        Experiment(_args(tmp_path, p), "cmd")
+
+
+def test_run_phase_refuses_changed_settings(tmp_path):
+    dl = _cases_datalist(tmp_path)
+    exp = Experiment(_args(tmp_path, dl), "cmd")
+    phase = tmp_path / "phase"
+    phase.mkdir()
+    (phase / rx.SETTINGS_FILE).write_text(json.dumps({"fingerprint": "0000"}))
+    with pytest.raises(RunnerError, match="made with other settings"):
+        exp.run_phase(phase, "supervised", {"max_epochs": 1}, "[t]")
+
+
+def test_run_phase_skips_finished(tmp_path):
+    dl = _cases_datalist(tmp_path)
+    exp = Experiment(_args(tmp_path, dl), "cmd")
+    phase = tmp_path / "phase"
+    phase.mkdir()
+    settings = {"max_epochs": 1}
+    src = rx.BUNDLES_DIR / "supervised" / "configs"
+    fp = rx.fingerprint({"bundle": "supervised", "profile": "quick", "settings": settings, "configs": {
+        p.relative_to(src).as_posix(): p.read_text() for p in sorted(src.rglob("*.json"))}})
+    (phase / rx.SETTINGS_FILE).write_text(json.dumps({"fingerprint": fp}))
+    (phase / rx.DONE_MARKER).write_text(json.dumps({"fingerprint": fp, "wall_time_s": 12.0}))
+    assert exp.run_phase(phase, "supervised", settings, "[t]")["wall_time_s"] == 12.0  # no subprocess started
+
+
+# ---------------------------------------------------------------------------------------------- runs side by side
+def test_run_tasks_runs_side_by_side_and_keeps_task_order():
+    import threading
+
+    barrier = threading.Barrier(2, timeout=20)  # both runs must be in flight at once, or the barrier breaks
+    started: list[str] = []
+
+    def fn(method, ratio, seed):
+        started.append(method)
+        barrier.wait()
+        return {"method": method, "ratio": ratio, "seed": seed}
+
+    tasks = [("supervised", 0.1, 0), ("full", 0.1, 0)]
+    out = rx.run_tasks(fn, tasks, jobs=2)
+    assert [r["method"] for r in out] == ["supervised", "full"]  # the order of the tasks, not of completion
+    assert started[0] == "full"  # the most expensive method starts first
+    lone = threading.Barrier(2, timeout=0.5)
+    with pytest.raises(threading.BrokenBarrierError):  # one at a time: the first run waits for a partner in vain
+        rx.run_tasks(lambda *t: lone.wait(), tasks, jobs=1)
+
+
+def test_run_tasks_failure_lets_the_others_finish_and_names_every_failure():
+    done: list[str] = []
+
+    def fn(method, ratio, seed):
+        if method in ("cps", "upper"):
+            raise RunnerError(f"{method} exploded")
+        done.append(method)
+        return {"method": method}
+
+    tasks = [("cps", 0.1, 0), ("supervised", 0.1, 0), ("upper", 1.0, 0), ("full", 0.1, 0)]
+    with pytest.raises(RunnerError, match="2 of 4 runs failed") as e:
+        rx.run_tasks(fn, tasks, jobs=2)
+    assert "cps ratio 0.1 seed 0: cps exploded" in str(e.value) and "upper ratio 1.0 seed 0" in str(e.value)
+    assert sorted(done) == ["full", "supervised"]
+    done.clear()
+    with pytest.raises(RunnerError, match="cps exploded"):  # one at a time: stops at the first failure
+        rx.run_tasks(fn, tasks, jobs=1)
+    assert done == []
+
+
+def test_threads_per_run_share_the_cores(tmp_path, monkeypatch):
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(rx.os, "cpu_count", lambda: 16)
+    dl = _cases_datalist(tmp_path)
+    assert Experiment(_args(tmp_path, dl, profile="ph2", jobs=4), "cmd").env["OMP_NUM_THREADS"] == "4"
+    assert "OMP_NUM_THREADS" not in Experiment(_args(tmp_path, dl, profile="ph2"), "cmd").env  # torch decides
+    for prof in ("quick", "ph2_cpu"):  # small CPU runs (the budget file's num_threads): one thread each
+        assert Experiment(_args(tmp_path, dl, profile=prof, jobs=2), "cmd").env["MKL_NUM_THREADS"] == "1"
+    assert Experiment(_args(tmp_path, dl, profile="ph2", jobs=4, num_threads=3), "cmd").env["OMP_NUM_THREADS"] == "3"
+
+
+def test_phase1_is_shared_by_every_ratio_and_trained_one_run_at_a_time(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    dl = _cases_datalist(tmp_path, 40)
+    exp = Experiment(_args(tmp_path, dl, methods=["full"], ratios=[0.2, 0.1], jobs=2), "cmd")
+    calls: list[tuple[str, Path, dict]] = []
+    inside = {"now": 0, "max": 0}
+    guard = threading.Lock()
+
+    def fake_run_phase(phase_dir, bundle, settings, label):
+        with guard:
+            calls.append((bundle, phase_dir, dict(settings)))
+            inside["now"] += bundle == "teacher_pretrain"
+            inside["max"] = max(inside["max"], inside["now"])
+        phase_dir.mkdir(parents=True, exist_ok=True)
+        time.sleep(0.3)  # the two runs overlap here
+        with guard:
+            inside["now"] -= bundle == "teacher_pretrain"
+        return {"wall_time_s": 1.0, "fingerprint": f"fp-{bundle}"}
+
+    monkeypatch.setattr(exp, "run_phase", fake_run_phase)
+    monkeypatch.setattr(exp, "evaluate_phase", lambda *a, **k: (tmp_path / "metrics.json", 0.0))
+    monkeypatch.setattr(exp, "report", lambda total, splits: exp.runs)
+    runs = exp.run()
+
+    assert [r["ratio"] for r in runs] == [0.1, 0.2]
+    p1 = [c for c in calls if c[0] == "teacher_pretrain"]
+    assert len(p1) == 2 and p1[0][1] == p1[1][1]  # both runs ask for the same phase-1 folder ...
+    assert inside["max"] == 1  # ... one at a time (the second finds it done in the real run_phase)
+    assert p1[0][1].parent.parent == exp.work / "phase1" and p1[0][1].parent.name.startswith("r0.1_s0_")
+    assert Path(p1[0][2]["datalist"]).name == "datalist_r0.1_s0.json"  # the smallest ratio's nested labelled set
+    ckpts = {c[2]["teacher_ckpt"] for c in calls if c[0] == "cotrain"}
+    assert ckpts == {str(p1[0][1] / "models" / "teacher.pt")}
+    cot = {Path(c[2]["datalist"]).name for c in calls if c[0] == "cotrain"}
+    assert cot == {"datalist_r0.1_s0.json", "datalist_r0.2_s0.json"}  # phase 2 keeps each ratio's own split
+
+
+def test_console_line_filter():
+    assert rx._console_line("x - INFO - Epoch: 2/5, Iter: 3/9 -- loss: 1.0", "[p]") is None
+    line = rx._console_line("x - INFO - Epoch: 2/5, Iter: 9/9 -- loss: 1.0 loss_cps: 0.5 ", "[p]")
+    assert line == "[p] epoch 2/5 loss=1.0 loss_cps=0.5"
+    assert rx._console_line("2026 - INFO - Epoch[2] Metrics -- val_dice: 0.5", "[p]") == "[p] Epoch[2] Metrics -- val_dice: 0.5"
+
+
+
+
+# ---------------------------------------------------------------------------------------------- issue #15 runner points
+def test_iterations_are_converted_with_the_batch_size_actually_used(tmp_path):
+    dl = _cases_datalist(tmp_path, 40)
+    split = json.loads(rx.write_splits(dl, tmp_path / "sp", [0.5], [0])[(0.5, 0)].read_text())
+    n_lab = len(split["labeled"])
+    prof = load_profile("quick").phases["supervised"]
+    base = Experiment(_args(tmp_path, dl), "cmd").phase_settings("supervised", split, {})
+    assert base["max_epochs"] == math.ceil(prof.iterations / math.ceil(n_lab / 4))  # quick.json: batch_size 4
+    exp = Experiment(_args(tmp_path, dl, override=["supervised:batch_size=2"]), "cmd")
+    s = exp.phase_settings("supervised", split, {})
+    assert s["batch_size"] == 2 and s["max_epochs"] == math.ceil(prof.iterations / math.ceil(n_lab / 2))
+    tp = Experiment(_args(tmp_path, dl, override=["*:batch_size=3"], iterations={"teacher_pretrain": 40}), "cmd")
+    n_all = n_lab + len(split["unlabeled"])
+    assert tp.phase_settings("teacher_pretrain", split, {})["max_epochs"] == math.ceil(40 / (n_all // 3))
+
+
+def test_3d_runs_stack_profile_3d_and_validate_one_volume_at_a_time(tmp_path):
+    dl = _cases_datalist(tmp_path, 20)
+    meta = json.loads(dl.read_text())
+    meta.update(spatial_dims=3, in_channels=1)
+    dl.write_text(json.dumps(meta))
+    exp = Experiment(_args(tmp_path, dl), "cmd")
+    split = json.loads(rx.write_splits(dl, tmp_path / "sp", [0.25], [0])[(0.25, 0)].read_text())
+    for phase in rx.PHASES:
+        s = exp.phase_settings(phase, split, {})
+        assert s["val_batch_size"] == 1 and s["spatial_dims"] == 3, phase
+    files = [f.relative_to(tmp_path).as_posix() for f in
+             exp.config_list(tmp_path / "p", "cotrain", ["train.json", "evaluate.json", rx.OVERRIDES_FILE])]
+    assert files == ["p/configs/train.json", "p/configs/profile_3d.json", "p/configs/evaluate.json",
+                     "p/configs/profiles/quick.json", f"p/configs/{rx.OVERRIDES_FILE}"]
+    (tmp_path / "b").mkdir()
+    two_d = Experiment(_args(tmp_path, _cases_datalist(tmp_path / "b", 20)), "cmd")
+    assert "val_batch_size" not in two_d.phase_settings("supervised", split, {})  # the profile's 8 stays in 2D
+
+
+def test_settings_reject_bad_values(tmp_path):
+    dl = _cases_datalist(tmp_path)
+    for kw, msg in [({"ratios": [0]}, r"--ratios must be in \(0, 1\]"), ({"jobs": 0}, "--jobs must be >= 1"),
+                    ({"methods": ["mt"]}, "unknown; registered"), ({"profile": "nope"}, "unknown; available"),
+                    ({"rounds": -1}, "--rounds must be >= 0")]:
+        with pytest.raises(RunnerError, match=msg):
+            _args(tmp_path, dl, **kw)
+    with pytest.raises(RunnerError, match="expected PHASE=N"):
+        rx.parse_iterations(["cotrain=0"])
+
+
+def test_a_registered_method_runs_its_phases_with_its_ids(tmp_path, monkeypatch):
+    """The docs/ARCHITECTURE.md example: one registry entry is all a new method needs."""
+    from custom_components.experiments.methods import METHODS, Method
+
+    monkeypatch.setitem(METHODS, "cps_pretrained", Method("cps_pretrained", bundle="cotrain", settings={"rounds": 0},
+                                                          pretrain=True, cost=3))
+    dl = _cases_datalist(tmp_path, 40)
+    exp = Experiment(_args(tmp_path, dl, methods=["cps_pretrained", "cps"]), "cmd")
+    calls = []
+
+    def fake_run_phase(phase_dir, bundle, settings, label):
+        calls.append((bundle, phase_dir.relative_to(exp.work).as_posix(), dict(settings)))
+        phase_dir.mkdir(parents=True, exist_ok=True)
+        return {"wall_time_s": 1.0, "fingerprint": "fp"}
+
+    monkeypatch.setattr(exp, "run_phase", fake_run_phase)
+    monkeypatch.setattr(exp, "evaluate_phase", lambda *a, **k: (tmp_path / "metrics.json", 0.0))
+    monkeypatch.setattr(exp, "report", lambda total, splits: exp.runs)
+    runs = exp.run()
+    assert [r["method"] for r in runs] == ["cps_pretrained", "cps"]
+    (p1, co, cps) = calls
+    assert p1[0] == "teacher_pretrain" and co[1] == "cps_pretrained/r0.1_s0/cotrain"
+    assert co[2]["rounds"] == 0 and co[2]["teacher_ckpt"].endswith("teacher.pt")
+    assert cps[2]["teacher_ckpt"] == "" and cps[2]["rounds"] == 0
