@@ -234,10 +234,11 @@ def metadata_for(bundle: Path, cfg: dict[str, Any], dims: int) -> dict[str, Any]
 
 
 def calibrate_threshold(net: Any, parser: Any, image: Path) -> float:
-    """Fold a foreground threshold into fresh weights so that about half of ``image`` is foreground.
+    """A foreground threshold for fresh weights so that about half of ``image`` is foreground.
 
-    Fresh weights predict one class everywhere; with the threshold at the median foreground probability the served
-    mask holds both labels, so the test sees real label values. Uses the bundle's own preprocessing and inferer.
+    Fresh weights predict one class everywhere; with the threshold (applied by the bundle's post-processing) at the
+    median foreground probability the served mask holds both labels, so the test sees real label values. Uses the
+    bundle's own preprocessing and inferer.
 
     Args:
         net: the ``MaskPathwaySegmenter`` (binary).
@@ -253,11 +254,8 @@ def calibrate_threshold(net: Any, parser: Any, image: Path) -> float:
                 param.normal_(0.0, 0.05)
     x = parser.get_parsed_content("preprocessing")({"image": str(image)})["image"][None]
     with torch.no_grad():
-        net.set_threshold(0.5)
         probs = parser.get_parsed_content("inferer")(x, net)
-    thr = float(probs[:, 1].flatten().median().clamp(1e-4, 1 - 1e-4))
-    net.set_threshold(thr)
-    return thr
+    return float(probs[:, 1].flatten().median().clamp(1e-4, 1 - 1e-4))
 
 
 def build_bundle(bundle: Path, out: Path, dims: int, overrides: dict[str, Any], model_pt: Path | None, study: Path | None = None) -> dict[str, Any]:
@@ -269,7 +267,7 @@ def build_bundle(bundle: Path, out: Path, dims: int, overrides: dict[str, Any], 
         dims: 2 or 3.
         overrides: top-level id overrides of the inference config.
         model_pt: trained weights to use; ``None``: a freshly initialised ``network_def``.
-        study: with fresh binary weights, an image to calibrate the folded threshold on (see :func:`calibrate_threshold`).
+        study: with fresh binary weights, an image to calibrate the post-processing threshold on (see :func:`calibrate_threshold`).
     """
     import torch
     from monai.bundle import ConfigParser
@@ -277,21 +275,25 @@ def build_bundle(bundle: Path, out: Path, dims: int, overrides: dict[str, Any], 
     cfg = merged_config(bundle, dims, overrides)
     (out / "configs").mkdir(parents=True, exist_ok=True)
     (out / "models").mkdir(parents=True, exist_ok=True)
-    (out / "configs" / "inference.json").write_text(json.dumps(cfg, indent=4))
     (out / "configs" / "metadata.json").write_text(json.dumps(metadata_for(bundle, cfg, dims), indent=4))
     for extra in ("logging.conf",):
         if (bundle / "configs" / extra).is_file():
             shutil.copy(bundle / "configs" / extra, out / "configs" / extra)
     if model_pt is not None:
         shutil.copy(model_pt, out / "models" / "model.pt")
+        selection = Path(model_pt).with_name(Path(model_pt).stem + "_selection.json")
+        if selection.is_file():  # the validation threshold travels with the weights
+            shutil.copy(selection, out / "models" / "model_selection.json")
     else:
         torch.manual_seed(0)
         parser = ConfigParser(cfg)
         parser["bundle_root"] = str(out)
         net = parser.get_parsed_content("network_def", instantiate=True)
-        if study is not None and int(cfg["num_classes"]) == 2 and hasattr(net, "set_threshold"):
-            cfg["_calibrated_threshold"] = calibrate_threshold(net, parser, study)
+        cfg["threshold"] = 0.5  # fresh weights: no validation selection
+        if study is not None and int(cfg["num_classes"]) == 2:
+            cfg["threshold"] = cfg["_calibrated_threshold"] = calibrate_threshold(net, parser, study)
         torch.save(net.state_dict(), out / "models" / "model.pt")
+    (out / "configs" / "inference.json").write_text(json.dumps(cfg, indent=4))
     return cfg
 
 

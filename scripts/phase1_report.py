@@ -7,7 +7,11 @@ the pretrained teacher with the same architecture untrained (same initial seed):
 - **probe Dice**: a fresh 1x1-conv probe trained on the labelled split on top of each (frozen) teacher's
   probabilities, evaluated on the validation split;
 - **best-assignment Dice**: the teacher's own unnamed channels under the best channel-to-class assignment;
-- per-class pixel fractions (a collapsed teacher puts everything in one class).
+- per-class pixel fractions (a collapsed teacher puts everything in one class);
+- the label-free **reconstruction gain** ``L_rec(blank mask) - L_rec(predicted mask)`` (and with shuffled masks,
+  other images' predicted masks) on the validation images: how much the teacher's masks help its own image
+  pathway; it needs no label, so it can judge phase 1 where no labels exist. The bundle's monitor logs it every
+  validation round beside the probe Dice.
 
 Writes ``<out>/phase1.md`` (table, command, hardware), ``<out>/phase1_loss.png`` (loss curves) and
 ``<out>/phase1_masks.png`` (image, target, untrained and pretrained teacher masks).
@@ -49,7 +53,8 @@ def _load_split(datalist: Path, key: str, roi: list[int]) -> tuple[torch.Tensor,
 
 
 def _probe_scores(teacher, x_tr, y_tr, x_va, y_va, steps: int, seed: int) -> dict:
-    from custom_components.engines.pretrain import _fg_dice, permutation_dice
+    from custom_components.engines.pretrain import _fg_dice, permutation_dice, shuffled_masks
+    from custom_components.networks import background_mask, make_noise
     from custom_components.losses import HardTargetDiceLoss
     from custom_components.networks import ChannelProbe
 
@@ -57,6 +62,10 @@ def _probe_scores(teacher, x_tr, y_tr, x_va, y_va, steps: int, seed: int) -> dic
     with torch.no_grad():
         p_tr = teacher.predict(x_tr)[0]
         logits_va = torch.log(teacher.predict(x_va)[0].clamp_min(1e-8))
+        m = 2 * logits_va.softmax(1) - 1
+        noise = make_noise(x_va.shape, seed, x_va.device, x_va.dtype)
+        rec = {name: teacher.reconstruct(x_va, mask, 250, noise).loss.mean()
+               for name, mask in (("pred", m), ("blank", background_mask(m, m.shape[1])), ("shuffled", shuffled_masks(m)))}
     torch.manual_seed(seed)
     probe = ChannelProbe(teacher.spatial_dims, teacher.num_classes)
     opt = torch.optim.Adam(probe.parameters(), lr=0.05)
@@ -73,6 +82,8 @@ def _probe_scores(teacher, x_tr, y_tr, x_va, y_va, steps: int, seed: int) -> dic
         "probe_dice": float(_fg_dice(pred, y_va, k).nanmean()),
         "best_assignment_dice": float(permutation_dice(logits_va, y_va).nanmean()),
         "class_fractions": [round(float((lab == c).float().mean()), 4) for c in range(k)],
+        "rec_gain_blank": float(rec["blank"] - rec["pred"]),
+        "rec_gain_shuffled": float(rec["shuffled"] - rec["pred"]),
         "masks": lab,
     }
 
@@ -135,8 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     def _validated(engine):
         m = engine.state.metrics
         val_curve.append({"epoch": trainer.state.epoch, "iteration": trainer.state.iteration,
-                          **{k: round(float(m[k]), 4) for k in m if k.startswith("val_frac_class")
-                             or k in ("val_best_assignment_dice", "val_probe_dice", "val_rec_mse")}})
+                          **{k: round(float(m[k]), 6) for k in m if k.startswith("val_frac_class")
+                             or k in ("val_best_assignment_dice", "val_probe_dice", "val_rec_mse", "val_rec_gain_blank",
+                                      "val_rec_gain_shuffled")}})
 
     @trainer.on(Events.ITERATION_COMPLETED)
     def _collect(engine):
@@ -193,14 +205,18 @@ def main(argv: list[str] | None = None) -> int:
         "labels never update the teacher",
         f"- probes: a fresh 1x1 conv per teacher, {args.probe_steps} Adam steps on the labelled split, teacher frozen",
         "",
-        "| teacher | probe Dice (val) | best-assignment Dice (val) | class fractions (val) |",
-        "|---|---|---|---|",
+        "| teacher | probe Dice (val) | best-assignment Dice (val) | reconstruction gain, blank / shuffled (val, x1e3) | class fractions (val) |",
+        "|---|---|---|---|---|",
     ]
     for name, r in rows:
-        lines.append(f"| {name} | {100 * r['probe_dice']:.1f} | {100 * r['best_assignment_dice']:.1f} | {r['class_fractions']} |")
+        lines.append(f"| {name} | {100 * r['probe_dice']:.1f} | {100 * r['best_assignment_dice']:.1f} | "
+                     f"{1e3 * r['rec_gain_blank']:.2f} / {1e3 * r['rec_gain_shuffled']:.2f} | {r['class_fractions']} |")
     lines += [
         "",
-        "Foreground Dice in %, mean over validation images. Loss curves: `phase1_loss.png`; masks: `phase1_masks.png`.",
+        "Foreground Dice in %, mean over validation images (best assignment chosen once for the whole set). "
+        "Reconstruction gain: mean over validation images of L_rec(blank or shuffled mask) - L_rec(predicted mask) "
+        "at t = 250 with the same seeded noise (no label used; 0 = the image pathway gets nothing from the mask). "
+        "Loss curves: `phase1_loss.png`; masks: `phase1_masks.png`.",
         "",
         "![loss](phase1_loss.png)",
         "",
@@ -209,10 +225,11 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if val_curve:
         lines += ["## The bundle's monitor during phase 1 (validation split)", "",
-                  "| epoch | iteration | best-assignment Dice | in-bundle probe Dice | fraction per channel | reconstruction MSE |",
-                  "|---|---|---|---|---|---|"]
+                  "| epoch | iteration | best-assignment Dice | in-bundle probe Dice | reconstruction gain blank / shuffled (x1e3) | fraction per channel | reconstruction MSE |",
+                  "|---|---|---|---|---|---|---|"]
         lines += [f"| {v['epoch']} | {v['iteration']} | {100 * v.get('val_best_assignment_dice', np.nan):.1f} | "
-                  f"{100 * v.get('val_probe_dice', np.nan):.1f} | {' / '.join(f'{v[k]:.3f}' for k in fracs)} | "
+                  f"{100 * v.get('val_probe_dice', np.nan):.1f} | {1e3 * v.get('val_rec_gain_blank', np.nan):.2f} / "
+                  f"{1e3 * v.get('val_rec_gain_shuffled', np.nan):.2f} | {' / '.join(f'{v[k]:.3f}' for k in fracs)} | "
                   f"{v.get('val_rec_mse', np.nan):.4f} |" for v in val_curve]
         lines += ["", "![validation](phase1_validation.png)", ""]
     (args.out / "phase1.md").write_text("\n".join(lines))

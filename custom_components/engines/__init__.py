@@ -3,8 +3,15 @@ phase-2 co-training, and phase-2 model selection."""
 
 from .base import DiffusionTrainerBase, plain, to_device
 from .cotrain import CoTrainer, LinearRampUp
-from .pretrain import TeacherMonitorEvaluator, TeacherPretrainTrainer, class_fractions, permutation_dice
-from .selection import DualNetworkEvaluator, dice_per_threshold
+from .pretrain import (
+    TeacherMonitorEvaluator,
+    TeacherPretrainTrainer,
+    assignment_dice,
+    class_fractions,
+    permutation_dice,
+    shuffled_masks,
+)
+from .selection import DualNetworkEvaluator, dice_per_threshold, pick_threshold, selected_threshold
 
 __all__ = [
     "CoTrainer",
@@ -13,9 +20,13 @@ __all__ = [
     "LinearRampUp",
     "TeacherMonitorEvaluator",
     "TeacherPretrainTrainer",
+    "assignment_dice",
     "class_fractions",
     "dice_per_threshold",
     "permutation_dice",
+    "pick_threshold",
     "plain",
+    "selected_threshold",
+    "shuffled_masks",
     "to_device",
 ]

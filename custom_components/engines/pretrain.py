@@ -15,10 +15,17 @@ from monai.utils import CommonKeys
 
 from ..losses import HardTargetDiceLoss
 from ..metrics.dice import label_dice
-from ..networks.teacher import DiffusionTeacher, make_noise, probabilities_to_mask
+from ..networks.teacher import DiffusionTeacher, background_mask, make_noise, probabilities_to_mask
 from .base import DiffusionTrainerBase, plain
 
-__all__ = ["TeacherPretrainTrainer", "TeacherMonitorEvaluator", "class_fractions", "permutation_dice"]
+__all__ = [
+    "TeacherPretrainTrainer",
+    "TeacherMonitorEvaluator",
+    "assignment_dice",
+    "class_fractions",
+    "permutation_dice",
+    "shuffled_masks",
+]
 
 
 def class_fractions(logits: torch.Tensor) -> torch.Tensor:
@@ -37,9 +44,10 @@ def _fg_dice(pred_lab: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
     return label_dice(pred_lab, y.long(), k, empty=1.0).float().mean(1)
 
 
-def permutation_dice(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per-sample foreground Dice of the teacher's unnamed channels under the best channel-to-class
-    assignment (chosen once for the whole batch): shape ``(B,)``.
+def assignment_dice(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-sample foreground Dice of the teacher's unnamed channels under every channel-to-class assignment:
+    shape ``(B, K!)``, columns in ``itertools.permutations(range(K))`` order. Averaging the columns over a whole
+    validation set and taking the best column (``metrics.BestAssignmentDice``) chooses one assignment for the set.
 
     Args:
         logits: ``(B, K, *spatial)`` teacher logits.
@@ -47,13 +55,32 @@ def permutation_dice(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """
     k = logits.shape[1]
     lab = logits.argmax(1, keepdim=True)
-    best = None
-    for perm in itertools.permutations(range(k)):
-        mapped = torch.as_tensor(perm, device=lab.device)[lab]
-        d = _fg_dice(mapped, y, k)
-        if best is None or d.mean() > best.mean():
-            best = d
-    return best
+    cols = [_fg_dice(torch.as_tensor(perm, device=lab.device)[lab], y, k) for perm in itertools.permutations(range(k))]
+    return torch.stack(cols, 1)
+
+
+def permutation_dice(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-sample foreground Dice under the best channel-to-class assignment, chosen once for all the samples
+    given (pass the whole validation set, or use ``assignment_dice`` with ``metrics.BestAssignmentDice``): ``(B,)``.
+
+    Args:
+        logits: ``(B, K, *spatial)`` teacher logits.
+        y: ``(B, 1, *spatial)`` labels.
+    """
+    d = assignment_dice(logits, y)
+    return d[:, int(d.nanmean(0).argmax())]
+
+
+def shuffled_masks(m: torch.Tensor) -> torch.Tensor:
+    """Masks that do not belong to their images: each sample gets the next sample's mask (``roll`` by one along
+    the batch); a batch of one gets its own mask flipped along every spatial axis.
+
+    Args:
+        m: ``(B, K, *spatial)`` masks.
+    """
+    if m.shape[0] > 1:
+        return m.roll(1, 0)
+    return m.flip(tuple(range(2, m.ndim)))
 
 
 class TeacherPretrainTrainer(DiffusionTrainerBase):
@@ -162,12 +189,17 @@ class TeacherPretrainTrainer(DiffusionTrainerBase):
 
 
 class TeacherMonitorEvaluator(Evaluator):
-    """Phase-1 validation: probe Dice, best-assignment Dice, class fractions and reconstruction error.
+    """Phase-1 validation: probe Dice, best-assignment Dice, class fractions, reconstruction error and gain.
 
     Each iteration segments the validation images at the teacher's fixed inference ``t`` with seeded noise,
-    applies the probe, and reconstructs the image at ``recon_timestep`` conditioned on the teacher's mask.
-    ``engine.state.output`` carries per-sample values ``probe_dice``, ``perm_dice``, ``rec_mse`` and
-    ``frac_class<k>`` for ``OutputAverage`` metrics, plus ``pred`` (probe probabilities) and ``label``.
+    applies the probe, and reconstructs the image at ``recon_timestep`` conditioned on the teacher's mask, on the
+    all-background (blank) mask and on shuffled masks (other images' predicted masks, ``shuffled_masks``), with the
+    same noise. ``engine.state.output`` carries per-sample values ``probe_dice``, ``rec_mse``, ``frac_class<k>``,
+    the label-free **reconstruction gains** ``rec_gain_blank = L_rec(blank) - L_rec(predicted)`` and
+    ``rec_gain_shuffled = L_rec(shuffled) - L_rec(predicted)`` (how much the predicted mask helps the image pathway;
+    0 when ``G`` ignores the mask) for ``OutputAverage`` metrics, ``assignment_dice`` ``(B, K!)`` for
+    ``BestAssignmentDice`` (the assignment chosen over the whole validation set), plus ``pred`` (probe
+    probabilities) and ``label``.
 
     Args:
         device: device.
@@ -227,13 +259,18 @@ class TeacherMonitorEvaluator(Evaluator):
             p = logits.float().softmax(1)
             probe_logits = self.probe(p) if self.probe is not None else logits
             noise = make_noise(x.shape, self.seed, x.device, x.dtype)
-            rec = self.teacher.reconstruct(x, probabilities_to_mask(p), self.recon_timestep, noise)
+            m = probabilities_to_mask(p)
+            rec = self.teacher.reconstruct(x, m, self.recon_timestep, noise)
+            rec_blank = self.teacher.reconstruct(x, background_mask(m, k), self.recon_timestep, noise)
+            rec_shuffled = self.teacher.reconstruct(x, shuffled_masks(m), self.recon_timestep, noise)
             out = {
                 CommonKeys.PRED: probe_logits.softmax(1),
                 CommonKeys.LABEL: y,
                 "probe_dice": _fg_dice(probe_logits.argmax(1, keepdim=True), y, k),
-                "perm_dice": permutation_dice(logits, y),
+                "assignment_dice": assignment_dice(logits, y),
                 "rec_mse": rec.loss,
+                "rec_gain_blank": rec_blank.loss - rec.loss,
+                "rec_gain_shuffled": rec_shuffled.loss - rec.loss,
             }
             lab = logits.argmax(1)
             for c in range(k):

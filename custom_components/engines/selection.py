@@ -5,7 +5,10 @@ The chosen model is written by :class:`~custom_components.handlers.SelectedModel
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -18,7 +21,14 @@ from monai.utils import CommonKeys
 from ..metrics.dice import dice_from_counts, label_dice, mask_dice
 from .base import plain
 
-__all__ = ["DualNetworkEvaluator", "SELECTION_EMPTY_DICE", "class_overlap_counts", "dice_per_threshold"]
+__all__ = [
+    "DualNetworkEvaluator",
+    "SELECTION_EMPTY_DICE",
+    "class_overlap_counts",
+    "dice_per_threshold",
+    "pick_threshold",
+    "selected_threshold",
+]
 
 #: Dice of an empty prediction of an empty reference during selection: a correct answer (see ``metrics/dice.py``)
 SELECTION_EMPTY_DICE = 1.0
@@ -63,16 +73,66 @@ def class_overlap_counts(probs: torch.Tensor, label: torch.Tensor) -> torch.Tens
     return torch.stack([(p & t).sum(1), p.sum(1), t.sum(1)]).double()
 
 
+def pick_threshold(thresholds: torch.Tensor, mean_dice: torch.Tensor, atol: float = 1e-9) -> int:
+    """Index of the best threshold of a validation curve; ties go to the threshold nearest 0.5.
+
+    Thresholds whose mean Dice is within ``atol`` of the best all score alike; among them the one nearest 0.5
+    (plain argmax) is taken, so a flat curve never pulls the threshold to an extreme of the sweep.
+
+    Args:
+        thresholds: the swept thresholds ``(N,)``.
+        mean_dice: mean validation Dice per threshold ``(N,)``.
+        atol: Dice values this close to the best count as a tie.
+    """
+    mean_dice = mean_dice.double()
+    tied = torch.nonzero(mean_dice >= mean_dice.max() - atol).flatten()
+    dist = (thresholds.double()[tied] - 0.5).abs()
+    return int(tied[int(torch.argmin(dist))])
+
+
+def selected_threshold(selection_file: str | os.PathLike, num_classes: int) -> float:
+    """The foreground threshold chosen on validation, read from ``model_selection.json`` (binary tasks).
+
+    Post-processing of the evaluate / inference configs applies it to the model's raw probabilities. Multi-class
+    tasks use argmax and need no file (0.5 is returned).
+
+    Args:
+        selection_file: the ``model_selection.json`` written beside ``model.pt`` by ``SelectedModelSaver``.
+        num_classes: classes ``K``.
+
+    Raises:
+        FileNotFoundError: binary task and no selection file (pass ``--threshold 0.5`` to use plain argmax).
+        ValueError: the file holds no valid ``threshold``.
+    """
+    if int(num_classes) != 2:
+        return 0.5
+    path = Path(selection_file)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: no model selection file, so the foreground threshold chosen on validation is unknown; "
+            "train the bundle (it writes the file beside model.pt) or pass --threshold 0.5."
+        )
+    try:
+        thr = float(json.loads(path.read_text())["threshold"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{path}: no valid 'threshold' in the model selection file ({e}).") from None
+    if not 0.0 < thr < 1.0:
+        raise ValueError(f"{path}: threshold must be in (0, 1), got {thr}.")
+    return thr
+
+
 class DualNetworkEvaluator(Evaluator):
     """Validate several ``image -> probabilities`` networks (student and teacher) on the validation split.
 
     Each iteration runs every network through the inferer and records the per-case foreground Dice for each
     threshold of the sweep (binary) or of the argmax (multi-class). At the end of the run the best
-    (network, threshold) pair is chosen by mean per-case Dice; ``engine.state.metrics`` then holds
-    ``val_dice`` (the selected pair's Dice, the key metric), ``val_dice_<name>`` (each network at its best
-    threshold), ``val_threshold``, and per foreground class ``c`` the argmax Dice pooled over all validation
-    pixels, ``val_dice_<name>_class<c>``, and the predicted pixel fraction ``val_frac_<name>_class<c>`` (so that a
-    class one network stops predicting shows in the log); ``engine.state.selection`` holds the choice.
+    (network, threshold) pair is chosen by mean per-case Dice (thresholds that tie go to the one nearest 0.5,
+    :func:`pick_threshold`); ``engine.state.metrics`` then holds ``val_dice`` (the selected pair's Dice, the key
+    metric), ``val_dice_<name>`` (each network at its best threshold), ``val_threshold``, and per foreground class
+    ``c`` the argmax Dice pooled over all validation pixels, ``val_dice_<name>_class<c>``, and the predicted pixel
+    fraction ``val_frac_<name>_class<c>`` (so that a class one network stops predicting shows in the log);
+    ``engine.state.selection`` holds the choice and, under ``curve``, the selected network's validation curve
+    (``{"thresholds": [...], "dice": [...]}``, binary sweeps only).
 
     Args:
         device: device.
@@ -154,10 +214,11 @@ class DualNetworkEvaluator(Evaluator):
         best = None
         for name, curves in self._curves.items():
             mean = torch.cat(curves).nanmean(0).nan_to_num(1.0)  # NaN: no class in any case, nothing predicted
-            i = int(mean.argmax())
-            thr = float(self.thresholds[i]) if mean.numel() > 1 and self.thresholds is not None else 0.5
+            swept = mean.numel() > 1 and self.thresholds is not None
+            i = pick_threshold(self.thresholds, mean) if swept else 0
+            thr = float(self.thresholds[i]) if swept else 0.5
             engine.state.metrics[f"val_dice_{name}"] = float(mean[i])
-            if mean.numel() > 1:
+            if swept:
                 i05 = int(torch.argmin((self.thresholds - 0.5).abs()))
                 engine.state.metrics[f"val_dice_{name}_at_0.5"] = float(mean[i05])
             inter, pred, ref = self._counts[name]
@@ -167,6 +228,11 @@ class DualNetworkEvaluator(Evaluator):
                 engine.state.metrics[f"val_frac_{name}_class{c + 1}"] = float(pred[c]) / max(1, self._num_pixels)
             if best is None or float(mean[i]) > best["dice"]:
                 best = {"network": name, "threshold": round(thr, 4), "dice": float(mean[i])}
+                if swept:
+                    best["curve"] = {
+                        "thresholds": [round(float(t), 4) for t in self.thresholds],
+                        "dice": [round(float(d), 6) for d in mean],
+                    }
         engine.state.selection = best
         engine.state.metrics["val_dice"] = best["dice"]
         engine.state.metrics["val_threshold"] = best["threshold"]

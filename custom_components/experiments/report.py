@@ -72,7 +72,7 @@ def aggregate(runs: Sequence[Mapping[str, Any]], protocol: str) -> list[dict[str
     for (method, ratio), items in groups.items():
         cases: dict[str, list[Any]] = {m: [] for m in ("dice", "jaccard", "hd95", "asd")}
         class_dice: dict[str, list[Any]] = {}  # foreground class -> per-case Dice (multi-class only)
-        seed_dice, pooled_d, pooled_j, unit, n_cases = [], [], [], set(), 0
+        seed_dice, pooled_d, pooled_j, unit, n_cases, case_dice = [], [], [], set(), 0, {}
         for it in sorted(items, key=lambda x: int(x["seed"])):
             path = Path(it["metrics"][protocol])
             try:
@@ -85,6 +85,8 @@ def aggregate(runs: Sequence[Mapping[str, Any]], protocol: str) -> list[dict[str
             g = _group_of(summary)
             for m in cases:
                 cases[m] += [row.get(f"{m}_{g}") for row in data["per_case"]]
+            for i, row in enumerate(data["per_case"]):  # paired comparisons match (seed, case) across methods
+                case_dice[f"{int(it['seed'])}/{row.get('case', i)}"] = row.get(f"dice_{g}")
             for c in (c for c in summary["metrics"] if c != "mean" and g == "mean"):
                 class_dice.setdefault(c, []).extend(row.get(f"dice_{c}") for row in data["per_case"])
             seed_dice.append(summary["metrics"][g]["dice"]["mean"])
@@ -108,6 +110,7 @@ def aggregate(runs: Sequence[Mapping[str, Any]], protocol: str) -> list[dict[str
             **{m: _mean_std(v) for m, v in cases.items()},
             "class_dice": {c: _mean_std(v) for c, v in class_dice.items()},
             "seed_dice": seed_dice,
+            "case_dice": case_dice,
             "pooled_dice": (sum(pooled_d) / len(pooled_d)) if pooled_d else None,
             "pooled_jaccard": (sum(pooled_j) / len(pooled_j)) if pooled_j else None,
             "train_time_s": _mean_std(times),
@@ -146,6 +149,8 @@ def format_markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
     per_class = any(r.get("class_dice") for r in rows)
     if per_class:
         head += ["Dice per class (%)"]
+    refs = [ref for ref in ("supervised", "cps") if any(ref in (r.get("paired") or {}) for r in rows)]
+    head += ["Dice over seeds (%)", "gap closed"] + [f"Δ Dice vs {ref} [95 % CI] (%)" for ref in refs]
     head += ["selected network @ threshold", "train time (s)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     order = list(METHODS)
@@ -160,6 +165,14 @@ def format_markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
             cd = r.get("class_dice") or {}
             cells.append(", ".join(f"{c} " + ("n/a" if v.get("mean") is None else f"{100 * v['mean']:.1f}")
                                    for c, v in cd.items()) or "-")
+        seeds = r.get("dice_over_seeds") or {}
+        cells.append("n/a" if seeds.get("mean") is None else f"{100 * seeds['mean']:.2f} ± {100 * seeds['std']:.2f}")
+        gap = r.get("gap_closed")
+        cells.append("-" if gap is None else f"{100 * gap:.0f} %")
+        for ref in refs:
+            pb = (r.get("paired") or {}).get(ref) or {}
+            cells.append("-" if pb.get("mean_diff") is None else
+                         f"{100 * pb['mean_diff']:+.2f} [{100 * pb['ci_low']:+.2f}, {100 * pb['ci_high']:+.2f}]")
         sels = r.get("selection") or []
         cells.append(", ".join(f"{s.get('network')} @ {float(s.get('threshold', 0.5)):.2f}" for s in sels) or "-")
         t = r.get("train_time_s") or {}
@@ -207,7 +220,11 @@ def write_markdown(path: Path, dataset: str, tables: Mapping[str, Sequence[Mappi
              "Dice/Jaccard/HD95/ASD: mean ± std over the per-case values of all seeds' test cases (foreground; "
              "with more than one foreground class, the per-case mean over the foreground classes, and 'Dice per "
              "class' the per-case mean of each class over the cases where it is predicted or present; "
-             "population std). Train time: wall time of all training phases of one run, mean over seeds "
+             "population std). Dice over seeds: mean over seeds of each seed's mean Dice ± its standard deviation "
+             "across seeds (sample std). Gap closed: (method - supervised) / (upper - supervised) of the seed means. "
+             "Δ Dice vs a reference: mean paired per-case difference (same seed, same test image) with a seeded "
+             "percentile bootstrap 95 % interval (10000 resamples of the cases; `custom_components/metrics/stats.py`). "
+             "Train time: wall time of all training phases of one run, mean over seeds "
              "(evaluation not included).", ""]
     lines += ["## Command", "", "```", command, "```", ""]
     lines += ["## Setting", ""]
@@ -235,6 +252,22 @@ def write_markdown(path: Path, dataset: str, tables: Mapping[str, Sequence[Mappi
         folder = relative_path(r["folder"]) if r.get("folder") else ""
         lines.append(f"| {r['method']} | {ratio_tag(r['ratio'])} | {r['seed']} | {ttxt} | {etxt} | {seltxt} | `{folder}` |")
     lines.append("")
+    curves = [r for r in runs if ((r.get("selection") or {}).get("curve") or {}).get("dice")]
+    if curves:
+        marks = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+        lines += ["## Threshold sweep on validation", "",
+                  "Validation Dice (%) of the selected network at a few thresholds of the 0.02-step sweep, at the "
+                  "selected epoch; the chosen threshold is the best one (ties go to the threshold nearest 0.5). The "
+                  "full curve is in each run's `models/model_selection.json`.", "",
+                  "| method | ratio | seed | chosen | " + " | ".join(f"{m:g}" for m in marks) + " |",
+                  "|" + "---|" * (4 + len(marks))]
+        for r in curves:
+            sel = r["selection"]
+            thr, dice = sel["curve"]["thresholds"], sel["curve"]["dice"]
+            at = [min(range(len(thr)), key=lambda i: abs(thr[i] - m)) for m in marks]
+            lines.append(f"| {r['method']} | {ratio_tag(r['ratio'])} | {r['seed']} | {float(sel['threshold']):.2f} | "
+                         + " | ".join(f"{100 * dice[i]:.1f}" for i in at) + " |")
+        lines.append("")
     if figures:
         lines += ["## Figures", ""]
         lines += [f"![{f}]({f})" for f in figures]
@@ -297,6 +330,7 @@ def qualitative_figure(config_files: Sequence[Path], models_dir: Path, path: Pat
     from monai.data import load_decathlon_datalist
 
     from custom_components.networks import load_teacher_weights
+    from custom_components.transforms import ThresholdForeground
     from custom_components.visualize import qualitative_panel
 
     if num_cases < 1:
@@ -310,6 +344,7 @@ def qualitative_figure(config_files: Sequence[Path], models_dir: Path, path: Pat
     deploy.load_state_dict(torch.load(models_dir / "model.pt", map_location="cpu", weights_only=True))
     teacher.eval()
     deploy.eval()
+    thr = float((selection or {}).get("threshold", 0.5))  # applied in post-processing, as in evaluate.json
     preprocessing = parser.get_parsed_content("validate#preprocessing", instantiate=True)
     inferer = parser.get_parsed_content("eval_inferer", instantiate=True)
     cases = load_decathlon_datalist(parser.get_parsed_content("datalist"), True, "test")[:num_cases]
@@ -327,7 +362,7 @@ def qualitative_figure(config_files: Sequence[Path], models_dir: Path, path: Pat
             p_d = inferer(x, deploy)
             images.append(shown(x[0]))
             pseudo.append(shown(p_t[0].argmax(0)))
-            pred.append(shown(p_d[0].argmax(0)))
+            pred.append(shown(ThresholdForeground(thr)(p_d[0])[0].long()))  # the threshold of evaluate.json
             target.append(shown(torch.as_tensor(d["label"])[0]).round().astype(np.int64))
             titles.append(Path(str(c["image"])).name)
     sel = selection or {}

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..metrics.stats import compare_rows
 from . import report
 from .budget import Profile, available_profiles, load_profile, schedule_ids
 from .environment import REPO_ROOT, environment_info, relative_path
@@ -665,7 +666,7 @@ class Experiment:
         """
         s = self.settings
         try:
-            tables = {p: report.aggregate(self.runs, p) for p in s.protocols}
+            tables = {p: compare_rows(report.aggregate(self.runs, p)) for p in s.protocols}
         except report.ReportError as e:
             raise RunnerError(str(e)) from e
         self.results_dir.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,7 @@ import json
 import logging
 from pathlib import Path
 
+import torch
 import torch.nn as nn
 from ignite.engine import Engine, Events
 
@@ -19,36 +20,45 @@ logger = logging.getLogger(__name__)
 
 
 class SelectedModelSaver:
-    """Save the selected network's mask pathway as the deployable model whenever validation improves.
+    """Save the selected network as the deployable model whenever validation improves.
 
     Attached to a ``DualNetworkEvaluator``; at the end of each validation run, if ``val_dice`` beats the best so
-    far, ``filename`` receives the ``state_dict`` of a ``MaskPathwaySegmenter`` wrapping the selected mask
-    pathway with the selected threshold folded in (one network, ``torch.load(weights_only=True)``-loadable),
-    written atomically, and ``<stem>_selection.json`` records network, threshold, Dice and epoch. Its own
-    ``state_dict`` (the best value) belongs in the resumable training state, so a resumed run never
-    overwrites a better model with a worse one.
+    far, ``filename`` receives a ``state_dict`` (one network, ``torch.load(weights_only=True)``-loadable, written
+    atomically): with ``deployable``, that of the ``MaskPathwaySegmenter`` wrapping the selected mask pathway; without
+    it, the selected network's own. ``<stem>_selection.json`` records network, threshold, Dice, epoch and the
+    validation curve of the threshold sweep: the threshold is *not* part of the model, the evaluate / inference
+    configs apply it to the raw probabilities in post-processing
+    (:func:`~custom_components.engines.selected_threshold`). ``also_save`` files (e.g. the whole teacher, for
+    phase 3) are written at the same moment, so they come from the selected epoch. Its own ``state_dict`` (the best
+    value) belongs in the resumable training state, so a resumed run never overwrites a better model with a worse
+    one; on resume an unreadable model file makes it forget the best value, so the next validation rewrites it.
 
     Args:
         save_dir: folder of the model file.
-        deployable: the ``MaskPathwaySegmenter`` template (its configuration; its weights are replaced).
-        mask_nets: name -> mask backbone (e.g. ``{"student": student.mask_net, "teacher": teacher.mask_net}``).
+        deployable: the ``MaskPathwaySegmenter`` template (its configuration; its weights are replaced), or ``None``
+            to save the selected network of ``mask_nets`` as it is (the supervised baseline).
+        mask_nets: name -> network whose weights are saved when selected (e.g. ``{"student": student.mask_net,
+            "teacher": teacher.mask_net}``; with ``deployable``, mask backbones).
         filename: model file name.
         trainer: the trainer, to record the epoch (optional).
+        also_save: file name -> module, saved (``state_dict``) together with every new best model.
     """
 
     def __init__(
         self,
         save_dir: str,
-        deployable: MaskPathwaySegmenter,
+        deployable: MaskPathwaySegmenter | None,
         mask_nets: dict[str, nn.Module],
         filename: str = "model.pt",
         trainer: Engine | None = None,
+        also_save: dict[str, nn.Module] | None = None,
     ) -> None:
         self.save_dir = Path(save_dir)
         self.deployable = deployable
         self.mask_nets = mask_nets
         self.filename = filename
         self.trainer = trainer
+        self.also_save = dict(also_save or {})
         self.best_dice = -1.0
         self.best: dict = {}
         self.history: list[dict] = []
@@ -74,6 +84,20 @@ class SelectedModelSaver:
         self.best_dice = float(state["best_dice"])
         self.best = json.loads(state.get("best", "{}"))
         self.history = json.loads(state.get("history", "[]"))
+        path = self.save_dir / self.filename
+        if self.best_dice >= 0 and path.exists():
+            try:
+                torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as e:  # noqa: BLE001 - any unreadable model file is handled the same way
+                logger.warning(
+                    "cannot read the selected model %s (%s: %s); forgetting the best value so the next validation "
+                    "rewrites it", path, type(e).__name__, e,
+                )
+                self.best_dice, self.best = -1.0, {}
+
+    @staticmethod
+    def _weights(module: nn.Module) -> dict:
+        return {k: v.detach().cpu().clone() for k, v in unwrap_module(module).state_dict().items()}
 
     def __call__(self, engine: Engine) -> None:
         sel = getattr(engine.state, "selection", None)
@@ -81,17 +105,19 @@ class SelectedModelSaver:
             return
         epoch = int((self.trainer or engine).state.epoch)
         record = {"epoch": epoch, **sel, **{k: v for k, v in engine.state.metrics.items() if k.startswith("val_dice_")}}
-        self.history.append(record)
+        self.history.append({k: v for k, v in record.items() if k != "curve"})
         if not is_rank_zero():  # only rank 0 writes
             return
         if sel["dice"] > self.best_dice:
             self.best_dice = sel["dice"]
             self.best = record
-            src = unwrap_module(self.mask_nets[sel["network"]])
-            self.deployable.mask_net.load_state_dict(src.state_dict())
-            self.deployable.set_threshold(min(max(sel["threshold"], 1e-3), 1 - 1e-3))
-            state = {k: v.detach().cpu().clone() for k, v in self.deployable.state_dict().items()}
-            atomic_torch_save(state, self.save_dir / self.filename)
+            src = self.mask_nets[sel["network"]]
+            if self.deployable is not None:
+                self.deployable.mask_net.load_state_dict(unwrap_module(src).state_dict())
+                src = self.deployable
+            atomic_torch_save(self._weights(src), self.save_dir / self.filename)
+            for name, module in self.also_save.items():
+                atomic_torch_save(self._weights(module), self.save_dir / name)
             stem = Path(self.filename).stem
             atomic_write_json(record, self.save_dir / f"{stem}_selection.json")
             logger.info(

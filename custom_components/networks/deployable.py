@@ -6,7 +6,6 @@ inferers, TorchScript export and MONAI Label use it like any segmentation networ
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -24,10 +23,10 @@ class MaskPathwaySegmenter(nn.Module):
 
     ``forward(x)`` noises the all-background mask to the fixed ``timestep`` with noise drawn from ``seed``
     (``seed + i`` for draw ``i`` of an ensemble), runs the mask pathway, and returns the mean softmax
-    probabilities. For binary tasks the foreground threshold chosen on validation is folded into the output:
-    ``fg_logit_offset = log(thr / (1 - thr))`` is subtracted from the foreground-minus-background logit, so that
-    ``argmax`` of the returned probabilities equals thresholding the raw foreground probability at ``thr``.
-    The offset is a buffer: ``models/model.pt`` carries it.
+    probabilities, unchanged: the binary foreground threshold chosen on validation lives in
+    ``model_selection.json`` and is applied in post-processing
+    (``custom_components.transforms.ThresholdForegroundd``), so uncertainty maps and confidence scores are
+    computed from the network's own probabilities.
 
     Args:
         spatial_dims: 2 or 3.
@@ -44,7 +43,6 @@ class MaskPathwaySegmenter(nn.Module):
         timestep: the fixed inference ``t``.
         seed: the seed of the inference noise.
         num_draws: ensemble size (1: a single pass); draws are batched.
-        threshold: the binary foreground threshold (stored as ``fg_logit_offset``).
     """
 
     def __init__(
@@ -63,7 +61,6 @@ class MaskPathwaySegmenter(nn.Module):
         timestep: int = 500,
         seed: int = 0,
         num_draws: int = 1,
-        threshold: float = 0.5,
     ) -> None:
         super().__init__()
         if num_draws < 1:
@@ -81,11 +78,9 @@ class MaskPathwaySegmenter(nn.Module):
         self.scheduler = DDPMScheduler(
             num_train_timesteps=num_train_timesteps, schedule=schedule, clip_sample=False, **(schedule_args or {})
         )
-        self.register_buffer("fg_logit_offset", torch.zeros(()))
-        self.set_threshold(threshold)
 
     @classmethod
-    def from_teacher(cls, teacher: nn.Module, num_draws: int = 1, threshold: float = 0.5) -> MaskPathwaySegmenter:
+    def from_teacher(cls, teacher: nn.Module, num_draws: int = 1) -> MaskPathwaySegmenter:
         """A deployable view of a ``DiffusionTeacher``'s mask pathway (shared, not copied).
 
         The schedule, inference ``t`` and noise seed are the teacher's, so the view predicts what the teacher's
@@ -94,30 +89,14 @@ class MaskPathwaySegmenter(nn.Module):
         Args:
             teacher: a ``DiffusionTeacher`` (the cotrain student is one too).
             num_draws: ensemble size.
-            threshold: the binary foreground threshold.
         """
         return cls(
             teacher.spatial_dims, teacher.in_channels, teacher.num_classes,
             channels=(1,) * teacher.num_levels,  # only its length (the level count) is read when mask_net is given
             mask_net=teacher.mask_net, num_train_timesteps=teacher.num_train_timesteps, schedule=teacher.schedule,
             schedule_args=teacher.schedule_args, timestep=teacher.infer_timestep, seed=teacher.infer_seed,
-            num_draws=num_draws, threshold=threshold,
+            num_draws=num_draws,
         )
-
-    def set_threshold(self, threshold: float) -> None:
-        """Fold a binary foreground threshold into the output (ignored for multi-class).
-
-        Args:
-            threshold: in (0, 1); 0.5 means plain argmax.
-        """
-        if not 0.0 < threshold < 1.0:
-            raise ValueError(f"threshold must be in (0, 1), got {threshold}.")
-        self.fg_logit_offset.fill_(math.log(threshold / (1.0 - threshold)) if self.num_classes == 2 else 0.0)
-
-    @property
-    def threshold(self) -> float:
-        """The binary foreground threshold folded into the output."""
-        return float(torch.sigmoid(self.fg_logit_offset))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class probabilities ``(B, K, *spatial)`` for images ``(B, C, *spatial)``.
@@ -135,8 +114,5 @@ class MaskPathwaySegmenter(nn.Module):
         t = torch.full((b * self.num_draws,), self.timestep, dtype=torch.long, device=x.device)
         noise = draw_noise(x, self.num_classes, range(self.seed, self.seed + self.num_draws))
         xs = x.repeat(self.num_draws, *([1] * (x.ndim - 1)))
-        logits = segment_noised_background(self.mask_net, self.scheduler, xs, self.num_classes, t, noise).float()
-        if self.num_classes == 2:
-            logits = torch.stack([logits[:, 0], logits[:, 1] - self.fg_logit_offset], dim=1)
-        probs = logits.softmax(1)
+        probs = segment_noised_background(self.mask_net, self.scheduler, xs, self.num_classes, t, noise).float().softmax(1)
         return probs.reshape(self.num_draws, b, *probs.shape[1:]).mean(0)

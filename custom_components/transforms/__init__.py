@@ -1,5 +1,7 @@
-"""MONAI transforms of the bundles: missing-label filling, pseudo-label confidence and masking, uncertainty."""
+"""MONAI transforms of the bundles: missing-label filling, pseudo-label confidence and masking, uncertainty,
+the validation threshold of the post-processing."""
 
+from .discrete import ThresholdForeground, ThresholdForegroundd
 from .labels import FillMissingLabel, FillMissingLabelD, FillMissingLabeld, FillMissingLabelDict
 from .pseudolabel import (
     CONFIDENCE_MODES,
@@ -34,4 +36,6 @@ __all__ = [
     "OneHotToLabeld",
     "PredictiveEntropy",
     "PredictiveEntropyd",
+    "ThresholdForeground",
+    "ThresholdForegroundd",
 ]

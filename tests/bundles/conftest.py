@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -75,7 +77,15 @@ def save_fresh_weights(wf: ConfigWorkflow, path: Path) -> Path:
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(wf.parser.get_parsed_content("network_def", instantiate=True).state_dict(), path)
+    write_selection(path)
     return path
+
+
+def write_selection(model_path: Path, threshold: float = 0.5) -> Path:
+    """Write the ``model_selection.json`` that training writes beside ``model.pt`` (the validation threshold)."""
+    out = model_path.with_name(model_path.stem + "_selection.json")
+    out.write_text(json.dumps({"network": "fresh", "threshold": threshold, "dice": 0.0, "epoch": 0}))
+    return out
 
 
 @pytest.fixture

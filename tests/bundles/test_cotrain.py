@@ -17,6 +17,7 @@ from custom_components.bundle_tools.verify import validate_metadata
 from custom_components.networks import DiffusionTeacher, MaskPathwaySegmenter, load_teacher_weights
 
 BUNDLE = "cotrain"
+BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
 ROOT = Path(__file__).resolve().parents[2] / "bundles" / BUNDLE
 #: tiny two-level networks, single-process data loading
 TINY = {"channels": [8, 16], "norm_num_groups": 4, "num_workers": 0}
@@ -43,6 +44,8 @@ def _fresh_deployable(path: Path, spatial_dims: int, in_channels: int) -> Path:
     net = MaskPathwaySegmenter(spatial_dims, in_channels, 2, channels=[8, 16], norm_num_groups=4)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(net.state_dict(), path)
+    # and the validation choice training writes beside it (the post-processing threshold)
+    (path.parent / "model_selection.json").write_text(json.dumps({"network": "teacher", "threshold": 0.5}))
     return path
 
 
@@ -73,9 +76,12 @@ def _check_outputs(models: Path, wf, spatial_dims: int) -> None:
     deployable.load_state_dict(weights)  # one network: the deployable MaskPathwaySegmenter
     selection = json.loads((models / "model_selection.json").read_text())
     assert selection["network"] in ("student", "teacher") and 0.0 < selection["threshold"] < 1.0
-    assert abs(deployable.threshold - selection["threshold"]) < 1e-3
+    assert len(selection["curve"]["thresholds"]) == len(selection["curve"]["dice"]) == 49  # the validation curve
     teacher = wf.parser.get_parsed_content("network_def")
-    load_teacher_weights(teacher, models / "teacher.pt")  # the updated teacher, usable by phase 3
+    load_teacher_weights(teacher, models / "teacher.pt")  # the teacher of the selected epoch, usable by phase 3
+    if selection["network"] == "teacher":  # saved at the same moment: the deployable is that teacher's mask pathway
+        for k, v in teacher.mask_net.state_dict().items():
+            assert torch.equal(weights[f"mask_net.{k}"], v)
     assert (models / "train_state.pt").is_file()
 
 
@@ -224,6 +230,48 @@ def test_inference_writes_mask_and_uncertainty_per_input(spatial_dims, tiny_data
             mask, u = np.asarray(m.dataobj), np.asarray(un.dataobj)
             assert 0.0 <= u.min() and u.max() <= 1.0 + 1e-6
         assert set(np.unique(mask)) <= {0, 1}
+
+
+def test_phase3_teacher_is_the_teacher_of_the_selected_epoch(tiny_dataset_2d, tmp_path, make_bundle_workflow):
+    """teacher.pt (phase 3's default teacher_ckpt) is written by the model saver with every new best model, so it
+    is the teacher of the selected epoch; no handler rewrites it at the end of training."""
+    data = tiny_dataset_2d(num_cases=6, size=24)
+    ckpt = _fresh_teacher(tmp_path / "phase1" / "teacher.pt", 2, 3)
+    wf = make_bundle_workflow(BUNDLE, ["train"], "train", **_train_overrides(data, tmp_path, [16, 16], str(ckpt)))
+    wf.initialize()
+    saver = wf.parser.get_parsed_content("validate#model_saver")
+    assert saver.also_save["teacher.pt"] is wf.parser.get_parsed_content("network")
+    from monai.handlers import CheckpointSaver
+
+    assert not [h for h in wf.parser.get_parsed_content("train#handlers") if isinstance(h, CheckpointSaver)]
+    phase3 = json.loads((BUNDLES / "pseudolabel" / "configs" / "inference.json").read_text())
+    assert phase3["teacher_ckpt"].endswith("/../cotrain/models/teacher.pt'")
+
+
+def test_threshold_is_applied_after_the_uncertainty_map(tiny_dataset_2d, tmp_path, run_bundle):
+    """The deployable model returns raw probabilities; the validation threshold (model_selection.json) changes the
+    masks but not the uncertainty maps, which come from the network's own probabilities."""
+    data = tiny_dataset_2d(num_cases=4, size=16)
+    model = _fresh_deployable(tmp_path / "models" / "model.pt", 2, 3)
+    g = torch.Generator().manual_seed(0)
+    weights = {k: v + 0.3 * torch.randn(v.shape, generator=g) if v.is_floating_point() else v
+               for k, v in torch.load(model, weights_only=True).items()}  # fresh outputs are a constant 0.5
+    torch.save(weights, model)
+    outputs = {}
+    for thr in (0.5, 0.02):
+        (model.parent / "model_selection.json").write_text(json.dumps({"network": "teacher", "threshold": thr}))
+        overrides = {**_inference_overrides(tmp_path, [16, 16], input_dir=str(data / "imagesTr")),
+                     "output_dir": str(tmp_path / f"pred_{thr}")}
+        run_bundle(BUNDLE, ["inference"], "inference", **overrides)
+        files = sorted((tmp_path / f"pred_{thr}").glob("*.png"))
+        outputs[thr] = {f.name: np.asarray(Image.open(f)) for f in files}
+    unc = [n for n in outputs[0.5] if n.endswith("_uncertainty.png")]
+    seg = [n for n in outputs[0.5] if n.endswith("_seg.png")]
+    assert len(unc) == len(seg) == 4
+    for n in unc:
+        assert np.array_equal(outputs[0.5][n], outputs[0.02][n])
+    fg = {thr: sum(int(outputs[thr][n].sum()) for n in seg) for thr in outputs}
+    assert fg[0.02] > fg[0.5]  # the lower threshold marks more foreground
 
 
 def test_inference_on_datalist_key(tiny_dataset_2d, tmp_path, run_bundle):

@@ -63,7 +63,10 @@ def test_train_2d_writes_best_model_and_state(tiny_dataset_2d, tmp_path, run_bun
     net = wf.parser.get_parsed_content("network_def")
     net.load_state_dict(weights)  # the plain state dict of one network
     assert (tmp_path / "models" / "train_state.pt").is_file()
-    assert json.loads((tmp_path / "models" / "model_best.json").read_text())["metric"] == "val_mean_dice"
+    selection = json.loads((tmp_path / "models" / "model_selection.json").read_text())
+    # the same validation threshold sweep as the method (METHOD.md, model selection), with its curve
+    assert selection["network"] == "supervised" and 0.0 < selection["threshold"] < 1.0
+    assert len(selection["curve"]["thresholds"]) == len(selection["curve"]["dice"]) == 49
     assert any((tmp_path / "eval" / "tensorboard").iterdir())
 
 
@@ -82,14 +85,14 @@ def test_resume_continues_to_new_max_epochs(tiny_dataset_2d, tmp_path, run_bundl
     overrides = _train_overrides(data, tmp_path, roi_size=[16, 16])
     first = run_bundle(BUNDLE, ["train"], "train", **overrides)
     iters_per_epoch = first.parser.get_parsed_content("train#trainer").state.iteration
-    best_first = json.loads((tmp_path / "models" / "model_best.json").read_text())
+    best_first = json.loads((tmp_path / "models" / "model_selection.json").read_text())
 
     second = run_bundle(BUNDLE, ["train"], "train", **{**overrides, "max_epochs": 2})
     trainer = second.parser.get_parsed_content("train#trainer")
     assert trainer.state.epoch == 2 and trainer.state.max_epochs == 2
     assert trainer.state.iteration == 2 * iters_per_epoch, "the resumed run must train exactly one more epoch"
-    saver = second.parser.get_parsed_content("validate#best_model_saver")
-    assert saver.best_value >= best_first["value"]
+    saver = second.parser.get_parsed_content("validate#model_saver")
+    assert saver.best_dice >= best_first["dice"]
     _load_weights(tmp_path / "models" / "model.pt")
     assert (tmp_path / "models" / "train_state.pt.prev").is_file()
 

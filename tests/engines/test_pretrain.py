@@ -8,8 +8,15 @@ import torch
 from ignite.engine import Events
 from torch.utils.data import DataLoader
 
-from custom_components.engines import TeacherMonitorEvaluator, TeacherPretrainTrainer, class_fractions, permutation_dice
-from custom_components.metrics.output_average import OutputAverage
+from custom_components.engines import (
+    TeacherMonitorEvaluator,
+    TeacherPretrainTrainer,
+    assignment_dice,
+    class_fractions,
+    permutation_dice,
+    shuffled_masks,
+)
+from custom_components.metrics.output_average import BestAssignmentDice, OutputAverage
 from custom_components.networks import ChannelProbe, DiffusionTeacher
 
 torch.set_num_threads(1)
@@ -217,19 +224,73 @@ def test_monitor_evaluator_reports_probe_and_permutation_dice() -> None:
     evaluator = TeacherMonitorEvaluator(
         "cpu", loader, teacher, probe,
         key_val_metric={"val_probe_dice": OutputAverage("probe_dice")},
-        additional_metrics={"val_perm_dice": OutputAverage("perm_dice"), "val_rec_mse": OutputAverage("rec_mse"),
+        additional_metrics={"val_perm_dice": BestAssignmentDice("assignment_dice"), "val_rec_mse": OutputAverage("rec_mse"),
+                            "gain_blank": OutputAverage("rec_gain_blank"),
+                            "gain_shuffled": OutputAverage("rec_gain_shuffled"),
                             "frac0": OutputAverage("frac_class0"), "frac1": OutputAverage("frac_class1")},
     )
     evaluator.run()
     m = evaluator.state.metrics
     assert 0 <= m["val_probe_dice"] <= 1 and 0 <= m["val_perm_dice"] <= 1
     assert m["val_rec_mse"] > 0
+    assert m["gain_blank"] != 0 and m["gain_shuffled"] != 0  # the image pathway reads its mask
     assert m["frac0"] + m["frac1"] == pytest.approx(1.0, abs=1e-6)
     # seeded: a second validation gives the same numbers
     first = dict(m)
     evaluator.run()
     for key in first:
         assert evaluator.state.metrics[key] == pytest.approx(first[key], abs=1e-7)
+
+
+def test_best_assignment_is_chosen_over_the_whole_validation_set() -> None:
+    """Two images whose foreground lands in different channels: choosing per batch (of one) would score both
+    perfectly; one assignment for the whole set cannot."""
+    y = torch.zeros(1, 1, 4, 4, dtype=torch.long)
+    y[..., :2, :] = 1
+    onehot = torch.nn.functional.one_hot(y[:, 0], 2).movedim(-1, 1).float()
+    a, b = onehot.flip(1), onehot  # foreground in channel 0, then in channel 1
+    metric = BestAssignmentDice("assignment_dice")
+    metric.reset()
+    metric.update(assignment_dice(a, y))
+    metric.update(assignment_dice(b, y))
+    # each assignment: Dice 1 on one image, 0 on the other
+    assert metric.compute() == pytest.approx(0.5)
+    assert float(permutation_dice(torch.cat([a, b]), y.repeat(2, 1, 1, 1)).mean()) == pytest.approx(0.5)
+    per_batch = [float(permutation_dice(a, y)), float(permutation_dice(b, y))]
+    assert per_batch == [1.0, 1.0]  # what a per-batch choice would have reported
+
+
+def test_shuffled_masks_belong_to_other_images() -> None:
+    m = torch.arange(3.0).reshape(3, 1, 1, 1).expand(3, 2, 2, 2)
+    assert shuffled_masks(m)[:, 0, 0, 0].tolist() == [2.0, 0.0, 1.0]
+    one = torch.arange(4.0).reshape(1, 1, 2, 2)
+    assert shuffled_masks(one).flatten().tolist() == [3.0, 2.0, 1.0, 0.0]
+
+
+def test_reconstruction_gain_is_zero_when_the_image_pathway_ignores_the_mask() -> None:
+    """The label-free measure: L_rec(blank or shuffled mask) - L_rec(predicted mask), same noise and t."""
+    teacher, probe, _, _ = build()
+    inner = teacher.image_net
+    c = teacher.in_channels
+
+    class IgnoreMask(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, inp: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return self.inner(torch.cat([inp[:, :c], torch.zeros_like(inp[:, c:])], 1), t)
+
+    teacher.image_net = IgnoreMask()
+    loader = DataLoader(make_data(labels="real"), batch_size=2)
+    evaluator = TeacherMonitorEvaluator(
+        "cpu", loader, teacher, probe, key_val_metric={"val_probe_dice": OutputAverage("probe_dice")},
+        additional_metrics={"gain_blank": OutputAverage("rec_gain_blank"),
+                            "gain_shuffled": OutputAverage("rec_gain_shuffled")},
+    )
+    evaluator.run()
+    assert evaluator.state.metrics["gain_blank"] == pytest.approx(0.0, abs=1e-7)
+    assert evaluator.state.metrics["gain_shuffled"] == pytest.approx(0.0, abs=1e-7)
 
 
 class _PathwaySpy:

@@ -10,8 +10,14 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from custom_components.engines import DualNetworkEvaluator, dice_per_threshold
+from custom_components.engines import (
+    DualNetworkEvaluator,
+    dice_per_threshold,
+    pick_threshold,
+    selected_threshold,
+)
 from custom_components.handlers import SelectedModelSaver
+from custom_components.transforms import ThresholdForeground
 from custom_components.networks import DiffusionTeacher, MaskPathwaySegmenter
 
 torch.set_num_threads(1)
@@ -145,13 +151,68 @@ def test_evaluator_picks_the_better_network_and_its_threshold() -> None:
     ev.run()
     sel = ev.state.selection
     assert sel["network"] == "teacher"
-    assert sel["threshold"] == pytest.approx(0.12)  # the first threshold of the sweep that reaches the best Dice
+    # every threshold in [0.12, 0.30] is perfect: the tie goes to the one nearest 0.5
+    assert sel["threshold"] == pytest.approx(0.3)
     assert sel["dice"] == pytest.approx(1.0)
+    curve = sel["curve"]  # the selected network's validation curve, for the report
+    assert len(curve["thresholds"]) == len(curve["dice"]) == 49
+    assert curve["dice"][curve["thresholds"].index(0.12)] == pytest.approx(1.0)
+    assert curve["dice"][curve["thresholds"].index(0.5)] < 1.0
     m = ev.state.metrics
-    assert m["val_dice"] == pytest.approx(1.0) and m["val_threshold"] == pytest.approx(0.12)
+    assert m["val_dice"] == pytest.approx(1.0) and m["val_threshold"] == pytest.approx(0.3)
     assert m["val_dice_teacher"] == pytest.approx(1.0)
     assert m["val_dice_student"] < 1.0
     assert m["val_dice_teacher_at_0.5"] < 1.0  # at 0.5 the teacher predicts nothing: the sweep matters
+
+
+GRID = torch.tensor([i * 0.02 for i in range(1, 50)], dtype=torch.float64)
+
+
+def test_pick_threshold_ties_go_to_the_threshold_nearest_half() -> None:
+    flat = torch.full((49,), 0.8, dtype=torch.float64)
+    assert float(GRID[pick_threshold(GRID, flat)]) == pytest.approx(0.5)
+    # 0.02 .. 0.40 score alike (the case of the issue): not the lowest, the nearest to 0.5
+    plateau = torch.where(GRID <= 0.4 + 1e-9, 0.9, 0.7).double()
+    assert float(GRID[pick_threshold(GRID, plateau)]) == pytest.approx(0.4)
+    plateau_high = torch.where(GRID >= 0.7 - 1e-9, 0.9, 0.7).double()
+    assert float(GRID[pick_threshold(GRID, plateau_high)]) == pytest.approx(0.7)
+    # a strict maximum wins whatever its distance to 0.5
+    peak = torch.full((49,), 0.8, dtype=torch.float64)
+    peak[0] = 0.81
+    assert pick_threshold(GRID, peak) == 0
+    # differences beyond the tolerance are not ties
+    near = plateau.clone()
+    near[0] += 1e-6
+    assert pick_threshold(GRID, near) == 0
+
+
+def test_selected_threshold_reads_the_selection_file(tmp_path) -> None:
+    f = tmp_path / "model_selection.json"
+    f.write_text(json.dumps({"network": "teacher", "threshold": 0.34}))
+    assert selected_threshold(f, 2) == pytest.approx(0.34)
+    assert selected_threshold(tmp_path / "missing.json", 3) == 0.5  # multi-class: argmax, no file needed
+    with pytest.raises(FileNotFoundError, match=r"missing.json: no model selection file.*--threshold 0.5"):
+        selected_threshold(tmp_path / "missing.json", 2)
+    f.write_text("{}")
+    with pytest.raises(ValueError, match=r"model_selection.json: no valid 'threshold'"):
+        selected_threshold(f, 2)
+
+
+def test_threshold_foreground_applies_the_rule_of_the_sweep() -> None:
+    fg = torch.tensor([[0.02, 0.3], [0.5, 0.9]])
+    probs = torch.stack([1 - fg, fg])
+    torch.testing.assert_close(ThresholdForeground(0.3)(probs), torch.tensor([[[0.0, 1.0], [1.0, 1.0]]]))
+    torch.testing.assert_close(ThresholdForeground(0.5)(probs), torch.tensor([[[0.0, 0.0], [1.0, 1.0]]]))
+    # it agrees with dice_per_threshold for every threshold of the sweep
+    label = torch.tensor([[0, 1], [1, 0]])[None, None]
+    d = dice_per_threshold(probs[None], label, GRID)
+    for j in (0, 14, 24, 44):
+        pred = ThresholdForeground(float(GRID[j]))(probs)
+        assert float(dice_per_threshold(torch.cat([1 - pred, pred])[None], label, None)) == pytest.approx(float(d[0, j]))
+    three = torch.tensor([0.2, 0.5, 0.3]).reshape(3, 1, 1)
+    assert int(ThresholdForeground(0.1)(three)) == 1  # multi-class: argmax
+    with pytest.raises(ValueError, match=r"threshold must be in \(0, 1\)"):
+        ThresholdForeground(1.0)
 
 
 def test_evaluator_threshold_sweep_grid() -> None:
@@ -216,9 +277,10 @@ def test_saver_overwrites_model_only_on_improvement(tmp_path) -> None:
     third = torch.load(model, weights_only=True)
     for k, v in student.mask_net.state_dict().items():
         assert torch.equal(third[f"mask_net.{k}"], v)
-    assert float(torch.sigmoid(third["fg_logit_offset"])) == pytest.approx(0.7, abs=1e-6)
+    assert "fg_logit_offset" not in third  # the threshold is not part of the model
     rec = json.loads((tmp_path / "model_selection.json").read_text())
     assert rec["network"] == "student" and rec["epoch"] == 3 and rec["dice"] == pytest.approx(0.6)
+    assert rec["threshold"] == pytest.approx(0.7)
     assert saver.best_dice == pytest.approx(0.6) and len(saver.history) == 3
     assert not list(tmp_path.glob(".*tmp*"))  # atomic writes leave no temporary file
 
@@ -239,6 +301,60 @@ def test_saver_state_dict_round_trips_and_protects_the_best_model(tmp_path) -> N
     resumed(fake_eval("student", 0.7))  # worse than the best before the restart: no overwrite
     assert all(torch.equal(before[k], v) for k, v in _mask_weights(tmp_path / "model.pt").items())
     assert resumed.best_dice == pytest.approx(0.8)
+
+
+def test_saver_writes_the_teacher_of_the_selected_epoch(tmp_path) -> None:
+    """``also_save`` (cotrain: the whole teacher, phase 3's input) is written with every new best model only, so
+    it is the teacher of the selected epoch, not the last one."""
+    teacher, student = tiny_pair()
+    saver = SelectedModelSaver(str(tmp_path), MaskPathwaySegmenter(2, 1, 2, **TINY),
+                               {"student": student.mask_net, "teacher": teacher.mask_net},
+                               also_save={"teacher.pt": teacher})
+    saver(fake_eval("teacher", 0.8))
+    selected = {k: v.clone() for k, v in teacher.state_dict().items()}
+    perturb_(teacher, seed=9)  # training goes on ...
+    saver(fake_eval("teacher", 0.7))  # ... and validates worse
+    saved = torch.load(tmp_path / "teacher.pt", weights_only=True)
+    assert saved.keys() == selected.keys()
+    assert all(torch.equal(saved[k], v) for k, v in selected.items())
+    assert not all(torch.equal(saved[k], v) for k, v in teacher.state_dict().items())
+    saver(fake_eval("student", 0.9))  # a new best: the teacher of this epoch
+    saved = torch.load(tmp_path / "teacher.pt", weights_only=True)
+    assert all(torch.equal(saved[k], v) for k, v in teacher.state_dict().items())
+
+
+def test_saver_without_deployable_saves_the_network_itself(tmp_path) -> None:
+    """The supervised baseline: the selected network's own ``state_dict`` and the same selection record."""
+    net = torch.nn.Conv2d(1, 2, 1)
+    saver = SelectedModelSaver(str(tmp_path), None, {"supervised": net})
+    saver(fake_eval("supervised", 0.6, 0.36))
+    sd = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert sd.keys() == net.state_dict().keys()
+    assert json.loads((tmp_path / "model_selection.json").read_text())["threshold"] == pytest.approx(0.36)
+
+
+def test_supervised_network_gets_the_same_sweep() -> None:
+    """A logits network wrapped with softmax (as the supervised bundle does) is swept like the method."""
+    logits = torch.nn.Conv2d(1, 2, 1)
+    with torch.no_grad():  # foreground probability sigmoid(2x - 1.6): 0.17 off the object, 0.6 on it
+        logits.weight.zero_()
+        logits.bias.zero_()
+        logits.weight[1, 0] = 2.0
+        logits.bias[1] = -1.6
+    g = torch.Generator().manual_seed(0)
+    data = []
+    for _ in range(4):
+        y = torch.zeros(1, 8, 8, dtype=torch.long)
+        y[:, 2:6, 2:6] = 1
+        x = y.float() + 0.0 * torch.randn(1, 8, 8, generator=g)
+        data.append({"image": x, "label": y})
+    net = torch.nn.Sequential(logits, torch.nn.Softmax(dim=1))
+    ev = DualNetworkEvaluator("cpu", DataLoader(data, batch_size=2), {"supervised": net}, threshold_step=0.02)
+    ev.run()
+    sel = ev.state.selection
+    assert sel["network"] == "supervised" and sel["dice"] == pytest.approx(1.0)
+    assert 0.17 < sel["threshold"] <= 0.6 and sel["threshold"] == pytest.approx(0.5)
+    assert len(sel["curve"]["dice"]) == 49
 
 
 def test_selected_model_loads_weights_only_and_reproduces_thresholded_output(tmp_path) -> None:
@@ -264,13 +380,12 @@ def test_selected_model_loads_weights_only_and_reproduces_thresholded_output(tmp
 
     fresh = MaskPathwaySegmenter(2, 1, 2, **TINY).eval()
     fresh.load_state_dict(torch.load(tmp_path / "model.pt", weights_only=True))
-    assert fresh.threshold == pytest.approx(sel["threshold"], abs=1e-6)
+    thr = selected_threshold(tmp_path / "model_selection.json", 2)
+    assert thr == pytest.approx(sel["threshold"])
     with torch.no_grad():
         out = fresh(images)
-        expected = MaskPathwaySegmenter(2, 1, 2, **TINY, mask_net=teacher.mask_net, threshold=sel["threshold"]).eval()(images)
-    torch.testing.assert_close(out, expected)
-    safe = (raw_teacher - sel["threshold"]).abs() > 1e-5
-    assert torch.equal((out.argmax(1) == 1)[safe], (raw_teacher >= sel["threshold"])[safe])
-    # and its Dice on the validation images is the selected one
-    d = dice_per_threshold(out, labels, None).mean()
+    torch.testing.assert_close(out[:, 1], raw_teacher)  # raw probabilities, unchanged
+    # post-processing with the stored threshold gives the selected Dice on the validation images
+    pred = torch.stack([ThresholdForeground(thr)(p) for p in out])
+    d = dice_per_threshold(torch.cat([1 - pred, pred], 1), labels, None).mean()
     assert float(d) == pytest.approx(sel["dice"], abs=1e-6)

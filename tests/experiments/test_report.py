@@ -128,3 +128,27 @@ def test_multiclass_table_has_the_mean_and_every_foreground_class(tmp_path):
     assert brow["class_dice"] == {} and "Dice per class" not in rx.format_markdown_table([brow])
 
 
+
+
+def test_table_has_seed_spread_gap_closed_and_paired_intervals(tmp_path):
+    from custom_components.metrics.stats import compare_rows
+
+    runs = []
+    per = {"supervised": ([0.5, 0.6], [0.4, 0.5]), "cps": ([0.6, 0.7], [0.5, 0.6]), "upper": ([0.9, 0.9], [0.8, 0.8])}
+    for method, seeds in per.items():
+        for seed, dice in enumerate(seeds):
+            m = _fake_metrics(tmp_path / f"{method}{seed}.json", "clean", dice)
+            runs.append({"method": method, "ratio": 1.0 if method == "upper" else 0.1, "seed": seed,
+                         "metrics": {"clean": str(m)}, "selection": {"network": "x", "threshold": 0.5, "dice": 0.5,
+                                                                     "epoch": 1, "curve": {"thresholds": [0.1, 0.5, 0.9],
+                                                                                           "dice": [0.2, 0.5, 0.4]}}})
+    rows = compare_rows(rx.aggregate(runs, "clean"), num_samples=500)
+    cps = next(r for r in rows if r["method"] == "cps")
+    assert cps["case_dice"] == {"0/c0": 0.6, "0/c1": 0.7, "1/c0": 0.5, "1/c1": 0.6}  # paired by seed and case
+    table = rx.format_markdown_table(rows).strip().splitlines()
+    assert "Dice over seeds (%)" in table[0] and "gap closed" in table[0] and "Δ Dice vs supervised" in table[0]
+    line = next(ln for ln in table if ln.startswith("| cps "))
+    # seed means 0.65 / 0.55 -> 60.00 ± 7.07; gap (0.6 - 0.5) / (0.85 - 0.5) = 29 %; +10 on every case
+    assert "60.00 ± 7.07" in line and "29 %" in line and "+10.00 [+10.00, +10.00]" in line
+    md = rx.write_markdown(tmp_path / "r.md", "fake", {"clean": rows}, {"device": "CPU"}, "cmd", {}, runs).read_text()
+    assert "## Threshold sweep on validation" in md and "| cps | 0.1 | 0 | 0.50 |" in md

@@ -217,7 +217,15 @@ def fresh_deployable(path: Path, spatial_dims: int, in_channels: int, num_classe
     net = MaskPathwaySegmenter(spatial_dims, in_channels, num_classes, channels=[8, 16], norm_num_groups=4)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(net.state_dict(), path)
+    write_selection(path)
     return path
+
+
+def write_selection(model_path: Path, threshold: float = 0.5) -> Path:
+    """The ``<stem>_selection.json`` training writes beside ``model.pt`` (the post-processing threshold)."""
+    out = model_path.with_name(model_path.stem + "_selection.json")
+    out.write_text(json.dumps({"network": "fresh", "threshold": threshold, "dice": 0.0, "epoch": 0}))
+    return out
 
 
 def fresh_unet(path: Path, spatial_dims: int, in_channels: int, num_classes: int = 2) -> Path:
@@ -235,6 +243,7 @@ def fresh_unet(path: Path, spatial_dims: int, in_channels: int, num_classes: int
     net = UNet(spatial_dims, in_channels, num_classes, channels=[4, 8, 16], strides=[2, 2], num_res_units=0)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(net.state_dict(), path)
+    write_selection(path)
     return path
 
 

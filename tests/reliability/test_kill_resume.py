@@ -151,15 +151,16 @@ def test_truncated_model_pt_is_reported_forgotten_and_rewritten(tiny_dataset_2d,
     _run(_workflow("supervised", **_tiny_train_overrides(data, tmp_path)))
     models = tmp_path / "models"
     model = models / "model.pt"
-    assert load_weights_only(models / "train_state.pt")["best_model"]["best_value"] is not None
+    # the supervised bundle selects like the method (SelectedModelSaver, threshold sweep)
+    assert load_weights_only(models / "train_state.pt")["best_model"]["best_dice"] >= 0
     raw = model.read_bytes()
     model.write_bytes(raw[: len(raw) // 2])
     # no validation in the resumed epoch, so model.pt stays broken and only the resume logic is observed
     with caplog.at_level("WARNING"):
         _run(_workflow("supervised", **_tiny_train_overrides(data, tmp_path, max_epochs=2, val_interval=5)))
     text = caplog.text + capfd.readouterr().err  # MONAI's logging config may route records to stderr only
-    assert f"cannot read the best model {model}" in text, text[-3000:]
-    assert load_weights_only(models / "train_state.pt")["best_model"]["best_value"] is None
+    assert f"cannot read the selected model {model}" in text, text[-3000:]
+    assert load_weights_only(models / "train_state.pt")["best_model"]["best_dice"] < 0
     assert model.read_bytes() == raw[: len(raw) // 2], "without a validation nothing may touch model.pt"
     # the next validation writes a complete model.pt, whatever its Dice
     _run(_workflow("supervised", **_tiny_train_overrides(data, tmp_path, max_epochs=3, val_interval=1)))
