@@ -76,7 +76,8 @@ _FORBIDDEN_DOTTED_PREFIXES = (
 #: whose keyword arguments are hidden in ``**`` unpacking) is listed for review; see docs/sharing.md.
 ALLOWED_CALLABLE_NAMESPACES: tuple[str, ...] = ("custom_components.", "monai.")
 ALLOWED_CALLABLES: frozenset[str] = frozenset(
-    {"torch.device", "torch.cuda.is_available", "torch.cuda.set_device", "torch.distributed.is_available",
+    {"torch.device", "torch.nn.Sequential", "torch.nn.Softmax", "torch.cuda.is_available", "torch.cuda.set_device",
+     "torch.distributed.is_available",
      "torch.distributed.is_initialized", "torch.distributed.get_rank", "torch.distributed.init_process_group",
      "torch.distributed.destroy_process_group", "pathlib.Path", "glob.glob", "os.makedirs", "os.path.join",
      "os.path.exists", "os.path.isfile", "os.path.isdir", "os.path.dirname", "os.path.basename",
