@@ -45,7 +45,9 @@ def test_settings_reach_every_config_and_the_metadata(cotrain):
     image, pred = meta["network_data_format"]["inputs"]["image"], meta["network_data_format"]["outputs"]["pred"]
     assert image["num_channels"] == 1 and image["channel_def"] == {"0": "image"} and image["spatial_shape"] == ["2*n"] * 2
     assert pred["num_channels"] == 3 and pred["channel_def"] == {"0": "bg", "1": "a", "2": "b"}
-    assert meta["version"] == "0.2.1" and list(meta["changelog"])[0] == "0.2.1"
+    major, minor, patch = json.loads((BUNDLES / "cotrain" / "configs" / "metadata.json").read_text())["version"].split(".")
+    bumped = f"{major}.{minor}.{int(patch) + 1}"
+    assert meta["version"] == bumped and list(meta["changelog"])[0] == bumped
     assert validate_metadata(meta) == []
     assert record_trained_settings(cotrain / "models", SETTINGS, None, {"0": "bg", "1": "a", "2": "b"}) == []
 
