@@ -158,4 +158,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from custom_components.errors import run_cli
+
+    sys.exit(run_cli(main))

@@ -20,14 +20,19 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DatalistError", "load_datalist", "validate_datalist", "LIST_KEYS", "reader_for", "main"]
+from custom_components.errors import UserError
+
+__all__ = [
+    "DatalistError", "load_datalist", "validate_datalist", "folder_entries", "validate_inference_input", "LIST_KEYS",
+    "reader_for", "main",
+]
 
 LIST_KEYS = ("labeled", "unlabeled", "validation", "test", "cases")
 _SPLIT_KEYS = ("labeled", "unlabeled", "validation", "test")
 _LABELLED_KEYS = ("labeled", "validation", "test", "cases")
 
 
-class DatalistError(ValueError):
+class DatalistError(UserError, ValueError):
     """A datalist or one of the files it lists is invalid; the message names the file and the problem."""
 
 
@@ -111,6 +116,90 @@ def _load(file: str, where: str) -> tuple[np.ndarray, dict]:
     return np.asarray(img), dict(getattr(img, "meta", {}))
 
 
+def _check_image(
+    file: str, where: str, spatial_dims: int | None, in_channels: int | None, meta: dict | None = None
+) -> tuple[np.ndarray, dict]:
+    """Load one image and check its spatial dimensions and channel count (``DatalistError`` naming the file).
+
+    ``meta`` (the datalist's top-level keys) turns a mismatch with the datalist's recorded ``spatial_dims`` /
+    ``in_channels`` into a hint naming the bundle override to pass.
+    """
+    img, img_meta = _load(file, where)
+    c, sp = img.shape[0], tuple(img.shape[1:])
+    recorded = meta or {}
+    if spatial_dims is not None and len(sp) != spatial_dims:
+        hint = ""
+        if recorded.get("spatial_dims") == len(sp):
+            hint = f" The datalist records spatial_dims={len(sp)}: " + (
+                "stack configs/profile_3d.json after the bundle's config." if len(sp) == 3
+                else "run the 2D config without configs/profile_3d.json.")
+        raise DatalistError(
+            f"{file}: {len(sp)}D image where {spatial_dims}D is expected (shape {tuple(img.shape)}, {where}).{hint}"
+        )
+    if in_channels is not None and c != in_channels:
+        if recorded.get("in_channels") is not None and int(recorded["in_channels"]) == c:
+            hint = f"the datalist records in_channels={c}: pass --in_channels {c} to the bundle"
+        else:
+            hint = f"pass --in_channels {c} if these images are the right ones"
+        raise DatalistError(f"{file}: wrong channel count, {c} channel(s) where {in_channels} expected ({where}); "
+                            f"{hint}.")
+    return img, img_meta
+
+
+def folder_entries(input_dir: str | os.PathLike, image_ext: str) -> list[dict[str, str]]:
+    """Inference entries ``{"image": path}`` for the files ``*<image_ext>`` of a folder, sorted by name.
+
+    Args:
+        input_dir: folder of images.
+        image_ext: file extension, e.g. ``.png`` or ``.nii.gz``.
+
+    Raises:
+        DatalistError: the folder does not exist, or holds no ``*<image_ext>`` file (naming the other supported
+            files it holds and the ``image_ext`` override).
+    """
+    d = Path(input_dir)
+    if not d.is_dir():
+        raise DatalistError(f"{d}: input_dir does not exist or is not a folder.")
+    files = sorted(str(f) for f in d.iterdir() if f.is_file() and f.name.lower().endswith(image_ext.lower()))
+    if not files:
+        others = sorted({"".join(f.suffixes[-2:]) if f.name.lower().endswith(".nii.gz") else f.suffix
+                         for f in d.iterdir() if f.is_file() and f.suffix})
+        hint = f"; it holds {', '.join(others)} files: pass --image_ext {others[0]}" if others else ""
+        raise DatalistError(f"{d}: input_dir holds no '*{image_ext}' image file (image_ext='{image_ext}'){hint}.")
+    for f in files:
+        reader_for(f)  # unsupported extension -> DatalistError naming the file
+    return [{"image": f} for f in files]
+
+
+def validate_inference_input(
+    input_dir: str | os.PathLike | None,
+    image_ext: str,
+    datalist: str | os.PathLike,
+    infer_key: str,
+    spatial_dims: int | None,
+    in_channels: int | None,
+) -> None:
+    """Check what an ``inference.json`` will read before anything is written (``DatalistError`` naming the file).
+
+    With ``input_dir``: the folder holds ``*<image_ext>`` files and every one loads with ``spatial_dims`` axes and
+    ``in_channels`` channels. Without: ``validate_datalist(datalist, require_keys=[infer_key])``.
+
+    Args:
+        input_dir: folder of images, or None / "" to read ``datalist``.
+        image_ext: extension of the folder's images.
+        datalist: datalist file.
+        infer_key: list of the datalist to read.
+        spatial_dims: expected spatial dimensions.
+        in_channels: expected image channels.
+    """
+    if not input_dir:
+        validate_datalist(datalist, num_classes=None, spatial_dims=spatial_dims, in_channels=in_channels,
+                          require_keys=[infer_key])
+        return
+    for e in folder_entries(input_dir, image_ext):
+        _check_image(e["image"], f"input_dir {input_dir}", spatial_dims, in_channels)
+
+
 def _spacing(meta: dict, ndim: int) -> np.ndarray | None:
     """Voxel spacing from a MetaTensor's ``pixdim`` (NIfTI/ITK); ``None`` for 2D formats that carry none."""
     pixdim = meta.get("pixdim")
@@ -157,6 +246,12 @@ def validate_datalist(
     spatial_dims = spatial_dims if spatial_dims is not None else data.get("spatial_dims")
     in_channels = in_channels if in_channels is not None else data.get("in_channels")
     for key in require_keys:
+        if key not in data and key in _SPLIT_KEYS and "cases" in data:
+            raise DatalistError(
+                f"{p}: this is a prepared dataset datalist (all cases under 'cases'), not a split: run "
+                f"'python scripts/make_split.py {p} --ratio 1.0' and pass the file it writes (under "
+                f"{p.parent / 'splits'}) as the datalist."
+            )
         if key not in data:
             raise DatalistError(f"{p}: required list '{key}' is missing.")
         if not data[key]:
@@ -165,7 +260,7 @@ def validate_datalist(
     lists = {k: data[k] for k in LIST_KEYS if k in data}
     if not lists:
         raise DatalistError(f"{p}: no list found (expected one of {list(LIST_KEYS)}).")
-    if any(k in lists for k in _SPLIT_KEYS):
+    if any(k in lists for k in ("labeled", "validation", "test")):
         lists.pop("cases", None)  # a split datalist: 'cases' (if kept) legitimately repeats the split entries
 
     seen: dict[str, str] = {}
@@ -190,18 +285,9 @@ def validate_datalist(
     for key, entries in lists.items():
         for i, e in enumerate(entries):
             where = f"{p}, {key}[{i}]"
-            img, img_meta = _load(e["image"], where)
+            img, img_meta = _check_image(e["image"], where, spatial_dims, in_channels, data)
             stats["num_files"] += 1
             c, sp = img.shape[0], tuple(img.shape[1:])
-            if spatial_dims is not None and len(sp) != spatial_dims:
-                got = f"{len(sp)}D"
-                raise DatalistError(
-                    f"{e['image']}: {got} image where {spatial_dims}D is expected (shape {tuple(img.shape)}, {where})."
-                )
-            if in_channels is not None and c != in_channels:
-                raise DatalistError(
-                    f"{e['image']}: wrong channel count, {c} channel(s) where {in_channels} expected ({where})."
-                )
             channels.add(c)
             shapes.append(sp)
             if "label" not in e:

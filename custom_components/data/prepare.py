@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from custom_components.errors import UserError
 
 __all__ = [
     "PreparationError",
@@ -24,20 +27,25 @@ __all__ = [
     "read_image_2d",
     "read_mask_2d",
     "read_volume",
+    "resize_image_2d",
     "resize_pair_2d",
+    "save_png",
     "save_png_pair",
+    "save_nifti_image",
     "save_nifti_pair",
     "check_same_shape",
     "dataset_stats",
     "format_stats",
     "write_dataset_datalist",
+    "parse_label_map",
+    "prepare_folder",
 ]
 
-IMAGE_2D_EXTS = (".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg")
+IMAGE_2D_EXTS = (".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg", ".gif")
 VOLUME_EXTS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 
 
-class PreparationError(ValueError):
+class PreparationError(UserError, ValueError):
     """A raw dataset is incomplete or inconsistent; the message names the file or folder and the problem."""
 
 
@@ -159,6 +167,21 @@ def check_same_shape(img_shape: Sequence[int], lab_shape: Sequence[int], img_pat
         )
 
 
+def resize_image_2d(image: np.ndarray, size: Sequence[int]) -> np.ndarray:
+    """Resize a 2D image: area when shrinking, bilinear when enlarging.
+
+    Args:
+        image: uint8 ``(H, W)`` or ``(H, W, 3)``.
+        size: output ``(H, W)``.
+    """
+    from PIL import Image
+
+    h, w = int(size[0]), int(size[1])
+    shrink = h * w < image.shape[0] * image.shape[1]
+    resample = Image.Resampling.BOX if shrink else Image.Resampling.BILINEAR
+    return np.asarray(Image.fromarray(image).resize((w, h), resample))
+
+
 def resize_pair_2d(
     image: np.ndarray, label: np.ndarray, size: Sequence[int]
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -172,11 +195,21 @@ def resize_pair_2d(
     from PIL import Image
 
     h, w = int(size[0]), int(size[1])
-    shrink = h * w < image.shape[0] * image.shape[1]
-    resample = Image.Resampling.BOX if shrink else Image.Resampling.BILINEAR
-    img = np.asarray(Image.fromarray(image).resize((w, h), resample))
     lab = np.asarray(Image.fromarray(label.astype(np.uint8)).resize((w, h), Image.Resampling.NEAREST))
-    return img, lab
+    return resize_image_2d(image, size), lab
+
+
+def save_png(array: np.ndarray, path: Path) -> None:
+    """Write a uint8 ``(H, W)`` or ``(H, W, 3)`` array as PNG (parent folders created).
+
+    Args:
+        array: image or class-index label (values < 256).
+        path: output file.
+    """
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.ascontiguousarray(array.astype(np.uint8))).save(path)
 
 
 def save_png_pair(image: np.ndarray, label: np.ndarray, img_path: Path, lab_path: Path) -> None:
@@ -188,12 +221,24 @@ def save_png_pair(image: np.ndarray, label: np.ndarray, img_path: Path, lab_path
         img_path: output image file.
         lab_path: output label file.
     """
-    from PIL import Image
+    save_png(image, img_path)
+    save_png(label, lab_path)
 
-    img_path.parent.mkdir(parents=True, exist_ok=True)
-    lab_path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.ascontiguousarray(image.astype(np.uint8))).save(img_path)
-    Image.fromarray(np.ascontiguousarray(label.astype(np.uint8))).save(lab_path)
+
+def save_nifti_image(image: np.ndarray, spacing: Sequence[float], path: Path) -> None:
+    """Write a 3D image as float32 NIfTI with a diagonal affine of ``spacing`` (parent folders created).
+
+    Args:
+        image: ``(x, y, z)`` array.
+        spacing: voxel spacing (mm), 3 values.
+        path: output file (``.nii.gz``).
+    """
+    import nibabel as nib
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ni = nib.Nifti1Image(np.asarray(image, np.float32), np.diag([float(s) for s in spacing] + [1.0]))
+    ni.header.set_zooms(tuple(float(s) for s in spacing))
+    nib.save(ni, str(path))
 
 
 def save_nifti_pair(
@@ -210,12 +255,9 @@ def save_nifti_pair(
     """
     import nibabel as nib
 
-    img_path.parent.mkdir(parents=True, exist_ok=True)
+    save_nifti_image(image, spacing, img_path)
     lab_path.parent.mkdir(parents=True, exist_ok=True)
     affine = np.diag([float(s) for s in spacing] + [1.0])
-    ni = nib.Nifti1Image(np.asarray(image, np.float32), affine)
-    ni.header.set_zooms(tuple(float(s) for s in spacing))
-    nib.save(ni, str(img_path))
     nl = nib.Nifti1Image(np.asarray(label, np.uint8), affine)
     nl.set_data_dtype(np.uint8)
     nib.save(nl, str(lab_path))
@@ -269,12 +311,19 @@ def format_stats(name: str, stats: Mapping[str, Any], extra: Mapping[str, Any] |
     return "\n".join(lines)
 
 
-def write_dataset_datalist(out_dir: Path, cases: Sequence[Mapping[str, Any]], meta: Mapping[str, Any]) -> Path:
-    """Write ``<out_dir>/datalist.json``: metadata keys then all cases under ``"cases"``.
+def write_dataset_datalist(
+    out_dir: Path,
+    cases: Sequence[Mapping[str, Any]],
+    meta: Mapping[str, Any],
+    unlabeled: Sequence[Mapping[str, Any]] = (),
+) -> Path:
+    """Write ``<out_dir>/datalist.json``: metadata keys, all labelled cases under ``"cases"`` and, when there are
+    images without a mask, those under ``"unlabeled"`` (``make_split`` puts that pool into every split whole).
 
     Args:
         out_dir: dataset folder.
         cases: entries ``{"id", "image", "label"}`` with paths relative to ``out_dir``.
+        unlabeled: entries ``{"id", "image"}`` (no ``label`` key) of images without a mask.
         meta: metadata (``name``, ``spatial_dims``, ``num_classes``, ``in_channels``, ``labels``, ``source``,
             ``official_test``, ``official_train``, ``stats``, ...).
 
@@ -284,6 +333,226 @@ def write_dataset_datalist(out_dir: Path, cases: Sequence[Mapping[str, Any]], me
     out_dir.mkdir(parents=True, exist_ok=True)
     data = dict(meta)
     data["cases"] = [dict(c) for c in cases]
+    if unlabeled:
+        data["unlabeled"] = [dict(c) for c in unlabeled]
     path = out_dir / "datalist.json"
     path.write_text(json.dumps(data, indent=2))
     return path
+
+
+def parse_label_map(text: str) -> dict[int, int]:
+    """Parse ``"0:0,255:1"`` into ``{0: 0, 255: 1}``.
+
+    Args:
+        text: comma-separated ``raw:class`` pairs.
+    """
+    try:
+        pairs = [t.split(":") for t in text.split(",") if t.strip()]
+        return {int(float(k)): int(v) for k, v in pairs}
+    except ValueError as e:
+        raise PreparationError(f"--label-map '{text}': expected comma-separated 'raw:class' pairs.") from e
+
+
+def _supported_files(folder: Path) -> list[Path]:
+    return [p for p in sorted(folder.iterdir()) if p.is_file() and p.name.lower().endswith(IMAGE_2D_EXTS + VOLUME_EXTS)]
+
+
+def _case_id(path: Path, id_regex: re.Pattern | None) -> str:
+    """The case id of an image: its stem, or what ``id_regex`` captures from it (group ``id``, else 1, else all)."""
+    stem = strip_ext(path.name)
+    if id_regex is None:
+        return stem
+    m = id_regex.search(stem)
+    if m is None:
+        raise PreparationError(f"{path}: the image name does not match --id-regex '{id_regex.pattern}'.")
+    if "id" in id_regex.groupindex:
+        return m.group("id")
+    return m.group(1) if id_regex.groups else m.group(0)
+
+
+def _read_image(path: Path, grey: bool, spacing: Sequence[float] | None) -> tuple[np.ndarray, Any, int]:
+    """Read an image (2D or 3D by extension); return the array, its spacing (3D) and its spatial dimensions."""
+    if path.name.lower().endswith(VOLUME_EXTS):
+        img, sp = read_volume(path)
+        return img, (tuple(spacing) if spacing else sp), 3
+    img = read_image_2d(path)
+    if grey and img.ndim == 3:
+        img = np.round(img.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)).astype(np.uint8)
+    return img, None, 2
+
+
+def prepare_folder(
+    images: str | Path,
+    masks: str | Path,
+    out: str | Path,
+    unlabeled_images: Sequence[str | Path] = (),
+    mask_pattern: str = "{id}",
+    id_regex: str | None = None,
+    no_mask_as_unlabeled: bool = False,
+    binarize: bool = False,
+    label_map: Mapping[int, int] | None = None,
+    name: str = "folder",
+    grey: bool = False,
+    resize: Sequence[int] | None = None,
+    spacing: Sequence[float] | None = None,
+) -> tuple[Path, dict[str, Any]]:
+    r"""Convert folders of images, masks and (optionally) images without masks into the project's format.
+
+    The mask of an image is the file of ``masks`` whose name without extension is ``mask_pattern`` with ``{id}``
+    replaced by the image's case id (any supported extension, GIF included); the case id is the image's name
+    without extension, or what ``id_regex`` captures from it (named group ``id``, else group 1), e.g.
+    ``21_training.tif`` + ``--id-regex '^(\d+)_'`` + ``--mask-pattern '{id}_manual1'`` -> ``21_manual1.gif``.
+    Everything is read and checked before the first file is written, so a failed run leaves ``out`` as it was.
+
+    Args:
+        images: folder of labelled images.
+        masks: folder of their masks.
+        out: output dataset folder (``imagesTr/``, ``labelsTr/``, ``datalist.json``).
+        unlabeled_images: folders of images without masks (recorded under ``"unlabeled"``), 2D or 3D like ``images``.
+        mask_pattern: mask file name without extension, ``{id}`` standing for the case id.
+        id_regex: regular expression extracting the case id from an image name (without extension).
+        no_mask_as_unlabeled: an image of ``images`` without a mask becomes unlabelled (otherwise an error).
+        binarize: mask value > 0 -> 1.
+        label_map: raw mask value -> class index (unmapped values are an error).
+        name: dataset name stored in the datalist.
+        grey: 2D: convert images to one grey channel.
+        resize: 2D: output ``(H, W)``.
+        spacing: 3D: voxel spacing overriding the headers.
+
+    Returns:
+        the datalist path and the dataset statistics (``dataset_stats`` of the labelled cases).
+
+    Raises:
+        PreparationError: naming the file or folder and the problem.
+    """
+    if binarize and label_map:
+        raise PreparationError("--binarize and --label-map are exclusive.")
+    if "{id}" not in mask_pattern:
+        raise PreparationError(f"--mask-pattern '{mask_pattern}' must contain '{{id}}' (the case id).")
+    img_dir, mask_dir = require_dir(images, "images"), require_dir(masks, "masks")
+    unl_dirs = [require_dir(d, "unlabelled images") for d in unlabeled_images]
+    regex = None
+    if id_regex:
+        try:
+            regex = re.compile(id_regex)
+        except re.error as e:
+            raise PreparationError(f"--id-regex '{id_regex}': invalid regular expression ({e}).") from e
+    mask_files: dict[str, Path] = {}
+    for p in _supported_files(mask_dir):
+        stem = strip_ext(p.name)
+        if stem in mask_files:
+            raise PreparationError(f"{p}: two masks named '{stem}' (also {mask_files[stem]}); remove one of them.")
+        mask_files[stem] = p
+    labelled = _supported_files(img_dir)
+    if not labelled:
+        raise PreparationError(f"{img_dir}: no image file (PNG/BMP/TIFF/JPEG/GIF/NIfTI/NRRD) found.")
+    seen: dict[str, Path] = {}
+    pairs, unl_paths = [], []
+    for img_p in labelled:
+        cid = _case_id(img_p, regex)
+        if cid in seen:
+            raise PreparationError(f"{img_p}: duplicate case id '{cid}' (also {seen[cid]}); rename one of them.")
+        seen[cid] = img_p
+        mask_stem = mask_pattern.replace("{id}", cid)
+        if mask_stem in mask_files:
+            pairs.append((cid, img_p, mask_files[mask_stem]))
+        elif no_mask_as_unlabeled:
+            unl_paths.append((cid, img_p))
+        else:
+            raise PreparationError(
+                f"{img_p}: no mask '{mask_stem}.*' in {mask_dir} (set --mask-pattern / --id-regex, or pass "
+                "--no-mask-as-unlabeled to use images without a mask as unlabelled)."
+            )
+    if not pairs:
+        raise PreparationError(f"{img_dir}: no image has a mask '{mask_pattern}.*' in {mask_dir}.")
+    for d in unl_dirs:
+        files = _supported_files(d)
+        if not files:
+            raise PreparationError(f"{d}: no image file (PNG/BMP/TIFF/JPEG/GIF/NIfTI/NRRD) found (--unlabeled-images).")
+        for img_p in files:
+            cid = _case_id(img_p, regex)
+            if cid in seen:
+                raise PreparationError(f"{img_p}: duplicate case id '{cid}' (also {seen[cid]}); rename one of them.")
+            seen[cid] = img_p
+            unl_paths.append((cid, img_p))
+
+    records, dims = [], set()
+    for cid, img_p, lab_p in pairs:
+        img, sp, nd = _read_image(img_p, grey, spacing)
+        dims.add(nd)
+        if nd == 3:
+            lab, lab_sp = read_volume(lab_p)
+            check_same_shape(img.shape[:3], lab.shape, img_p, lab_p)
+            spacing_differs = sp is not None and lab_sp is not None and not np.allclose(sp, lab_sp, rtol=1e-3, atol=1e-4)
+            if not spacing and spacing_differs:
+                raise PreparationError(
+                    f"{lab_p}: image/mask spacing mismatch, mask {tuple(lab_sp)} vs image {tuple(sp)} "
+                    f"({img_p}); pass --spacing to override both."
+                )
+        else:
+            lab = read_mask_2d(lab_p)
+            check_same_shape(img.shape[:2], lab.shape, img_p, lab_p)
+        if label_map is not None:
+            bad = sorted(set(np.unique(lab).tolist()) - set(label_map))
+            if bad:
+                raise PreparationError(f"{lab_p}: mask values {bad[:5]} missing from --label-map.")
+            keys = np.array(sorted(label_map))
+            lab = np.array([label_map[k] for k in keys])[np.searchsorted(keys, lab)]
+        elif binarize:
+            lab = (lab > 0).astype(np.int64)
+        else:
+            vals = np.unique(lab)
+            if vals.min() < 0 or vals.max() > 254 or not np.all(vals == np.round(vals)):
+                raise PreparationError(f"{lab_p}: mask values {vals[:5].tolist()} are not class indices; "
+                                       "use --binarize or --label-map.")
+        records.append((cid, img, lab.astype(np.uint8), sp, img_p))
+    unl_records = []
+    for cid, img_p in unl_paths:
+        img, sp, nd = _read_image(img_p, grey, spacing)
+        dims.add(nd)
+        unl_records.append((cid, img, sp, img_p))
+    if len(dims) > 1:
+        raise PreparationError(f"{img_dir}" + "".join(f" + {d}" for d in unl_dirs) + ": mixes 2D and 3D images.")
+    nd = dims.pop()
+    channels: dict[int, Path] = {}
+    for rec in records + unl_records:
+        img, img_p = rec[1], rec[-1]
+        channels.setdefault(1 if img.ndim == nd else int(img.shape[-1]), img_p)
+    if len(channels) > 1:  # checked before anything is written, so a prepared dataset in --out stays intact
+        examples = ", ".join(f"{c}: {p}" for c, p in sorted(channels.items()))
+        raise PreparationError(f"{img_dir}: images have different channel counts ({examples}); try --grey.")
+    num_classes = (max(label_map.values()) + 1) if label_map else (
+        2 if binarize else max(max(int(r[2].max()) for r in records) + 1, 2))
+
+    out = Path(out)
+    ext = ".png" if nd == 2 else ".nii.gz"
+    cases, unl_cases, shapes, counts = [], [], [], []
+    for cid, img, lab, sp, _ in records:
+        img_f, lab_f = out / "imagesTr" / f"{cid}{ext}", out / "labelsTr" / f"{cid}{ext}"
+        if nd == 2:
+            if resize:
+                img, lab = resize_pair_2d(img, lab, resize)
+            save_png_pair(img, lab, img_f, lab_f)
+        else:
+            save_nifti_pair(img, lab, sp, img_f, lab_f)
+        cases.append({"id": cid, "image": f"imagesTr/{cid}{ext}", "label": f"labelsTr/{cid}{ext}"})
+        shapes.append(lab.shape)
+        counts.append(np.bincount(lab.ravel(), minlength=num_classes)[:num_classes])
+    for cid, img, sp, _ in unl_records:
+        img_f = out / "imagesTr" / f"{cid}{ext}"
+        if nd == 2:
+            save_png(resize_image_2d(img, resize) if resize else img, img_f)
+        else:
+            save_nifti_image(img, sp, img_f)
+        unl_cases.append({"id": cid, "image": f"imagesTr/{cid}{ext}"})
+    stats = dataset_stats(shapes, counts, num_classes)
+    sources = " + ".join(str(d) for d in [img_dir, mask_dir, *unl_dirs])
+    meta = {
+        "name": name, "spatial_dims": nd, "num_classes": num_classes, "in_channels": next(iter(channels)),
+        "labels": {str(i): ("background" if i == 0 else f"class{i}") for i in range(num_classes)},
+        "source": f"folders {sources}; prepared by scripts/prepare_folder.py",
+        "stats": stats,
+    }
+    if unl_cases:
+        meta["num_unlabeled"] = len(unl_cases)
+    return write_dataset_datalist(out, cases, meta, unl_cases), stats

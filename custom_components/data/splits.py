@@ -6,6 +6,10 @@ Rules (all tested):
 - labelled = a prefix of one seeded ordering of the training pool, so the labelled set of a smaller ratio is a
   subset of that of a larger one; labelled and unlabelled are disjoint; ratio 1.0 leaves ``unlabeled`` empty;
 - unlabelled entries carry no ``"label"`` key;
+- a real unlabelled pool (the dataset datalist's ``"unlabeled"`` list: images that have no mask) goes into
+  ``unlabeled`` of every split whole; only the labelled cases are divided into labelled / validation / test;
+- fixed lists win: ``val_ids`` / ``official_test`` ids become validation / test;
+- a split without a validation case or without a labelled case is an error (``SplitError``);
 - official splits: ``official_test`` ids become the test split; with ``official_train`` the training pool keeps
   that list's order, validation is a seeded sample taken outside the first ``val_protect_fraction`` of the list,
   and labelled = the first N remaining ids (the ``la_uamt`` protocol: 4/8/16 of 80 for ratio 0.05/0.1/0.2).
@@ -22,7 +26,13 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["make_split", "write_split", "split_filename", "case_id", "read_id_list"]
+from custom_components.errors import UserError
+
+
+class SplitError(UserError, ValueError):
+    """A dataset cannot be split as asked; the message names the datalist or list file and the problem."""
+
+__all__ = ["SplitError", "make_split", "write_split", "split_filename", "case_id", "read_id_list"]
 
 _META_KEYS = ("name", "spatial_dims", "num_classes", "in_channels", "spacing", "labels", "source", "image_size")
 _EXTS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg", ".h5")
@@ -58,7 +68,7 @@ def read_id_list(path: str | Path) -> list[str]:
     """
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"{p}: split list file not found.")
+        raise SplitError(f"{p}: split list file not found.")
     ids = []
     for line in p.read_text().splitlines():
         s = line.strip()
@@ -95,11 +105,11 @@ def _load(datalist_or_cases: str | Path | Mapping[str, Any] | Sequence[Mapping[s
     if isinstance(datalist_or_cases, (str, Path)):
         p = Path(datalist_or_cases)
         if not p.is_file():
-            raise FileNotFoundError(f"{p}: datalist not found.")
+            raise SplitError(f"{p}: datalist not found.")
         try:
             data = json.loads(p.read_text())
         except json.JSONDecodeError as e:
-            raise ValueError(f"{p}: malformed JSON ({e}).") from e
+            raise SplitError(f"{p}: malformed JSON ({e}).") from e
     elif isinstance(datalist_or_cases, Mapping):
         data = dict(datalist_or_cases)
     else:
@@ -108,13 +118,22 @@ def _load(datalist_or_cases: str | Path | Mapping[str, Any] | Sequence[Mapping[s
         cases = list(data["cases"])
     else:  # an already split datalist: pool everything that has a label
         cases = [c for k in ("labeled", "validation", "test", "training") for c in data.get(k, []) if "label" in c]
+    src = f"{datalist_or_cases}: " if isinstance(datalist_or_cases, (str, Path)) else ""
     if not cases:
-        src = f"{datalist_or_cases}: " if isinstance(datalist_or_cases, (str, Path)) else ""
-        raise ValueError(f"{src}make_split: no cases (expected a 'cases' list of entries with 'image' and 'label').")
+        what = (f"no labelled case ({len(data.get('unlabeled', []))} unlabelled images): give some images a mask"
+                if data.get("unlabeled") else "no cases")
+        raise SplitError(f"{src}make_split: {what} (expected a 'cases' list of entries with 'image' and 'label').")
     for c in cases:
         if "image" not in c or "label" not in c:
-            raise ValueError(f"make_split: every case needs 'image' and 'label'; got {dict(c)}.")
+            raise SplitError(f"{src}make_split: every case needs 'image' and 'label'; got {dict(c)}.")
     return data, [dict(c) for c in cases]
+
+
+def _pool(data: Mapping[str, Any]) -> list[dict]:
+    """The dataset's real unlabelled pool: its ``"unlabeled"`` entries when it is a dataset datalist (``"cases"``)."""
+    if "cases" not in data:
+        return []
+    return [{k: v for k, v in dict(c).items() if k != "label"} for c in data.get("unlabeled", [])]
 
 
 def make_split(
@@ -129,6 +148,7 @@ def make_split(
     labeled_first_n: int | None = None,
     use_official: bool = True,
     val_protect_fraction: float = 0.2,
+    val_ids: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Split labelled cases into ``labeled`` / ``unlabeled`` / ``validation`` / ``test``.
 
@@ -138,7 +158,9 @@ def make_split(
     split is that list and the pool is permuted as above. With ``official_train`` the pool keeps the list's order,
     validation is a seeded sample of ``round(val_fraction * n_train)`` ids outside the first
     ``ceil(val_protect_fraction * n_train)``, and labelled = the first ``round(labeled_ratio * n_train)`` remaining
-    ids (the ratio counts against the official training list, as in the literature: 10 % of 80 = 8).
+    ids (the ratio counts against the official training list, as in the literature: 10 % of 80 = 8). With
+    ``val_ids`` the validation split is that list. Without fixed lists, a non-zero fraction gives at least one case.
+    The dataset's real unlabelled pool (its ``"unlabeled"`` list) is appended to ``unlabeled`` whole.
 
     Args:
         datalist_or_cases: path of a ``datalist.json`` (with ``"cases"``), the loaded dict, or a list of entries
@@ -153,6 +175,7 @@ def make_split(
         labeled_first_n: labelled count overriding ``labeled_ratio`` (first N of the pool order).
         use_official: when the arguments are None, use ``official_test`` / ``official_train`` stored in the datalist.
         val_protect_fraction: with ``official_train``, leading fraction of the list never used for validation.
+        val_ids: case ids forming the validation split (win over ``val_fraction``).
 
     Returns:
         datalist dict with ``labeled``, ``unlabeled`` (no ``label`` key), ``validation``, ``test`` and metadata
@@ -160,14 +183,15 @@ def make_split(
         from the source datalist).
     """
     if not 0.0 < float(labeled_ratio) <= 1.0:
-        raise ValueError(f"labeled_ratio must be in (0, 1], got {labeled_ratio}.")
+        raise SplitError(f"labeled_ratio must be in (0, 1], got {labeled_ratio}.")
     if not 0.0 <= val_fraction < 1.0 or not 0.0 <= test_fraction < 1.0 or val_fraction + test_fraction >= 1.0:
-        raise ValueError(
+        raise SplitError(
             f"val_fraction and test_fraction must be in [0, 1) with a sum < 1; got {val_fraction}, {test_fraction}."
         )
     if min_labeled < 0:
-        raise ValueError(f"min_labeled must be >= 0, got {min_labeled}.")
+        raise SplitError(f"min_labeled must be >= 0, got {min_labeled}.")
     data, cases = _load(datalist_or_cases)
+    src = f"{datalist_or_cases}: " if isinstance(datalist_or_cases, (str, Path)) else ""
     if use_official:
         official_test = official_test if official_test is not None else data.get("official_test")
         official_train = official_train if official_train is not None else data.get("official_train")
@@ -177,9 +201,9 @@ def make_split(
     for c in cases:
         cid = case_id(c)
         if cid in by_id:
-            raise ValueError(f"make_split: duplicate case id '{cid}' ({c['image']}).")
+            raise SplitError(f"{src}make_split: duplicate case id '{cid}' ({c['image']}).")
         if str(c["image"]) in seen_images:
-            raise ValueError(f"make_split: image {c['image']} listed twice.")
+            raise SplitError(f"{src}make_split: image {c['image']} listed twice.")
         seen_images.add(str(c["image"]))
         by_id[cid] = c
     ids = sorted(by_id)  # the input order does not matter
@@ -188,9 +212,10 @@ def make_split(
     def _check(lst: Sequence[str], what: str) -> list[str]:
         missing = [i for i in lst if i not in by_id]
         if missing:
-            raise ValueError(f"make_split: {len(missing)} id(s) of {what} not in the datalist, e.g. {missing[:3]}.")
+            raise SplitError(f"{src}make_split: {len(missing)} id(s) of {what} are not labelled cases of the datalist, "
+                             f"e.g. {missing[:3]}.")
         if len(set(lst)) != len(lst):
-            raise ValueError(f"make_split: {what} lists an id twice.")
+            raise SplitError(f"{src}make_split: {what} lists an id twice.")
         return list(lst)
 
     if official_train is not None:
@@ -198,39 +223,54 @@ def make_split(
         test = _check(official_test, "official_test") if official_test is not None else []
         overlap = set(train) & set(test)
         if overlap:
-            raise ValueError(f"make_split: ids in both official_train and official_test: {sorted(overlap)[:3]}.")
+            raise SplitError(f"{src}make_split: ids in both official_train and official_test: {sorted(overlap)[:3]}.")
         n_train = len(train)
-        n_val = _round(val_fraction * n_train)
+        n_val = max(1, _round(val_fraction * n_train)) if val_fraction > 0 else 0
         protect = min(math.ceil(val_protect_fraction * n_train), n_train - n_val)
         cand = train[protect:]
         pick = set(rng.choice(len(cand), size=n_val, replace=False).tolist()) if n_val else set()
         val = [cand[i] for i in sorted(pick)]
+        if val_ids is not None:
+            val = _check(val_ids, "val_ids (validation list)")
         pool = [i for i in train if i not in set(val)]
         ratio_base = n_train
     else:
-        if official_test is not None:
-            test = _check(official_test, "official_test")
-            rest = [i for i in ids if i not in set(test)]
-            perm = [rest[i] for i in rng.permutation(len(rest))]
-            n_val = _round(val_fraction * len(ids))
-            val, pool = perm[:n_val], perm[n_val:]
-        else:
-            perm = [ids[i] for i in rng.permutation(len(ids))]
-            n_test = _round(test_fraction * len(ids))
-            n_val = _round(val_fraction * len(ids))
-            test, val, pool = perm[:n_test], perm[n_test : n_test + n_val], perm[n_test + n_val :]
+        fixed_val = _check(val_ids, "val_ids (validation list)") if val_ids is not None else None
+        fixed_test = _check(official_test, "official_test (test list)") if official_test is not None else None
+        if fixed_val and fixed_test and set(fixed_val) & set(fixed_test):
+            raise SplitError(f"{src}make_split: ids in both the validation and the test list: "
+                             f"{sorted(set(fixed_val) & set(fixed_test))[:3]}.")
+        taken = set(fixed_val or []) | set(fixed_test or [])
+        rest = [i for i in ids if i not in taken]
+        perm = [rest[i] for i in rng.permutation(len(rest))]
+
+        def _n(fraction: float) -> int:  # a non-zero fraction of a small dataset still gives one case
+            return max(1, _round(fraction * len(ids))) if fraction > 0 else 0
+
+        n_test = 0 if fixed_test is not None else _n(test_fraction)
+        test, perm = (fixed_test, perm) if fixed_test is not None else (perm[:n_test], perm[n_test:])
+        n_val = 0 if fixed_val is not None else _n(val_fraction)
+        val, pool = (fixed_val, perm) if fixed_val is not None else (perm[:n_val], perm[n_val:])
         ratio_base = len(pool)
+    if not val:
+        raise SplitError(f"{src}make_split: the split has no validation case ({len(ids)} labelled cases); model "
+                         "selection needs one: pass --val-fraction > 0 or --val-list.")
     if not pool:
-        raise ValueError(f"make_split: the training pool is empty ({len(ids)} cases, {len(val)} validation, "
-                         f"{len(test)} test).")
+        raise SplitError(f"{src}make_split: no labelled case left for training ({len(ids)} labelled cases, "
+                         f"{len(val)} validation, {len(test)} test); lower --val-fraction / --test-fraction or "
+                         "label more images.")
     if labeled_first_n is not None:
         if not 1 <= labeled_first_n <= len(pool):
-            raise ValueError(f"labeled_first_n must be in [1, {len(pool)}], got {labeled_first_n}.")
+            raise SplitError(f"labeled_first_n must be in [1, {len(pool)}], got {labeled_first_n}.")
         n_lab = int(labeled_first_n)
     elif float(labeled_ratio) >= 1.0:
         n_lab = len(pool)
     else:
         n_lab = min(len(pool), max(int(min_labeled), _round(float(labeled_ratio) * ratio_base)))
+    if n_lab < 1:
+        raise SplitError(f"{src}make_split: the split has no labelled case (ratio {labeled_ratio} of "
+                         f"{ratio_base}); raise --ratio or --min-labeled.")
+    real_pool = _pool(data)
 
     def entry(i: str, labelled: bool = True) -> dict:
         e = dict(by_id[i])
@@ -251,9 +291,11 @@ def make_split(
                 "labeled_first_n": labeled_first_n,
                 "min_labeled": min_labeled,
                 "num_labeled": n_lab,
+                "val_list": val_ids is not None,
+                "num_unlabeled_pool": len(real_pool),
             },
             "labeled": [entry(i) for i in pool[:n_lab]],
-            "unlabeled": [entry(i, labelled=False) for i in pool[n_lab:]],
+            "unlabeled": [entry(i, labelled=False) for i in pool[n_lab:]] + real_pool,
             "validation": [entry(i) for i in val],
             "test": [entry(i) for i in test],
         }

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 import torch
 import torch.nn as nn
-from ignite.engine import Engine
+from ignite.engine import Engine, Events
 from monai.engines import Evaluator
 from monai.engines.utils import IterationEvents
 from monai.inferers import Inferer
@@ -21,11 +23,44 @@ from .base import DiffusionTrainerBase, plain
 __all__ = [
     "TeacherPretrainTrainer",
     "TeacherMonitorEvaluator",
+    "all_foreground_dice",
     "assignment_dice",
     "class_fractions",
     "permutation_dice",
+    "phase1_warnings",
+    "probe_warning",
     "shuffled_masks",
 ]
+
+logger = logging.getLogger(__name__)
+
+
+def all_foreground_dice(y: torch.Tensor, k: int) -> torch.Tensor:
+    """Per-sample Dice of the trivial "everything is foreground" prediction, ``(B,)``: for each foreground class
+    ``c`` the Dice of labelling every pixel ``c`` (``2 |Y_c| / (|Y_c| + N)``), averaged over the classes.
+
+    Args:
+        y: ``(B, 1, *spatial)`` labels.
+        k: number of classes including background.
+    """
+    flat = y[:, 0].flatten(1).long()
+    n = flat.shape[1]
+    per_class = [2 * (flat == c).double().sum(1) / ((flat == c).double().sum(1) + n) for c in range(1, k)]
+    return torch.stack(per_class, 1).mean(1)
+
+
+def probe_warning(probe_dice: float, baseline: float) -> str | None:
+    """A warning when the phase-1 probe Dice does not beat the all-foreground baseline (the teacher's channels
+    carry no usable partition yet); ``None`` otherwise.
+
+    Args:
+        probe_dice: mean validation probe Dice.
+        baseline: mean validation Dice of the all-foreground prediction (``all_foreground_dice``).
+    """
+    if probe_dice > baseline:
+        return None
+    return (f"degenerate result: phase-1 probe Dice {probe_dice:.4f} does not beat the all-foreground baseline "
+            f"{baseline:.4f} on validation.")
 
 
 def class_fractions(logits: torch.Tensor) -> torch.Tensor:
@@ -81,6 +116,31 @@ def shuffled_masks(m: torch.Tensor) -> torch.Tensor:
     if m.shape[0] > 1:
         return m.roll(1, 0)
     return m.flip(tuple(range(2, m.ndim)))
+
+
+def phase1_warnings(metrics_csv: str | Path) -> list[str]:
+    """``probe_warning`` of the last phase-1 validation, read from the bundle's ``MetricsSaver`` file.
+
+    Args:
+        metrics_csv: ``<output_dir>/metrics.csv`` of a teacher_pretrain run (``name,value`` lines).
+
+    Returns:
+        the warning in a list, or an empty list (also when the file or a value is missing).
+    """
+    p = Path(metrics_csv)
+    if not p.is_file():
+        return []
+    vals = {}
+    for line in p.read_text().splitlines():
+        name, _, value = line.partition(",")
+        try:
+            vals[name.strip()] = float(value)
+        except ValueError:
+            continue
+    if "val_probe_dice" not in vals or "val_all_foreground_dice" not in vals:
+        return []
+    w = probe_warning(vals["val_probe_dice"], vals["val_all_foreground_dice"])
+    return [w] if w else []
 
 
 class TeacherPretrainTrainer(DiffusionTrainerBase):
@@ -200,6 +260,10 @@ class TeacherMonitorEvaluator(Evaluator):
     0 when ``G`` ignores the mask) for ``OutputAverage`` metrics, ``assignment_dice`` ``(B, K!)`` for
     ``BestAssignmentDice`` (the assignment chosen over the whole validation set), plus ``pred`` (probe
     probabilities) and ``label``.
+    ``engine.state.output`` also carries ``allfg_dice``; at the end of each validation (before the handlers run)
+    ``engine.state.metrics`` receives ``val_all_foreground_dice`` (the trivial all-foreground baseline), and a
+    warning is logged when the key metric (the probe Dice) does not beat it (``probe_warning``);
+    ``engine.state.warnings`` holds it.
 
     Args:
         device: device.
@@ -236,7 +300,7 @@ class TeacherMonitorEvaluator(Evaluator):
             val_data_loader=val_data_loader,
             key_val_metric=key_val_metric,
             additional_metrics=additional_metrics,
-            val_handlers=val_handlers,
+            val_handlers=None,
             non_blocking=non_blocking,
             amp=amp,
             decollate=False,
@@ -246,6 +310,22 @@ class TeacherMonitorEvaluator(Evaluator):
         self.probe = probe
         self.recon_timestep = recon_timestep
         self.seed = seed
+        self._allfg: list[torch.Tensor] = []
+        self.add_event_handler(Events.EPOCH_STARTED, lambda e: self._allfg.clear())
+        self.add_event_handler(Events.EPOCH_COMPLETED, self._check_baseline)  # after the metrics, before handlers
+        if val_handlers:
+            self._register_handlers(val_handlers)
+
+    def _check_baseline(self, engine: Engine) -> None:
+        if not self._allfg:
+            return
+        baseline = float(torch.cat(self._allfg).mean())
+        engine.state.metrics["val_all_foreground_dice"] = baseline
+        probe = engine.state.metrics.get(engine.state.key_metric_name or "")
+        warning = probe_warning(float(probe), baseline) if probe is not None else None
+        engine.state.warnings = [warning] if warning else []
+        if warning:
+            logger.warning("%s", warning)
 
     def _iteration(self, engine: Engine, batchdata: dict) -> dict:
         x = plain(batchdata[CommonKeys.IMAGE]).to(engine.state.device).float()
@@ -271,7 +351,9 @@ class TeacherMonitorEvaluator(Evaluator):
                 "rec_mse": rec.loss,
                 "rec_gain_blank": rec_blank.loss - rec.loss,
                 "rec_gain_shuffled": rec_shuffled.loss - rec.loss,
+                "allfg_dice": all_foreground_dice(y, k),
             }
+            self._allfg.append(out["allfg_dice"].cpu())
             lab = logits.argmax(1)
             for c in range(k):
                 out[f"frac_class{c}"] = (lab == c).flatten(1).float().mean(1)

@@ -26,6 +26,7 @@ __all__ = [
     "SELECTION_EMPTY_DICE",
     "class_overlap_counts",
     "dice_per_threshold",
+    "foreground_warning",
     "pick_threshold",
     "selected_threshold",
 ]
@@ -71,6 +72,50 @@ def class_overlap_counts(probs: torch.Tensor, label: torch.Tensor) -> torch.Tens
     classes = torch.arange(1, k, device=probs.device)
     p, t = pred[None] == classes[:, None], y[None] == classes[:, None]
     return torch.stack([(p & t).sum(1), p.sum(1), t.sum(1)]).double()
+
+
+def foreground_fraction_per_threshold(probs: torch.Tensor, thresholds: torch.Tensor | None) -> torch.Tensor:
+    """Per-case predicted foreground fraction, ``(B, len(thresholds))`` (binary sweep) or ``(B, 1)`` (argmax != 0).
+
+    Args:
+        probs: probabilities ``(B, K, *spatial)``.
+        thresholds: foreground thresholds (binary only); ``None``: argmax.
+    """
+    if probs.shape[1] == 2 and thresholds is not None:
+        fg = probs[:, 1].flatten(1)
+        return torch.stack([(fg >= thr).double().mean(1) for thr in thresholds.tolist()], 1)
+    return (probs.argmax(1).flatten(1) != 0).double().mean(1, keepdim=True)
+
+
+def foreground_warning(predicted: float, reference: float, factor: float = 4.0, min_diff: float = 0.02) -> str | None:
+    """A warning when a model's predicted foreground fraction is far from the labels' (a degenerate model).
+
+    "Far" means the foreground odds ``f / (1 - f)`` differ by more than ``factor`` in either direction and the
+    fractions by more than ``min_diff`` (98 % predicted vs 6 % labelled: odds 49 vs 0.064; an empty prediction
+    vs 6 %: odds 0 vs 0.064).
+
+    Args:
+        predicted: mean predicted foreground fraction on validation.
+        reference: mean foreground fraction of the validation labels.
+        factor: odds ratio above which the fractions count as far apart.
+        min_diff: absolute difference below which nothing is reported.
+
+    Returns:
+        the message (starting with ``degenerate result:``), or ``None``.
+    """
+    if abs(predicted - reference) <= min_diff:
+        return None
+    eps = 1e-6
+
+    def odds(f: float) -> float:
+        f = min(max(f, eps), 1 - eps)
+        return f / (1 - f)
+
+    ratio = odds(predicted) / odds(reference)
+    if 1 / factor <= ratio <= factor:
+        return None
+    return (f"degenerate result: the selected model predicts {100 * predicted:.1f} % foreground on validation, "
+            f"the validation labels have {100 * reference:.1f} %.")
 
 
 def pick_threshold(thresholds: torch.Tensor, mean_dice: torch.Tensor, atol: float = 1e-9) -> int:
@@ -180,6 +225,8 @@ class DualNetworkEvaluator(Evaluator):
         else:
             self.thresholds = None
         self._curves: dict[str, list[torch.Tensor]] = {}
+        self._fg: dict[str, list[torch.Tensor]] = {}
+        self._ref_fg: list[torch.Tensor] = []
         self._counts: dict[str, torch.Tensor] = {}
         self._num_pixels = 0
         # selection runs before any handler (stats, model saver) reads the metrics
@@ -190,6 +237,8 @@ class DualNetworkEvaluator(Evaluator):
 
     def _reset(self, engine: Engine) -> None:
         self._curves = {name: [] for name in self.networks}
+        self._fg = {name: [] for name in self.networks}
+        self._ref_fg = []
         self._counts = {name: torch.zeros(()) for name in self.networks}
         self._num_pixels = 0
 
@@ -197,12 +246,15 @@ class DualNetworkEvaluator(Evaluator):
         x = plain(batchdata[CommonKeys.IMAGE]).to(engine.state.device).float()
         y = plain(batchdata[CommonKeys.LABEL]).to(engine.state.device)
         out = {CommonKeys.LABEL: y}
+        self._ref_fg.append((y[:, 0].flatten(1) != 0).double().mean(1).cpu())
         with torch.no_grad():
             for name, net in self.networks.items():
                 net.eval()
                 probs = self.inferer(x, net).float()
                 k = probs.shape[1]
-                self._curves[name].append(dice_per_threshold(probs, y, self.thresholds if k == 2 else None).cpu())
+                thr = self.thresholds if k == 2 else None
+                self._curves[name].append(dice_per_threshold(probs, y, thr).cpu())
+                self._fg[name].append(foreground_fraction_per_threshold(probs, thr).cpu())
                 self._counts[name] = self._counts[name] + class_overlap_counts(probs, y).cpu()
                 out[f"{CommonKeys.PRED}_{name}"] = probs
         self._num_pixels += y[:, 0].numel()
@@ -233,6 +285,11 @@ class DualNetworkEvaluator(Evaluator):
                         "thresholds": [round(float(t), 4) for t in self.thresholds],
                         "dice": [round(float(d), 6) for d in mean],
                     }
+                best["val_foreground_fraction"] = round(float(torch.cat(self._fg[name]).mean(0)[i]), 4)
+        ref = float(torch.cat(self._ref_fg).mean())
+        best["label_foreground_fraction"] = round(ref, 4)
+        warning = foreground_warning(best["val_foreground_fraction"], ref)
+        best["warnings"] = [warning] if warning else []
         engine.state.selection = best
         engine.state.metrics["val_dice"] = best["dice"]
         engine.state.metrics["val_threshold"] = best["threshold"]

@@ -252,6 +252,11 @@ def write_markdown(path: Path, dataset: str, tables: Mapping[str, Sequence[Mappi
         folder = relative_path(r["folder"]) if r.get("folder") else ""
         lines.append(f"| {r['method']} | {ratio_tag(r['ratio'])} | {r['seed']} | {ttxt} | {etxt} | {seltxt} | `{folder}` |")
     lines.append("")
+    warned = [(r, w) for r in runs for w in r.get("warnings", [])]
+    if warned:
+        lines += ["## Warnings", "", "Degenerate results (the figure and its baseline):", ""]
+        lines += [f"- {r['method']} r{ratio_tag(r['ratio'])} s{r['seed']}: {w}" for r, w in warned]
+        lines.append("")
     curves = [r for r in runs if ((r.get("selection") or {}).get("curve") or {}).get("dice")]
     if curves:
         marks = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]

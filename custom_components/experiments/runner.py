@@ -623,6 +623,13 @@ class Experiment:
         sel = run_dir / bundle / "models" / "model_selection.json"
         if sel.is_file():
             run["selection"] = json.loads(sel.read_text())
+        run["warnings"] = list((run.get("selection") or {}).get("warnings", []))  # degenerate results
+        if "teacher_pretrain" in m.phases(s.pretrain):
+            from custom_components.engines.pretrain import phase1_warnings
+
+            run["warnings"] += phase1_warnings(tp_dir / "eval" / "metrics.csv")
+        for w in run["warnings"]:
+            print(f"{label} WARNING {w}", flush=True)
         eval_t = 0.0
         for proto in s.protocols:
             path, t = self.evaluate_phase(run_dir / bundle, bundle, proto, f"{label}[{bundle}]")
@@ -647,7 +654,9 @@ class Experiment:
         fixed = {METHODS[m].fixed_ratio for m in s.methods if METHODS[m].fixed_ratio is not None}
         ratios = sorted({float(r) for r in s.ratios} | fixed)
         splits = write_splits(self.datalist, self.work / "splits", ratios, s.seeds, s.val_fraction, s.test_fraction)
-        print(f"[runner] dataset {self.name}: {len(self.meta['cases'])} cases; splits in {self.work / 'splits'}",
+        n_pool = len(self.meta.get("unlabeled", []))  # images without a mask: in every split's 'unlabeled' whole
+        print(f"[runner] dataset {self.name}: {len(self.meta['cases'])} cases"
+              + (f" + {n_pool} images without a mask" if n_pool else "") + f"; splits in {self.work / 'splits'}",
               flush=True)
         if any("teacher_pretrain" in METHODS[m].phases(s.pretrain) for m in s.methods):
             # one phase 1 per seed, monitored with the smallest ratio's (nested) labelled set

@@ -124,3 +124,5 @@ class SelectedModelSaver:
                 "new best model: %s at threshold %.2f, validation Dice %.4f (epoch %d) -> %s",
                 sel["network"], sel["threshold"], sel["dice"], epoch, self.save_dir / self.filename,
             )
+            for w in sel.get("warnings", []):  # degenerate result of the saved model (DualNetworkEvaluator)
+                logger.warning("%s", w)

@@ -8,6 +8,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from custom_components.errors import CheckpointError, CheckpointNotFoundError
+
 __all__ = ["check_weights", "describe_architecture", "load_teacher_weights"]
 
 
@@ -24,18 +26,24 @@ def describe_architecture(net: nn.Module) -> str:
 
 
 def _read_state(path: Path, missing_hint: str, what: str = "checkpoint") -> dict:
+    if path.is_dir():
+        inside = sorted(str(p) for p in path.rglob("*.pt"))[:3]
+        raise CheckpointError(
+            f"{what} '{path}' is a folder, not a checkpoint file: give the .pt file itself"
+            + (f" (found in it: {', '.join(inside)})." if inside else ".")
+        )
     if not path.is_file():
-        raise FileNotFoundError(f"{what} '{path}' does not exist: {missing_hint}")
+        raise CheckpointNotFoundError(f"{what} '{path}' does not exist: {missing_hint}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure is reported the same way
-        raise ValueError(
+        raise CheckpointError(
             f"{what} '{path}' cannot be read ({type(e).__name__}: {e}); it may be truncated or not a weights file."
         ) from e
     if isinstance(state, dict) and "teacher" in state and isinstance(state["teacher"], dict):
         state = state["teacher"]
     if not isinstance(state, dict):
-        raise ValueError(f"{what} '{path}' holds a {type(state).__name__}, not a state_dict.")
+        raise CheckpointError(f"{what} '{path}' holds a {type(state).__name__}, not a state_dict.")
     return {k[len("module.") :] if k.startswith("module.") else k: v for k, v in state.items()}
 
 
@@ -51,9 +59,9 @@ def check_weights(
         what: how to name the file in messages.
 
     Raises:
-        FileNotFoundError: the file does not exist (message names it).
-        ValueError: unreadable file, or weights of another architecture (message names the file, the
-            mismatching tensors and the expected architecture).
+        CheckpointNotFoundError: the file does not exist (message names it); a ``FileNotFoundError``.
+        CheckpointError: a folder instead of a file, an unreadable file, or weights of another architecture
+            (message names the file, the mismatching tensors and the expected architecture).
     """
     path = Path(path)
     state = _read_state(path, missing_hint, what)
@@ -73,7 +81,7 @@ def check_weights(
             details.append(f"{len(missing)} missing keys (e.g. {missing[:2]})")
         if unexpected:
             details.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[:2]})")
-        raise ValueError(
+        raise CheckpointError(
             f"{what} '{path}' does not match the configured architecture {describe_architecture(net)}: "
             f"{'; '.join(details)}. Use the same spatial_dims, in_channels, num_classes and channels as in training."
         )
@@ -91,9 +99,9 @@ def load_teacher_weights(teacher: nn.Module, path: str | os.PathLike, strict: bo
         strict: require exactly matching keys and shapes.
 
     Raises:
-        FileNotFoundError: the file does not exist (message names it and how to make it).
-        ValueError: unreadable file, or a checkpoint of another architecture (message names the file, the
-            mismatching tensors and the expected architecture).
+        CheckpointNotFoundError: the file does not exist (message names it and how to make it).
+        CheckpointError: a folder instead of a file, an unreadable file, or a checkpoint of another architecture
+            (message names the file, the mismatching tensors and the expected architecture).
     """
     hint = (
         "run the teacher_pretrain bundle first, or set teacher_ckpt to '' for co-training without phase 1 "

@@ -166,3 +166,31 @@ def test_cli(ds, capsys):
     assert "counts: labeled 3, unlabeled 1, validation 1, test 0" in capsys.readouterr().out
     assert main([str(_write(root, d)), "--num-classes", "2", "--spatial-dims", "3"]) == 1
     assert "INVALID" in capsys.readouterr().err
+
+
+def test_prepared_datalist_where_a_split_is_needed_says_run_make_split(tmp_path):
+    from custom_components.data.datalist import DatalistError, validate_datalist
+
+    (tmp_path / "datalist.json").write_text(json.dumps({"cases": [{"image": "a.png", "label": "b.png"}]}))
+    with pytest.raises(DatalistError, match=r"datalist\.json: this is a prepared dataset datalist .* run "
+                                            r"'python scripts/make_split\.py .*datalist\.json --ratio 1\.0'"):
+        validate_datalist(tmp_path / "datalist.json", 2, check_files=False, require_keys=("labeled",))
+
+
+def test_inference_folder_checks(tmp_path):
+    from PIL import Image
+
+    from custom_components.data.datalist import DatalistError, folder_entries, validate_inference_input
+
+    with pytest.raises(DatalistError, match=r"nope: input_dir does not exist"):
+        folder_entries(tmp_path / "nope", ".png")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "a.jpg")
+    with pytest.raises(DatalistError, match=r"holds no '\*\.png' image file .* it holds \.jpg files: pass --image_ext \.jpg"):
+        folder_entries(tmp_path, ".png")
+    assert folder_entries(tmp_path, ".jpg") == [{"image": str(tmp_path / "a.jpg")}]
+    validate_inference_input(tmp_path, ".jpg", "unused.json", "test", spatial_dims=2, in_channels=3)
+    with pytest.raises(DatalistError, match=r"a\.jpg: wrong channel count, 3 channel\(s\) where 1 expected .*"
+                                            r"pass --in_channels 3"):
+        validate_inference_input(tmp_path, ".jpg", "unused.json", "test", spatial_dims=2, in_channels=1)
+    with pytest.raises(DatalistError, match=r"a\.jpg: 2D image where 3D is expected"):
+        validate_inference_input(tmp_path, ".jpg", "unused.json", "test", spatial_dims=3, in_channels=None)

@@ -117,3 +117,44 @@ def test_duplicate_image_rejected():
     cases = _cases(5) + [{"id": "other", "image": "imagesTr/c000.png", "label": "labelsTr/c000.png"}]
     with pytest.raises(ValueError, match="c000.png listed twice"):
         make_split(cases, 0.5)
+
+
+def _dataset_with_pool(n_lab: int, n_pool: int) -> dict:
+    return {"name": "mine", "num_classes": 2, "cases": _cases(n_lab),
+            "unlabeled": [{"id": f"u{i}", "image": f"imagesTr/u{i:03d}.png"} for i in range(n_pool)]}
+
+
+def test_real_unlabelled_pool_goes_whole_into_unlabeled():
+    data = _dataset_with_pool(6, 20)
+    s = make_split(data, 1.0, seed=0)
+    assert len(s["test"]) == 2 and len(s["validation"]) == 1 and len(s["labeled"]) == 3  # only labelled cases split
+    assert _imgs(s["unlabeled"]) == [f"imagesTr/u{i:03d}.png" for i in range(20)]
+    assert all("label" not in e for e in s["unlabeled"]) and s["split"]["num_unlabeled_pool"] == 20
+    s2 = make_split(data, 0.5, seed=0)  # hidden labels join the real pool
+    assert len(s2["labeled"]) == 2 and len(s2["unlabeled"]) == 21 and s2["validation"] == s["validation"]
+    tiny = make_split(_dataset_with_pool(3, 20), 1.0, seed=0)  # 3 labelled cases: one each
+    assert [len(tiny[k]) for k in ("labeled", "validation", "test", "unlabeled")] == [1, 1, 1, 20]
+
+
+def test_fixed_validation_and_test_lists_win():
+    ids = [f"c{i:03d}" for i in range(10)]
+    s = make_split(_cases(10), 1.0, seed=3, val_ids=ids[:2], official_test=ids[7:])
+    assert [case_id(e) for e in s["validation"]] == ids[:2] and [case_id(e) for e in s["test"]] == ids[7:]
+    assert sorted(case_id(e) for e in s["labeled"]) == ids[2:7]
+    with pytest.raises(ValueError, match=r"ids in both the validation and the test list: \['c007'\]"):
+        make_split(_cases(10), 1.0, val_ids=["c007"], official_test=ids[7:])
+    with pytest.raises(ValueError, match=r"val_ids \(validation list\) are not labelled cases.*'u1'"):
+        make_split(_dataset_with_pool(10, 3), 1.0, val_ids=["u1"])
+
+
+def test_no_validation_or_no_labelled_case_is_an_error(tmp_path):
+    from custom_components.data.splits import SplitError
+
+    with pytest.raises(SplitError, match="no validation case .* --val-fraction > 0 or --val-list"):
+        make_split(_cases(10), 1.0, val_fraction=0.0)
+    with pytest.raises(SplitError, match="no labelled case left for training"):
+        make_split(_cases(2), 1.0)
+    p = tmp_path / "datalist.json"
+    p.write_text(json.dumps({"cases": [], "unlabeled": [{"image": "imagesTr/u.png"}]}))
+    with pytest.raises(SplitError, match=r"datalist\.json: make_split: no labelled case \(1 unlabelled images\)"):
+        make_split(p, 1.0)

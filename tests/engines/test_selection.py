@@ -389,3 +389,25 @@ def test_selected_model_loads_weights_only_and_reproduces_thresholded_output(tmp
     pred = torch.stack([ThresholdForeground(thr)(p) for p in out])
     d = dice_per_threshold(torch.cat([1 - pred, pred], 1), labels, None).mean()
     assert float(d) == pytest.approx(sel["dice"], abs=1e-6)
+
+
+# ------------------------------------------------------------------------------------------- degenerate warnings
+def test_foreground_warning_names_figure_and_baseline() -> None:
+    from custom_components.engines.selection import foreground_warning
+
+    w = foreground_warning(0.98, 0.06)
+    assert w and "98.0 % foreground on validation" in w and "labels have 6.0 %" in w
+    assert foreground_warning(0.0, 0.06) is not None  # predicts nothing
+    assert foreground_warning(0.09, 0.06) is None and foreground_warning(0.07, 0.04) is None
+    assert foreground_warning(0.011, 0.001) is None  # below the absolute floor
+
+
+def test_evaluator_warns_when_the_selected_model_predicts_everything(tmp_path) -> None:
+    ev = DualNetworkEvaluator("cpu", val_loader(), {"a": FixedProbs(0.9, 0.9)}, threshold_step=0.02)
+    ev.run()
+    sel = ev.state.selection
+    assert sel["val_foreground_fraction"] == pytest.approx(1.0) and sel["label_foreground_fraction"] == pytest.approx(0.25)
+    assert len(sel["warnings"]) == 1 and "100.0 % foreground" in sel["warnings"][0]
+    good = DualNetworkEvaluator("cpu", val_loader(), {"a": FixedProbs(0.3, 0.1)}, threshold_step=0.02)
+    good.run()
+    assert good.state.selection["warnings"] == [] and good.state.selection["val_foreground_fraction"] == pytest.approx(0.25)

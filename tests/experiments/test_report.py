@@ -78,6 +78,12 @@ def test_markdown_report(tmp_path):
     for needle in ("# Results: fake", "python run --x", "protocol `paper2d`", "CPU: test", "pooled over all",
                    "![fake_dice_vs_ratio.png](fake_dice_vs_ratio.png)", "| cps | 0.1 | 0 | 7 | n/a | teacher @ 0.44"):
         assert needle in text, needle
+    assert "## Warnings" not in text
+    runs[1]["warnings"] = ["degenerate result: the selected model predicts 98.0 % foreground on validation, "
+                           "the validation labels have 6.0 %."]
+    text = rx.write_markdown(tmp_path / "res" / "fake.md", "fake", {"paper2d": rows}, env, "python run --x",
+                             {"profile": "quick", "seeds": [0]}, runs).read_text()
+    assert "## Warnings" in text and "- cps r0.1 s0: degenerate result: the selected model predicts 98.0 %" in text
     console = rx.format_console_table(rows)
     assert "cps" in console.splitlines()[2] and "|" in console and "---" not in console.splitlines()[0]
 

@@ -44,6 +44,21 @@ def test_make_split_official_list_files(tmp_path, capsys):
     assert [e["image"] for e in d["test"]] == ["imagesTr/P0.nii.gz", "imagesTr/P1.nii.gz"]
 
 
-def test_make_split_out_needs_single_regime(tmp_path):
-    with pytest.raises(SystemExit, match="--out"):
+def test_make_split_out_needs_single_regime(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
         _load("make_split").main([str(tmp_path / "d.json"), "--ratio", "0.1", "0.2", "--out", "x.json"])
+    assert e.value.code == 2 and "--out needs exactly one --ratio and one --seed" in capsys.readouterr().err
+
+
+def test_make_split_real_pool_and_id_lists(tmp_path, capsys):
+    cases = [{"id": f"c{i}", "image": f"imagesTr/c{i}.png", "label": f"labelsTr/c{i}.png"} for i in range(6)]
+    pool = [{"id": f"u{i}", "image": f"imagesTr/u{i}.png"} for i in range(20)]
+    (tmp_path / "datalist.json").write_text(json.dumps({"cases": cases, "unlabeled": pool}))
+    (tmp_path / "test.txt").write_text("c0\nc1\n")
+    (tmp_path / "val.txt").write_text("c5\n")
+    assert _load("make_split").main([str(tmp_path / "datalist.json"), "--ratio", "1.0", "--test-list",
+                                     str(tmp_path / "test.txt"), "--val-list", str(tmp_path / "val.txt")]) == 0
+    assert "ratio 1 seed 0: labeled 3, unlabeled 20, validation 1, test 2" in capsys.readouterr().out
+    d = json.loads((tmp_path / "splits" / "datalist_r1_s0.json").read_text())
+    assert [e["id"] for e in d["test"]] == ["c0", "c1"] and [e["id"] for e in d["validation"]] == ["c5"]
+    assert [e["image"] for e in d["unlabeled"]] == [f"../imagesTr/u{i}.png" for i in range(20)]

@@ -55,7 +55,7 @@ def test_uamt_layout(tmp_path, capsys):
     assert nl.get_data_dtype() == np.uint8
     img, lab = _vol(1)
     assert np.allclose(ni.get_fdata(), img) and np.array_equal(np.asarray(nl.dataobj), lab)
-    s = make_split(tmp_path / "la" / "datalist.json", 0.5, seed=0, val_fraction=0.0)
+    s = make_split(tmp_path / "la" / "datalist.json", 0.5, seed=0, val_ids=["CASE0"])  # a split needs validation
     assert [case_id(e) for e in s["labeled"]] == ["CASE5", "CASE1"]
     assert [case_id(e) for e in s["test"]] == ["CASE2", "CASE4"]
 

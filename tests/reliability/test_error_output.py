@@ -1,0 +1,184 @@
+"""What a person sees: each user mistake ends the output of the real command line with the file and the problem.
+
+``test_bad_inputs.py`` checks the exception chains in-process; this module runs the commands a user types
+(``python -m monai.bundle run ...``, ``python scripts/...``) and asserts on the **last lines** of their combined
+output and on the exit status: a bundle prints MONAI's traceback and then repeats the user error
+(``custom_components.errors.install_excepthook``); a script prints one ``error:`` line, no traceback, exit 2
+(``custom_components.errors.run_cli``). Each case starts a Python process (~5-15 s); two run in the default suite,
+the rest are ``slow``.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from rel_helpers import REPO, TINY_DIFFUSION, assert_unchanged, bundle_command, copy_bundle, run_to_end, tree_hash
+
+
+def _last_lines(text: str, n: int = 3) -> str:
+    return "\n".join([ln for ln in text.splitlines() if ln.strip()][-n:])
+
+
+def _script(name: str, *args: str) -> list[str]:
+    return [sys.executable, str(REPO / "scripts" / f"{name}.py"), *args]
+
+
+def _png(path: Path, arr: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path)
+    return path
+
+
+def _rgb(seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 255, (16, 16, 3), dtype=np.uint8)
+
+
+def _inference(tmp_path: Path, input_dir: Path, **extra) -> list[str]:
+    b = copy_bundle("cotrain", tmp_path / "bundle")
+    return bundle_command(b, ["inference"], {**TINY_DIFFUSION, "roi_size": [16, 16], "input_dir": str(input_dir),
+                                             "output_dir": str(tmp_path / "pred"), **extra})
+
+
+def _train(tmp_path: Path, data: Path, **extra) -> list[str]:
+    b = copy_bundle("cotrain", tmp_path / "bundle")
+    return bundle_command(b, ["train"], {**TINY_DIFFUSION, "roi_size": [16, 16], "dataset_dir": str(data),
+                                         "max_epochs": 1, "teacher_ckpt": "", **extra})
+
+
+def _case_input_dir_missing(tmp_path, tiny_dataset_2d):
+    return _inference(tmp_path, tmp_path / "no_such_folder"), [r"no_such_folder", r"does not exist"]
+
+
+def _case_input_dir_without_images(tmp_path, tiny_dataset_2d):
+    (tmp_path / "scans").mkdir()
+    Image.fromarray(_rgb()).save(tmp_path / "scans" / "a.jpg")
+    return _inference(tmp_path, tmp_path / "scans"), [r"scans", r"holds no '\*\.png' image file", r"--image_ext \.jpg"]
+
+
+def _case_truncated_image(tmp_path, tiny_dataset_2d):
+    d = tmp_path / "new"
+    _png(d / "a.png", _rgb(1))
+    raw = _png(d / "b.png", _rgb(2)).read_bytes()
+    (d / "b.png").write_bytes(raw[: len(raw) // 2])
+    return _inference(tmp_path, d), [r"b\.png", r"unreadable or truncated"]
+
+
+def _case_wrong_channel_count(tmp_path, tiny_dataset_2d):
+    d = tmp_path / "new"
+    _png(d / "a.png", _rgb(1))
+    _png(d / "grey.png", _rgb(2)[..., 0])
+    return _inference(tmp_path, d), [r"grey\.png", r"wrong channel count, 1 channel\(s\) where 3 expected",
+                                     r"--in_channels 1"]
+
+
+def _case_teacher_ckpt_is_a_folder(tmp_path, tiny_dataset_2d):
+    data = tiny_dataset_2d(num_cases=6, size=16)
+    (tmp_path / "phase1" / "models").mkdir(parents=True)
+    return _train(tmp_path, data, teacher_ckpt=str(tmp_path / "phase1")), [r"phase1", r"is a folder, not a checkpoint"]
+
+
+def _case_prepared_datalist_instead_of_split(tmp_path, tiny_dataset_2d):
+    data = tiny_dataset_2d(num_cases=6, size=16)
+    dl = json.loads((data / "datalist.json").read_text())
+    cases = [e for k in ("labeled", "validation", "test") for e in dl[k]]
+    prepared = {k: dl[k] for k in ("num_classes", "spatial_dims", "in_channels") if k in dl} | {"cases": cases}
+    (data / "dataset.json").write_text(json.dumps(prepared))
+    cmd = _train(tmp_path, data, datalist=str(data / "dataset.json"))
+    return cmd, [r"dataset\.json", r"not a split: run 'python scripts/make_split\.py"]
+
+
+def _case_in_channels_not_matching_data(tmp_path, tiny_dataset_2d):
+    data = tiny_dataset_2d(num_cases=6, size=16, in_channels=1)  # its datalist records in_channels 1
+    return _train(tmp_path, data), [r"case_\d+\.png", r"wrong channel count, 1 channel\(s\) where 3 expected",
+                                    r"datalist records in_channels=1: pass --in_channels 1"]
+
+
+def _case_prepare_folder_missing_mask(tmp_path, tiny_dataset_2d):
+    _png(tmp_path / "im" / "a.png", _rgb())
+    _png(tmp_path / "im" / "b.png", _rgb(1))
+    _png(tmp_path / "ma" / "a.png", np.zeros((16, 16), np.uint8))
+    cmd = _script("prepare_folder", "--images", str(tmp_path / "im"), "--masks", str(tmp_path / "ma"),
+                  "--out", str(tmp_path / "out"))
+    return cmd, [r"prepare_folder\.py: error: .*im/b\.png: no mask 'b\.\*'", r"--no-mask-as-unlabeled"]
+
+
+def _case_make_split_without_validation(tmp_path, tiny_dataset_2d):
+    cases = [{"image": f"imagesTr/c{i}.png", "label": f"labelsTr/c{i}.png"} for i in range(6)]
+    (tmp_path / "datalist.json").write_text(json.dumps({"cases": cases}))
+    cmd = _script("make_split", str(tmp_path / "datalist.json"), "--ratio", "1.0", "--val-fraction", "0")
+    return cmd, [r"make_split\.py: error: .*datalist\.json: make_split: the split has no validation case"]
+
+
+CASES = {
+    "input_dir_missing": _case_input_dir_missing,
+    "input_dir_without_images": _case_input_dir_without_images,
+    "truncated_image_at_inference": _case_truncated_image,
+    "wrong_channel_count_at_inference": _case_wrong_channel_count,
+    "teacher_ckpt_is_a_folder": _case_teacher_ckpt_is_a_folder,
+    "prepared_datalist_instead_of_split": _case_prepared_datalist_instead_of_split,
+    "in_channels_not_matching_data": _case_in_channels_not_matching_data,
+    "prepare_folder_missing_mask": _case_prepare_folder_missing_mask,
+    "make_split_without_validation": _case_make_split_without_validation,
+}
+DEFAULT_SUITE = ("input_dir_missing", "prepare_folder_missing_mask")
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, marks=[] if c in DEFAULT_SUITE else [pytest.mark.slow])
+                                  for c in CASES])
+def test_user_error_is_the_last_thing_printed(case, tmp_path, tiny_dataset_2d, record_message):
+    cmd, patterns = CASES[case](tmp_path, tiny_dataset_2d)
+    pred = tmp_path / "pred"
+    pred.mkdir(exist_ok=True)
+    (pred / "earlier_seg.png").write_bytes(b"an output of an earlier run")
+    before = tree_hash(pred)
+    rc, out = run_to_end(cmd, tmp_path / "run.log")
+    tail = _last_lines(out)
+    record_message(tail)
+    assert rc != 0, out[-2000:]
+    for p in patterns:
+        assert any(re.search(p, ln) for ln in tail.splitlines()), f"{p!r} not in the last lines:\n{tail}"
+    if "scripts" in cmd[1]:
+        assert rc == 2 and "Traceback" not in out, out[-2000:]
+    assert_unchanged(before, tree_hash(pred), "pred")  # nothing already written is lost
+
+
+def test_excepthook_repeats_the_innermost_user_error_last(monkeypatch):
+    """The hook keeps the previous hook's traceback and then prints the user error; other errors are untouched."""
+    from custom_components.data.datalist import DatalistError
+    from custom_components.errors import _excepthook, find_user_error
+
+    calls = []
+    hook = _excepthook(lambda *a: calls.append(a))
+    try:
+        try:
+            raise DatalistError("x.png: wrong channel count")
+        except DatalistError as e:
+            raise RuntimeError("Failed to evaluate ConfigExpression") from e
+    except RuntimeError as wrapped:
+        err = io.StringIO()
+        monkeypatch.setattr(sys, "stderr", err)
+        hook(type(wrapped), wrapped, wrapped.__traceback__)
+    assert calls and err.getvalue().strip().splitlines()[-1] == "ERROR (DatalistError): x.png: wrong channel count"
+    assert find_user_error(ValueError("a bug")) is None
+    err.truncate(0)
+    hook(ValueError, ValueError("a bug"), None)
+    assert err.getvalue().strip() == ""
+    from custom_components.errors import install_excepthook
+
+    def previous(*a):
+        return None
+
+    monkeypatch.setattr(sys, "excepthook", previous)  # e.g. torch.distributed wraps the hook in-process
+    install_excepthook()
+    installed = sys.excepthook
+    assert installed is not previous and getattr(installed, "custom_components_user_errors", False)
+    install_excepthook()
+    assert sys.excepthook is installed  # idempotent: not wrapped twice
