@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """Export a bundle's deployable network to TorchScript (monai.bundle.ckpt_export) and/or ONNX, check parity
-against the eager network and run monai.bundle.verify_net_in_out on the TorchScript file.
+against the eager network at the export shape and two other input sizes, and run monai.bundle.verify_net_in_out
+on the TorchScript file.
 
     python scripts/export_model.py bundles/cotrain --format torchscript onnx
 """
@@ -43,9 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-record", action="store_true", help="do not record the export in metadata.json")
     a = ap.parse_args(argv)
     root = Path(a.bundle_dir)
-    shape = json.loads(a.input_shape) if a.input_shape else metadata_input_shape(root / "configs" / "metadata.json")
+    meta = root / "configs" / "metadata.json"
+    shape = json.loads(a.input_shape) if a.input_shape else metadata_input_shape(meta)
     net = build_bundle_network(root, a.net_id, a.config_file, a.ckpt_file)
-    inputs = [torch.rand(*shape)]
+    # parity at the export shape and at two other sizes the network accepts ("k*n" sizes of metadata.json, n = 3, 5)
+    inputs = [torch.rand(*shape)] + [torch.rand(*metadata_input_shape(meta, batch=b, n=n)) for b, n in ((1, 3), (2, 5))]
     status = 0
     for fmt in a.format:
         try:
@@ -59,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
                 out = export_onnx(root, input_shape=shape, net_id=a.net_id, config_file=a.config_file,
                                   ckpt_file=a.ckpt_file, record_in_metadata=not a.no_record)
                 diff = check_parity(net, out, inputs, atol=10 * a.atol)
-            print(f"{fmt}: {out} (max |exported - eager| = {diff:.2e} on {shape})")
+            print(f"{fmt}: {out} (max |exported - eager| = {diff:.2e} on {[list(x.shape) for x in inputs]})")
         except (ExportError, AssertionError, ImportError) as e:
             print(f"{fmt}: FAILED: {e}", file=sys.stderr)
             status = 1

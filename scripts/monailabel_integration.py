@@ -7,11 +7,12 @@ Run it with the MONAI Label environment's Python (``scripts/setup_monailabel_env
 
 What it does, in a temporary folder (``--work`` to keep it):
 
-1. builds two local bundles under ``<app>/model/``: ``cotrain_2d`` (the co-training ``configs/inference.json`` as
-   is) and ``cotrain_3d`` (the same file with the 3D profile applied: ``bundles/cotrain/configs/profile_3d.json``
+1. builds two local bundles under ``<app>/model/``: ``cotrain_2d`` (a copy of the co-training bundle trained here
+   for one short epoch on synthetic data, served as it is: training wrote its settings into its own configs) and
+   ``cotrain_3d`` (the same file with the 3D profile applied: ``bundles/cotrain/configs/profile_3d.json``
    when it exists, otherwise the project's 3D conventions), each with ``configs/metadata.json`` and a
-   ``models/model.pt`` holding a freshly initialised ``MaskPathwaySegmenter`` state dict (``--model-pt`` gives a
-   trained one for the 2D bundle);
+   ``models/model.pt`` (3D: a freshly initialised ``MaskPathwaySegmenter`` state dict; ``--model-pt`` gives trained
+   weights for a 2D bundle built the same way instead of training one);
 2. writes the MONAI Label app (:data:`APP_MAIN`: ``BundleInferTask`` per bundle, plus the 2D fixes) around them;
 3. writes a studies folder with one 2D RGB PNG and one 3D NIfTI volume of sizes that are not multiples of the
    network's input size (so resizing / sliding window and restoring the input geometry are exercised);
@@ -296,6 +297,41 @@ def build_bundle(bundle: Path, out: Path, dims: int, overrides: dict[str, Any], 
     return cfg
 
 
+def train_tiny_bundle(bundle: Path, out: Path, data: Path, small: dict[str, Any]) -> dict[str, Any]:
+    """Train a copy of the co-training bundle for one short epoch (plain CPS, tiny synthetic 2D data) in ``out``.
+
+    The settings are given to the training command only; training writes them into ``out``'s own configs, so
+    MONAI Label serves the trained folder as it is (no override in the served config, none in a request).
+
+    Args:
+        bundle: the source bundle (``bundles/cotrain``).
+        out: the trained bundle folder (created).
+        data: folder for the synthetic dataset.
+        small: top-level training settings (smaller channels on CPU).
+
+    Returns:
+        the trained folder's ``configs/inference.json``.
+    """
+    from custom_components.data import make_synthetic_dataset
+    from custom_components.data.splits import make_split, write_split
+
+    shutil.copytree(bundle, out, ignore=shutil.ignore_patterns("models", "eval", "outputs", "__pycache__"))
+    dl = make_synthetic_dataset(data, num_cases=16, image_size=32, seed=0)
+    split = write_split(make_split(dl, 0.5, seed=0), dl.parent, data / "split.json")
+    settings = {**small, "roi_size": [32, 32], "teacher_ckpt": "", "rounds": 0, "max_epochs": 1, "val_interval": 1,
+                "batch_size": 2, "val_batch_size": 2, "num_workers": 0, "epoch_length": 4}
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(out / "configs" / "train.json"),
+           "--dataset_dir", str(data), "--datalist", str(split)]
+    for k, v in settings.items():
+        cmd += [f"--{k}", json.dumps(v) if not isinstance(v, str) else v]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=out)
+    if proc.returncode != 0 or not (out / "models" / "model.pt").is_file():
+        raise RuntimeError(f"training the tiny bundle in {out} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    log(f"trained {out} (1 epoch, plain CPS): models/model.pt; settings written into its configs")
+    return json.loads((out / "configs" / "inference.json").read_text())
+
+
 def write_studies(studies: Path) -> dict[str, dict[str, Any]]:
     """One 2D RGB PNG and one 3D NIfTI with a bright blob; returns ``{image id: {path, shape}}``.
 
@@ -421,7 +457,10 @@ def run(args: argparse.Namespace) -> int:
     small = {"channels": [16, 32, 64], "norm_num_groups": 8} if args.small else {}
     small.update({k: json.loads(v) for k, v in (o.split("=", 1) for o in args.override)})
     cases = write_studies(work / "studies")
-    cfg2 = build_bundle(bundle, app / "model" / "cotrain_2d", 2, {**small, "num_workers": 0}, Path(args.model_pt) if args.model_pt else None, cases["case2d"]["path"])
+    if args.model_pt:
+        cfg2 = build_bundle(bundle, app / "model" / "cotrain_2d", 2, {**small, "num_workers": 0}, Path(args.model_pt), cases["case2d"]["path"])
+    else:  # the 2D model is a bundle trained here, served as it is: its own configs carry every setting
+        cfg2 = train_tiny_bundle(bundle, app / "model" / "cotrain_2d", work / "data", small)
     cfg3 = build_bundle(bundle, app / "model" / "cotrain_3d", 3, {**small, "num_workers": 0, "roi_size": [32, 32, 16]}, None, cases["case3d"]["path"])
     log(f"bundles from {bundle}/configs/inference.json -> {app / 'model'} (2D roi {cfg2['roi_size']}, 3D roi {cfg3['roi_size']}, "
         f"3D inferer {cfg3.get('eval_inferer', {}).get('_target_', '?')})")

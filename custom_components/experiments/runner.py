@@ -496,8 +496,10 @@ class Experiment:
                 print(f"{label} done earlier ({rec.get('wall_time_s', 0):.0f} s), skipped", flush=True)
                 return rec
         phase_dir.mkdir(parents=True, exist_ok=True)
-        if not (phase_dir / "configs").is_dir():
+        if not (phase_dir / "configs").is_dir():  # a complete bundle folder: training makes its configs self-contained
             shutil.copytree(src, phase_dir / "configs")
+            shutil.copytree(src.parent / "docs", phase_dir / "docs", dirs_exist_ok=True)
+            shutil.copy2(src.parent / "LICENSE", phase_dir / "LICENSE")
         (phase_dir / "configs" / OVERRIDES_FILE).write_text(json.dumps(settings, indent=2))
         sfile.write_text(json.dumps({"fingerprint": fp, "bundle": bundle, "profile": self.profile.name,
                                      "settings": settings}, indent=2))

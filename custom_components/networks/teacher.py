@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from monai.networks.nets import DiffusionModelUNet
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 
+from .noise import seeded_normal_like
+
 __all__ = [
     "DiffusionTeacher",
     "Reconstruction",
@@ -114,16 +116,17 @@ def make_noise(shape: Sequence[int], seed: int, device: torch.device | str, dtyp
 
 
 def draw_noise(x: torch.Tensor, num_classes: int, seeds: Sequence[int]) -> torch.Tensor:
-    """Seeded mask noise for ``len(seeds)`` draws stacked along the batch: draw ``i`` uses ``seeds[i]``, the same
-    noise for every image of ``x`` (so an image's result does not depend on the rest of its batch).
+    """Seeded inference mask noise for ``len(seeds)`` draws stacked along the batch: draw ``i`` uses ``seeds[i]``, the
+    same noise for every image of ``x`` (so an image's result does not depend on the rest of its batch). Made with
+    torch ops from ``x``'s shape (:func:`~custom_components.networks.noise.seeded_normal_like`), so the deployable
+    model traces, scripts and exports to ONNX at any input size.
 
     Args:
         x: images ``(B, C, *spatial)`` giving batch size, spatial shape, dtype and device.
         num_classes: ``K``.
         seeds: one seed per draw.
     """
-    shape = (1, num_classes, *x.shape[2:])
-    return torch.cat([make_noise(shape, s, x.device, x.dtype).expand(x.shape[0], *shape[1:]) for s in seeds])
+    return torch.cat([seeded_normal_like(x, num_classes, s).expand(x.shape[0], *([-1] * (x.ndim - 1))) for s in seeds])
 
 
 def segment_noised_background(

@@ -46,10 +46,20 @@ def test_package_then_verify_passes(tiny_bundle, tmp_path, as_zip):
     assert manifest["version"] == "0.2.0" and "0.2.0" in manifest["changelog"]
     entry = {e["path"]: e for e in manifest["files"]}["models/model.pt"]
     assert entry["size"] == (b / "models" / "model.pt").stat().st_size and len(entry["sha256"]) == 64
-    # every expression and _target_ is reported, none fails; `import os` is flagged for review
+    # every expression and _target_ is reported, none fails; `import os` passes (each os.* use is judged)
     kinds = {(e.kind, e.path) for e in report.executables}
     assert ("target", "network_def#_target_") in kinds and ("expression", "initialize#0") in kinds
-    assert any(e.status == "review" and e.text == "$import os" for e in report.executables)
+    assert any(e.status == "allowed" and e.text == "$import os" for e in report.executables)
+
+
+@pytest.mark.parametrize("bundle", ["cotrain", "teacher_pretrain", "supervised", "pseudolabel"])
+def test_repository_bundles_pass_with_nothing_to_review(bundle):
+    """Every bundle passes the verifier, and every callable its expressions use is on the allowlist (a new one
+    shows up here, to be reviewed and added, rather than passing unseen)."""
+    report = verify_bundle(Path(__file__).resolve().parents[2] / "bundles" / bundle, require_manifest=False,
+                           check_weights=False)
+    assert report.ok, report.format()
+    assert [e.text for e in report.executables if e.status != "allowed"] == []
 
 
 def test_no_models_package_and_refusals(tiny_bundle, tmp_path):
@@ -124,9 +134,18 @@ def test_unsafe_expression_fails(tiny_bundle):
     ("$torch.device('cuda' if torch.cuda.is_available() else 'cpu')", "allowed"),
     ("$os.path.join(@bundle_root, 'models')", "allowed"),
     ("$[x * 2 for x in range(3)]", "allowed"),
-    ("$np.linspace(0, 1, 5)", "allowed"),
+    ("$np.linspace(0, 1, 5)", "review"),  # harmless, but no bundle calls it: not on the allowlist
     ("$import glob", "allowed"),
-    ("$import os", "review"),
+    ("$import os", "allowed"),
+    ("$os.makedirs(@ckpt_dir, exist_ok=True)", "allowed"),
+    ("$pathlib.Path(@ckpt_dir).mkdir(parents=True, exist_ok=True)", "allowed"),
+    ("$pathlib.Path(@p).write_text('x')", "review"),
+    ("$numpy.load(@p, **{'allow_pickle': True})", "review"),
+    ("$torch.load(@p, **{'weights_only': False})", "review"),
+    ("$torch.zeros(3)", "review"),
+    ("$@network.state_dict()", "review"),
+    ("$os.remove(@p)", "rejected"),
+    ("$os.environ['LOCAL_RANK']", "allowed"),
     ("$requests.get('http://x')", "rejected"),
     ("$os.system('ls')", "rejected"),
     ("$import subprocess", "rejected"),
