@@ -54,9 +54,8 @@ def _load_split(datalist: Path, key: str, roi: list[int]) -> tuple[torch.Tensor,
 
 def _probe_scores(teacher, x_tr, y_tr, x_va, y_va, steps: int, seed: int) -> dict:
     from custom_components.engines.pretrain import _fg_dice, permutation_dice, shuffled_masks
-    from custom_components.networks import background_mask, make_noise
     from custom_components.losses import HardTargetDiceLoss
-    from custom_components.networks import ChannelProbe
+    from custom_components.networks import ChannelProbe, background_mask, make_noise
 
     teacher.eval()
     with torch.no_grad():
@@ -105,9 +104,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from monai.bundle import ConfigWorkflow
 
+    from custom_components.experiments import environment_info, relative_path
     from custom_components.networks import DiffusionTeacher
     from custom_components.visualize import plot_curves, qualitative_panel
-    from custom_components.experiments import environment_info, relative_path
 
     datalist = args.datalist or args.dataset_dir / "splits" / "datalist_r0.1_s0.json"
     meta = args.dataset_dir / "datalist.json"

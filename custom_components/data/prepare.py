@@ -8,8 +8,8 @@ float32 + uint8 NIfTI), resizing, statistics and the dataset ``datalist.json``.
 from __future__ import annotations
 
 import json
-from collections import Counter
 import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any

@@ -150,7 +150,7 @@ def align_teacher_classes(
         for item in entry if isinstance(entry, (list, tuple)) else [entry]:  # lists: crops with num_samples > 1
             img = torch.as_tensor(item[image_key])
             if img.ndim == teacher.spatial_dims + 2:  # a batch from a loader
-                items += [{image_key: i, label_key: l} for i, l in zip(img, torch.as_tensor(item[label_key]))]
+                items += [{image_key: i, label_key: lab} for i, lab in zip(img, torch.as_tensor(item[label_key]))]
             else:
                 items.append(item)
         for it in items:

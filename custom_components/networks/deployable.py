@@ -10,7 +10,6 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
-
 from monai.networks.schedulers import DDPMScheduler
 
 from .teacher import build_backbone, check_spatial_size, draw_noise, segment_noised_background

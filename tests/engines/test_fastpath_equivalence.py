@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from custom_components.engines import CoTrainer
-from custom_components.runtime.fastpath import native_bf16
 from custom_components.networks import DiffusionTeacher
+from custom_components.runtime.fastpath import native_bf16
 
 torch.set_num_threads(1)
 

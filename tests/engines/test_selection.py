@@ -17,8 +17,8 @@ from custom_components.engines import (
     selected_threshold,
 )
 from custom_components.handlers import SelectedModelSaver
-from custom_components.transforms import ThresholdForeground
 from custom_components.networks import DiffusionTeacher, MaskPathwaySegmenter
+from custom_components.transforms import ThresholdForeground
 
 torch.set_num_threads(1)
 

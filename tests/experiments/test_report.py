@@ -11,6 +11,7 @@ import pytest
 from custom_components.experiments import report as rx
 from custom_components.experiments.environment import REPO_ROOT, relative_path
 
+
 # ---------------------------------------------------------------------------------------------- aggregation, reports
 def _fake_metrics(path: Path, protocol: str, dice: list[float | None], pooled: float | None = None) -> Path:
     rows = [{"case": f"c{i}", "protocol": protocol, "distance_unit": "voxel", "dice_class1": d,

@@ -10,9 +10,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from custom_components.runtime import distributed as D
 from custom_components.networks import DiffusionTeacher
 from custom_components.networks.teacher import make_noise
+from custom_components.runtime import distributed as D
 
 
 def _teacher(seed: int = 0) -> DiffusionTeacher:

@@ -74,8 +74,13 @@ def test_hard_dice_and_fastpath_helpers():
     a = torch.tensor([[[0.9, 0.1]], [[0.1, 0.9]]]).permute(1, 0, 2)  # (B=1, K=2, 2)
     assert bench.hard_dice(a, a) == 1.0
     assert bench.hard_dice(a, a.flip(1)) == 0.0
-    from custom_components.runtime.fastpath import backbones_of, compile_backbones, set_backend_flags, restore_backend_flags
     from custom_components.networks import DiffusionTeacher
+    from custom_components.runtime.fastpath import (
+        backbones_of,
+        compile_backbones,
+        restore_backend_flags,
+        set_backend_flags,
+    )
 
     t = DiffusionTeacher(2, 1, 2, channels=(4, 8), norm_num_groups=2)
     assert backbones_of(t) == [t.mask_net, t.image_net]
@@ -88,8 +93,8 @@ def test_hard_dice_and_fastpath_helpers():
 
 
 def test_channels_last_keeps_outputs_and_state_dict():
-    from custom_components.runtime.fastpath import to_channels_last
     from custom_components.networks import DiffusionTeacher
+    from custom_components.runtime.fastpath import to_channels_last
 
     torch.manual_seed(0)
     t = DiffusionTeacher(3, 1, 2, channels=(4, 8), norm_num_groups=2).eval()
