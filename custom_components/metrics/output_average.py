@@ -42,7 +42,8 @@ class OutputAverage(Metric):
 
 class BestAssignmentDice(Metric):
     """Best-assignment Dice over the whole run: ``engine.state.output[key]`` is ``(B, P)``, the per-sample Dice under
-    each of ``P`` channel-to-class assignments (``engines.pretrain.assignment_dice``); the result is the largest column mean
+    each of ``P`` channel-to-class assignments (``engines.pretrain.assignment_dice``); the result is the largest column
+    mean
     over all samples of the run, so one assignment is chosen for the whole validation set (not one per batch).
     NaN entries are skipped per column.
 

@@ -29,7 +29,8 @@ _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 def channel_class_dice(pred: torch.Tensor, label: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Pooled Dice of every (channel, class) pair: ``D[c, k] = 2 |pred == c & label == k| / (|pred == c| + |label == k|)``.
+    """Pooled Dice of every (channel, class) pair:
+    ``D[c, k] = 2 |pred == c & label == k| / (|pred == c| + |label == k|)``.
 
     Args:
         pred: predicted channel indices (any shape).
@@ -66,7 +67,8 @@ def best_class_order(dice: torch.Tensor) -> list[int]:
 def _first_and_last_conv(net: nn.Module, what: str) -> tuple[nn.Module, nn.Module]:
     convs = [m for m in net.modules() if isinstance(m, _CONVS)]
     if not convs:
-        raise TypeError(f"{what}: class channels can only be renamed in a convolutional backbone; found no convolution.")
+        raise TypeError(f"{what}: class channels can only be renamed in a convolutional backbone; found no "
+                        "convolution.")
     return convs[0], convs[-1]
 
 

@@ -91,7 +91,8 @@ def copy_bundle(bundle: str, dest: Path) -> Path:
         bundle: bundle folder name.
         dest: destination folder (must not exist).
     """
-    shutil.copytree(BUNDLES_DIR / bundle, dest, ignore=shutil.ignore_patterns("models", "eval", "outputs", "__pycache__"))
+    shutil.copytree(BUNDLES_DIR / bundle, dest,
+                    ignore=shutil.ignore_patterns("models", "eval", "outputs", "__pycache__"))
     return dest
 
 

@@ -113,7 +113,8 @@ def _cpu_run(bench, tmp_path, argv: list[str]) -> tuple[dict, str]:
     threads = torch.get_num_threads()
     out, md = tmp_path / "cpu.json", tmp_path / "cpu.md"
     try:
-        res = bench.main(["--cpu", "--quick", "--iters", "2", "--warmup", "1", "--only", "ph2_cpu", "--output", str(out),
+        res = bench.main(["--cpu", "--quick", "--iters", "2", "--warmup", "1", "--only", "ph2_cpu", "--output",
+                          str(out),
                           "--markdown", str(md), *argv])
     finally:
         torch.set_num_threads(threads)
@@ -127,14 +128,17 @@ def test_cpu_table_ratios_and_cotrain_over_supervised(tmp_path, monkeypatch, cap
         ("ph2_cpu", "p2", 3, ["reference", "cpu_fast"]), ("ph2_cpu", "sup", 0, ["reference", "cpu_fast"])])
     res, md = _cpu_run(bench, tmp_path, ["--no-rss"])
     by = {c["case"]: c for c in res["cases"]}
-    assert set(by) == {"ph2_cpu/p2_R3/reference", "ph2_cpu/p2_R3/cpu_fast", "ph2_cpu/sup/reference", "ph2_cpu/sup/cpu_fast"}
+    assert set(by) == {"ph2_cpu/p2_R3/reference", "ph2_cpu/p2_R3/cpu_fast", "ph2_cpu/sup/reference",
+                       "ph2_cpu/sup/cpu_fast"}
     for c in by.values():
         assert len(c["ms_all"]) == 2 and c["ms_per_step"] > 0
-        assert c["speedup_vs_reference"] == pytest.approx(by[c["case"].rsplit("/", 1)[0] + "/reference"]["ms_per_step"] / c["ms_per_step"])
+        assert c["speedup_vs_reference"] == pytest.approx(
+            by[c["case"].rsplit("/", 1)[0] + "/reference"]["ms_per_step"] / c["ms_per_step"])
     assert by["ph2_cpu/p2_R3/reference"]["first_loss_rel_diff"] == 0.0
     assert by["ph2_cpu/p2_R3/cpu_fast"]["first_loss_rel_diff"] < 1e-2  # tiny nets; the 1e-3 check is in tests/engines
     ratio = res["cotrain_over_supervised"]["ph2_cpu/reference"]
-    assert ratio == pytest.approx(by["ph2_cpu/p2_R3/reference"]["ms_per_step"] / by["ph2_cpu/sup/reference"]["ms_per_step"])
+    assert ratio == pytest.approx(
+        by["ph2_cpu/p2_R3/reference"]["ms_per_step"] / by["ph2_cpu/sup/reference"]["ms_per_step"])
     assert "co-training iteration (R = 3) / supervised step, ph2_cpu, reference" in capsys.readouterr().out
     assert md.count("\n| ph2_cpu |") == 4 and "**cpu_fast**" in md and "supervised step at the same batch" in md
     assert res["device"].startswith("CPU: ") and res["threads"] == 1
