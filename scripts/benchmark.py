@@ -295,7 +295,8 @@ def _adam(params: Any, sw: dict) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, 1e-3, fused=True if sw.get("fused_adam") else None)
 
 
-def build_case(phase: str, cfg: dict, sw: dict, device: torch.device, rounds: int = 0) -> tuple[Callable, int, Callable]:
+def build_case(phase: str, cfg: dict, sw: dict, device: torch.device,
+               rounds: int = 0) -> tuple[Callable, int, Callable]:
     """A step function for a phase, its samples per step, and a function returning a loss/prediction to compare.
 
     Args:
@@ -356,7 +357,8 @@ def build_case(phase: str, cfg: dict, sw: dict, device: torch.device, rounds: in
         _apply_switch(backbones_of(teacher) + [student.mask_net], sd, sw)
         t_opt, s_opt = _adam(teacher.parameters(), sw), _adam(student.mask_net.parameters(), sw)
         trainer = CoTrainer(device, 1, [0], teacher, student, t_opt, s_opt, rounds=rounds,
-                            batch_rounds=sw.get("batch_rounds", True), checkpoint_rounds=bool(sw.get("checkpoint_rounds")),
+                            batch_rounds=sw.get("batch_rounds", True),
+                            checkpoint_rounds=bool(sw.get("checkpoint_rounds")),
                             amp=bool(amp), amp_dtype=amp or "bfloat16")
         trainer.state.epoch = 1
         batch = {
@@ -376,7 +378,8 @@ def build_case(phase: str, cfg: dict, sw: dict, device: torch.device, rounds: in
     teacher = _teacher(cfg, device, 0).eval()
     draws = 4 if phase == "infer_ens4" else 1
     seg = MaskPathwaySegmenter(sd, cfg["in_channels"], cfg["num_classes"], channels=cfg["channels"],
-                               norm_num_groups=cfg["groups"], mask_net=teacher.mask_net, num_draws=draws).to(device).eval()
+                               norm_num_groups=cfg["groups"], mask_net=teacher.mask_net,
+                               num_draws=draws).to(device).eval()
     _apply_switch([teacher.mask_net], sd, sw)
     if sd == 2:
         x = _images(cfg, cfg["infer_batch"], device, 5)
@@ -581,7 +584,8 @@ def plan(quick: bool, device: torch.device) -> list[tuple[str, str, int, str]]:
     """
     if quick:  # one case per phase (two for phase 2), enough to exercise every code path on a CPU
         cases = [("la", "p2", 2, "eager_fp32"), ("la", "p2", 2, "bf16"), ("la", "p1", 0, "eager_fp32"),
-                 ("la", "sup", 0, "eager_fp32"), ("la", "infer", 0, "eager_fp32"), ("la", "infer_ens4", 0, "eager_fp32"),
+                 ("la", "sup", 0, "eager_fp32"), ("la", "infer", 0, "eager_fp32"),
+                 ("la", "infer_ens4", 0, "eager_fp32"),
                  ("la", "ddim", 0, "eager_fp32"), ("ph2", "p2", 0, "eager_fp32"), ("ph2", "p1", 0, "eager_fp32"),
                  ("ph2", "infer", 0, "eager_fp32"), ("ph2", "data", 0, "eager_fp32")]
         return cases
@@ -631,7 +635,8 @@ def vm_hwm_mb() -> float:
     raise RuntimeError("scripts/benchmark.py: /proc/self/status has no VmHWM line (peak RSS needs Linux); use --no-rss")
 
 
-def rss_of_case(wl: str, phase: str, rounds: int, swname: str, quick: bool = False, calls: int = 2) -> tuple[float, float]:
+def rss_of_case(wl: str, phase: str, rounds: int, swname: str, quick: bool = False,
+                calls: int = 2) -> tuple[float, float]:
     """Peak RSS (MiB) of a fresh process that builds one ``--cpu`` case and runs it ``calls`` times, and that peak
     minus the process's peak after its imports (what the case itself adds).
 
@@ -651,7 +656,8 @@ def rss_of_case(wl: str, phase: str, rounds: int, swname: str, quick: bool = Fal
             f"torch.set_num_threads(1); import benchmark as b; "
             f"import custom_components.engines, custom_components.inferers.uamt, monai.networks.nets; "
             f"base = b.vm_hwm_mb(); "
-            f"step, _, _ = b.build_case({phase!r}, b.cpu_workload_configs({quick})[{wl!r}], b.CPU_SWITCHES[{swname!r}], "
+            f"step, _, _ = b.build_case({phase!r}, b.cpu_workload_configs({quick})[{wl!r}], "
+            f"b.CPU_SWITCHES[{swname!r}], "
             f"torch.device('cpu'), {rounds}); [step() for _ in range({calls})]; print(b.vm_hwm_mb(), base)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     peak, base = (float(v) for v in out.strip().splitlines()[-1].split())
@@ -675,7 +681,8 @@ def run_cpu(args: argparse.Namespace) -> dict:
     out_path = Path(args.output)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     res: dict[str, Any] = {
-        "command": " ".join(["scripts/benchmark.py"] + sys.argv[1:]), "device": f"CPU: {cpu_model()}", "quick": args.quick,
+        "command": " ".join(["scripts/benchmark.py"] + sys.argv[1:]), "device": f"CPU: {cpu_model()}",
+        "quick": args.quick,
         "load_average_start": list(os.getloadavg()),
         "threads": torch.get_num_threads(), "versions": versions(), "iters": iters, "warmup": warmup,
         "workloads": {k: {kk: list(v) if isinstance(v, tuple) else v for kk, v in c.items()} for k, c in cfgs.items()},
@@ -723,7 +730,8 @@ def run_cpu(args: argparse.Namespace) -> dict:
                 entry["max_abs_prob_diff"] = float((first.float() - ref_first.float()).abs().max())
                 entry["dice_vs_reference"] = hard_dice(first.float(), ref_first.float())
             if not args.no_rss and swname in RSS_SWITCHES and phase == "p2":
-                entry["peak_rss_mb"], entry["peak_rss_above_imports_mb"] = rss_of_case(wl, phase, rounds, swname, args.quick)
+                entry["peak_rss_mb"], entry["peak_rss_above_imports_mb"] = rss_of_case(wl, phase, rounds, swname,
+                                                                                       args.quick)
             res["cases"].append(entry)
             print(f"{entry['case']:45s} {ms:9.1f} ms  x{entry['speedup_vs_reference']:.2f}"
                   + (f"  {entry['peak_rss_mb']:7.0f} MiB RSS ({entry['peak_rss_above_imports_mb']:.0f} above imports)"
@@ -759,17 +767,20 @@ def cpu_markdown(res: dict) -> str:
     Args:
         res: what :func:`run_cpu` returned.
     """
-    lines = ["| setting | phase | switch | ms | per | x vs reference | first loss rel. diff / Dice vs ref. | peak RSS MiB (above imports) |",
+    lines = ["| setting | phase | switch | ms | per | x vs reference | first loss rel. diff / Dice vs ref. | peak RSS "
+             "MiB (above imports) |",
              "|---|---|---|---:|---|---:|---:|---:|"]
     for c in res["cases"]:
         ph = PHASE_NAMES[c["phase"]] + (f", R = {c['rounds']}" if c["phase"] == "p2" else "")
         infer = c["phase"] in ("infer", "infer_ens4", "ddim")
         per = ("volume" if c["workload"].startswith("la") else "image") if infer else "step"
         ms = c["ms_per_step"] / (c["samples_per_step"] if per == "image" else 1)
-        agree = (f"{c['first_loss_rel_diff']:.1e}" if "first_loss_rel_diff" in c else f"{100 * c['dice_vs_reference']:.2f} %")
+        agree = (f"{c['first_loss_rel_diff']:.1e}" if "first_loss_rel_diff" in c
+                 else f"{100 * c['dice_vs_reference']:.2f} %")
         rss = f"{c['peak_rss_mb']:.0f} ({c['peak_rss_above_imports_mb']:.0f})" if "peak_rss_mb" in c else "-"
         sw = "**cpu_fast**" if c["switch"] == "cpu_fast" else c["switch"]
-        lines.append(f"| {c['workload']} | {ph} | {sw} | {ms:.1f} | {per} | {c['speedup_vs_reference']:.2f} | {agree} | {rss} |")
+        lines.append(f"| {c['workload']} | {ph} | {sw} | {ms:.1f} | {per} | {c['speedup_vs_reference']:.2f} | {agree} "
+                     f"| {rss} |")
     lines.append("")
     for k, v in res.get("cotrain_over_supervised", {}).items():
         lines.append(f"- co-training iteration (R = 3) / supervised step at the same batch, {k}: **{v:.1f}x**")
@@ -788,7 +799,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--device", default=None, help="device (default: cuda if available, cpu with --quick)")
     ap.add_argument("--warmup", type=int, default=None, help="untimed steps per case")
     ap.add_argument("--iters", type=int, default=None, help="timed steps per case")
-    ap.add_argument("--time-budget", type=float, default=0.0, help="seconds; cases that start later are skipped (0: none)")
+    ap.add_argument("--time-budget", type=float, default=0.0,
+                    help="seconds; cases that start later are skipped (0: none)")
     ap.add_argument("--workers", type=int, default=4, help="DataLoader workers of the uncached loading pipeline")
     ap.add_argument("--only", default=None, help="comma-separated workloads (la, ph2; with --cpu: ph2_cpu, la_cpu)")
     ap.add_argument("--plan", choices=("all", "speed"), default="all",
@@ -816,7 +828,8 @@ def main(argv: list[str] | None = None) -> dict:
     res: dict[str, Any] = {
         "command": " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
         "device": device_name(device), "versions": versions(), "quick": args.quick,
-        "warmup": warmup, "iters": iters, "workloads": {k: {kk: list(v) if isinstance(v, tuple) else v for kk, v in c.items()} for k, c in cfgs.items()},
+        "warmup": warmup, "iters": iters,
+        "workloads": {k: {kk: list(v) if isinstance(v, tuple) else v for kk, v in c.items()} for k, c in cfgs.items()},
         "switches": SWITCHES, "cases": [], "data_loading": [], "skipped": [],
     }
 
@@ -831,7 +844,8 @@ def main(argv: list[str] | None = None) -> dict:
             continue
         key = (wl, phase, rounds)
         name = f"{wl}/{phase}{'_R' + str(rounds) if phase == 'p2' else ''}/{swname}"
-        if args.time_budget and time.perf_counter() - t_start > args.time_budget * (0.6 if "compile" in swname else 1.0):
+        if args.time_budget and (time.perf_counter() - t_start
+                                 > args.time_budget * (0.6 if "compile" in swname else 1.0)):
             res["skipped"].append({"case": name, "reason": "time budget"})
             continue
         if phase == "data":
@@ -873,7 +887,8 @@ def main(argv: list[str] | None = None) -> dict:
                 if swname == "eager_fp32":
                     ref[key] = {"ms": ms, "loss": float(first)}
                 elif key in ref:
-                    entry["first_loss_rel_diff"] = abs(float(first) - ref[key]["loss"]) / max(abs(ref[key]["loss"]), 1e-12)
+                    entry["first_loss_rel_diff"] = (abs(float(first) - ref[key]["loss"])
+                                                    / max(abs(ref[key]["loss"]), 1e-12))
             else:
                 pred = first.float()
                 if swname == "eager_fp32":

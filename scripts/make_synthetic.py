@@ -26,7 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-cases", type=int, default=120)
     p.add_argument("--image-size", type=int, nargs="+", default=None, help="one int or one per axis")
     p.add_argument("--num-classes", type=int, default=2,
-                   help="classes incl. background: 2 binary; 3 adds a core inside each lesion; 4.. add striped structures")
+                   help="classes incl. background: 2 binary; 3 adds a core inside each lesion; 4.. add striped "
+                        "structures")
     p.add_argument("--rare-class-prob", type=float, default=1.0,
                    help="with --num-classes >= 4: probability that the last class (made small) appears in a case")
     p.add_argument("--in-channels", type=int, default=None, help="default 3 (2D) / 1 (3D)")
@@ -61,7 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         split = make_split(path, labeled_ratio=a.labeled_ratio, seed=a.seed)
         out = write_split(split, path.parent)
-        print(f"split -> {out}: " + ", ".join(f"{k} {len(split[k])}" for k in ("labeled", "unlabeled", "validation", "test")))
+        print(f"split -> {out}: "
+              + ", ".join(f"{k} {len(split[k])}" for k in ("labeled", "unlabeled", "validation", "test")))
     return 0
 
 

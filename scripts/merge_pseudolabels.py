@@ -86,7 +86,8 @@ def _reviewed_index(folder: Path) -> dict[str, Path]:
         if p.is_file() and p.name.lower().endswith(LABEL_EXTS):
             s = _stem(p)
             if s in index:
-                raise MergeError(f"reviewed-labels folder '{folder}': '{index[s].name}' and '{p.name}' have the same name stem '{s}'.")
+                raise MergeError(f"reviewed-labels folder '{folder}': '{index[s].name}' and '{p.name}' have the same "
+                                 f"name stem '{s}'.")
             index[s] = p
     return index
 
@@ -144,7 +145,8 @@ def merge_pseudolabels(
     unlabeled = [dict(e) for e in doc.get("unlabeled", [])]
     human = {_abs(base, e["image"]) for e in labeled}
     unl_abs = {_abs(base, e["image"]): e for e in unlabeled}
-    summary: dict[str, Any] = {"reviewed": 0, "pseudo": 0, "below_threshold": 0, "unlabeled": 0, "protected": 0, "unknown": 0, "protected_images": []}
+    summary: dict[str, Any] = {"reviewed": 0, "pseudo": 0, "below_threshold": 0, "unlabeled": 0, "protected": 0,
+                               "unknown": 0, "protected_images": []}
     new_label: dict[str, dict[str, Any]] = {}  # abs image -> new labeled entry (absolute paths)
 
     if reviewed is not None:
@@ -167,7 +169,8 @@ def merge_pseudolabels(
             raise MergeError(f"pseudo-label list '{pl_path}' has no '{list_key}' list (keys {sorted(pl)}).")
         for i, e in enumerate(entries):
             if not isinstance(e, dict) or not {"image", "pseudo_label", "score"} <= set(e):
-                raise MergeError(f"pseudo-label list '{pl_path}': entry {i} needs 'image', 'pseudo_label' and 'score', got {e!r}.")
+                raise MergeError(f"pseudo-label list '{pl_path}': entry {i} needs 'image', 'pseudo_label' and 'score', "
+                                 f"got {e!r}.")
             img_abs = _abs(pl_path.parent, e["image"])
             if img_abs in human:
                 summary["protected"] += 1  # a pseudo-label never replaces a human label
@@ -183,8 +186,10 @@ def merge_pseudolabels(
                 continue
             lab_abs = _abs(pl_path.parent, e["pseudo_label"])
             if not os.path.isfile(lab_abs):
-                raise MergeError(f"pseudo-label list '{pl_path}': pseudo-label file '{lab_abs}' of entry {i} does not exist.")
-            entry = {**unl_abs[img_abs], "image": img_abs, "label": lab_abs, "source": "pseudo", "score": float(e["score"])}
+                raise MergeError(f"pseudo-label list '{pl_path}': pseudo-label file '{lab_abs}' of entry {i} does not "
+                                 "exist.")
+            entry = {**unl_abs[img_abs], "image": img_abs, "label": lab_abs, "source": "pseudo",
+                     "score": float(e["score"])}
             if e.get("uncertainty"):
                 entry["uncertainty"] = _abs(pl_path.parent, e["uncertainty"])
             new_label[img_abs] = entry
@@ -226,7 +231,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--datalist", required=True, help="datalist of the previous run")
     ap.add_argument("--out", required=True, help="the new datalist file")
     ap.add_argument("--pseudolabels", default=None, help="pseudolabels.json of the pseudolabel bundle")
-    ap.add_argument("--threshold", type=float, default=0.9, help="minimal confidence score of a pseudo-label (default 0.9)")
+    ap.add_argument("--threshold", type=float, default=0.9,
+                    help="minimal confidence score of a pseudo-label (default 0.9)")
     ap.add_argument("--reviewed", default=None, help="folder of reviewed labels, matched to unlabelled images by name")
     ap.add_argument("--list-key", default="pseudolabels", help="list key in the pseudo-label file")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
@@ -234,7 +240,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.pseudolabels is None and args.reviewed is None:
         ap.error("give --pseudolabels, --reviewed, or both")
     try:
-        s = merge_pseudolabels(args.datalist, args.out, args.pseudolabels, args.threshold, args.reviewed, args.list_key, args.overwrite)
+        s = merge_pseudolabels(args.datalist, args.out, args.pseudolabels, args.threshold, args.reviewed,
+                               args.list_key, args.overwrite)
     except MergeError as e:
         print(f"merge_pseudolabels: error: {e}", file=sys.stderr)
         return 2
@@ -243,7 +250,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{s['below_threshold']} below threshold, {s['unlabeled']} still unlabelled"
     )
     if s["protected"]:
-        print(f"kept {s['protected']} existing human label(s) untouched (a pseudo/reviewed label matched them): {s['protected_images']}")
+        print(f"kept {s['protected']} existing human label(s) untouched (a pseudo/reviewed label matched them): "
+              f"{s['protected_images']}")
     if s["unknown"]:
         print(f"ignored {s['unknown']} pseudo-label(s) of images not in the datalist's unlabeled list")
     return 0

@@ -52,7 +52,8 @@ DEFAULT_3D = {
     "image_ext": ".nii.gz",
     "output_ext": ".nii.gz",
     "eval_spatial_transforms": [],
-    "eval_inferer": {"_target_": "SlidingWindowInferer", "roi_size": "@roi_size", "sw_batch_size": 1, "overlap": 0.25, "mode": "gaussian"},
+    "eval_inferer": {"_target_": "SlidingWindowInferer", "roi_size": "@roi_size", "sw_batch_size": 1, "overlap": 0.25,
+                     "mode": "gaussian"},
 }
 
 #: ``main.py`` of the MONAI Label app serving the project's bundles (written by ``--write-app`` and by the test).
@@ -140,7 +141,7 @@ class MyApp(MONAILabelApp):
         if self.conf.get("pseudolabels"):
             strategies["least_confident"] = LeastConfident(self.conf["pseudolabels"])
         return strategies
-"""
+"""  # noqa: E501 (the generated app keeps its one-line docstring)
 
 
 def write_app(app: Path, bundles: dict[str, Path]) -> Path:
@@ -218,17 +219,20 @@ def metadata_for(bundle: Path, cfg: dict[str, Any], dims: int) -> dict[str, Any]
         dims: 2 or 3.
     """
     src = bundle / "configs" / "metadata.json"
-    meta = json.loads(src.read_text()) if src.is_file() else {"version": "0.0.1", "changelog": {"0.0.1": "integration test bundle"}}
+    meta = json.loads(src.read_text()) if src.is_file() else {"version": "0.0.1",
+                                                              "changelog": {"0.0.1": "integration test bundle"}}
     meta = copy.deepcopy(meta)
     meta.setdefault("name", bundle.name)
     meta.setdefault("description", f"{bundle.name} bundle served by MONAI Label (integration test)")
     k, c = int(cfg["num_classes"]), int(cfg["in_channels"])
     shape = ["8*n"] * dims
     nf = meta.setdefault("network_data_format", {})
-    nf["inputs"] = {"image": {"type": "image", "format": "magnitude", "num_channels": c, "spatial_shape": shape, "dtype": "float32", "value_range": [],
+    nf["inputs"] = {"image": {"type": "image", "format": "magnitude", "num_channels": c, "spatial_shape": shape,
+                              "dtype": "float32", "value_range": [],
                               "is_patch_data": False, "channel_def": {str(i): f"channel_{i}" for i in range(c)}}}
     channel_def = {"0": "background", **{str(i): ("foreground" if k == 2 else f"class_{i}") for i in range(1, k)}}
-    nf["outputs"] = {"pred": {"type": "image", "format": "segmentation", "num_channels": k, "spatial_shape": shape, "dtype": "float32",
+    nf["outputs"] = {"pred": {"type": "image", "format": "segmentation", "num_channels": k, "spatial_shape": shape,
+                              "dtype": "float32",
                               "value_range": [], "is_patch_data": False, "channel_def": channel_def}}
     return meta
 
@@ -258,7 +262,8 @@ def calibrate_threshold(net: Any, parser: Any, image: Path) -> float:
     return float(probs[:, 1].flatten().median().clamp(1e-4, 1 - 1e-4))
 
 
-def build_bundle(bundle: Path, out: Path, dims: int, overrides: dict[str, Any], model_pt: Path | None, study: Path | None = None) -> dict[str, Any]:
+def build_bundle(bundle: Path, out: Path, dims: int, overrides: dict[str, Any], model_pt: Path | None,
+                 study: Path | None = None) -> dict[str, Any]:
     """Write a servable bundle folder: ``configs/inference.json``, ``configs/metadata.json``, ``models/model.pt``.
 
     Args:
@@ -267,7 +272,8 @@ def build_bundle(bundle: Path, out: Path, dims: int, overrides: dict[str, Any], 
         dims: 2 or 3.
         overrides: top-level id overrides of the inference config.
         model_pt: trained weights to use; ``None``: a freshly initialised ``network_def``.
-        study: with fresh binary weights, an image to calibrate the post-processing threshold on (see :func:`calibrate_threshold`).
+        study: with fresh binary weights, an image to calibrate the post-processing threshold on (see
+        :func:`calibrate_threshold`).
     """
     import torch
     from monai.bundle import ConfigParser
@@ -355,10 +361,12 @@ def write_studies(studies: Path) -> dict[str, dict[str, Any]]:
     vol = (sum(((a - s / 2) / (s / 4)) ** 2 for a, s in zip(g, shape3)) <= 1).astype(np.float32)
     vol = vol + rng.normal(0, 0.05, shape3).astype(np.float32)
     nib.save(nib.Nifti1Image(vol, np.diag([0.8, 0.8, 2.0, 1.0])), str(studies / "case3d.nii.gz"))
-    return {"case2d": {"path": studies / "case2d.png", "shape": (h, w), "dims": 2}, "case3d": {"path": studies / "case3d.nii.gz", "shape": shape3, "dims": 3}}
+    return {"case2d": {"path": studies / "case2d.png", "shape": (h, w), "dims": 2},
+            "case3d": {"path": studies / "case3d.nii.gz", "shape": shape3, "dims": 3}}
 
 
-def http(method: str, url: str, timeout: float, data: bytes | None = None, headers: dict | None = None) -> tuple[int, bytes, dict]:
+def http(method: str, url: str, timeout: float, data: bytes | None = None,
+         headers: dict | None = None) -> tuple[int, bytes, dict]:
     """One HTTP request to the loopback server.
 
     Args:
@@ -385,7 +393,8 @@ def multipart_params(params: dict[str, Any]) -> tuple[bytes, str]:
         params: the inference parameters.
     """
     boundary = "----monailabel-it-boundary"
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"params\"\r\n\r\n{json.dumps(params)}\r\n--{boundary}--\r\n").encode()
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; "
+            f"name=\"params\"\r\n\r\n{json.dumps(params)}\r\n--{boundary}--\r\n").encode()
     return body, f"multipart/form-data; boundary={boundary}"
 
 
@@ -448,7 +457,8 @@ def run(args: argparse.Namespace) -> int:
     work.mkdir(parents=True, exist_ok=True)
     monailabel_bin = Path(sys.prefix) / "bin" / "monailabel"
     if not monailabel_bin.is_file():
-        log(f"FAIL: {monailabel_bin} not found; run this with the MONAI Label environment's python (scripts/setup_monailabel_env.sh).")
+        log(f"FAIL: {monailabel_bin} not found; run this with the MONAI Label environment's python "
+            "(scripts/setup_monailabel_env.sh).")
         return 2
     app = work / "app"
     if app.exists():
@@ -458,21 +468,27 @@ def run(args: argparse.Namespace) -> int:
     small.update({k: json.loads(v) for k, v in (o.split("=", 1) for o in args.override)})
     cases = write_studies(work / "studies")
     if args.model_pt:
-        cfg2 = build_bundle(bundle, app / "model" / "cotrain_2d", 2, {**small, "num_workers": 0}, Path(args.model_pt), cases["case2d"]["path"])
+        cfg2 = build_bundle(bundle, app / "model" / "cotrain_2d", 2, {**small, "num_workers": 0}, Path(args.model_pt),
+                            cases["case2d"]["path"])
     else:  # the 2D model is a bundle trained here, served as it is: its own configs carry every setting
         cfg2 = train_tiny_bundle(bundle, app / "model" / "cotrain_2d", work / "data", small)
-    cfg3 = build_bundle(bundle, app / "model" / "cotrain_3d", 3, {**small, "num_workers": 0, "roi_size": [32, 32, 16]}, None, cases["case3d"]["path"])
-    log(f"bundles from {bundle}/configs/inference.json -> {app / 'model'} (2D roi {cfg2['roi_size']}, 3D roi {cfg3['roi_size']}, "
+    cfg3 = build_bundle(bundle, app / "model" / "cotrain_3d", 3, {**small, "num_workers": 0, "roi_size": [32, 32, 16]},
+                        None, cases["case3d"]["path"])
+    log(f"bundles from {bundle}/configs/inference.json -> {app / 'model'} (2D roi {cfg2['roi_size']}, 3D roi "
+        f"{cfg3['roi_size']}, "
         f"3D inferer {cfg3.get('eval_inferer', {}).get('_target_', '?')})")
     write_app(app, {"cotrain_2d": app / "model" / "cotrain_2d", "cotrain_3d": app / "model" / "cotrain_3d"})
     port = args.port or free_port()
-    cmd = [str(monailabel_bin), "start_server", "--app", str(app), "--studies", str(work / "studies"), "--host", HOST, "--port", str(port),
+    cmd = [str(monailabel_bin), "start_server", "--app", str(app), "--studies", str(work / "studies"), "--host", HOST,
+           "--port", str(port),
            "--conf", "models", "cotrain_2d,cotrain_3d", "--conf", "zoo_source", "local", "--conf", "sam2", "false",
            "--conf", "preload", "false", "--conf", "skip_trainers", "true"]
     log("starting: " + " ".join(cmd))
     server_log = open(work / "server.log", "w")
     # the `monailabel` launcher runs `python -m monailabel.main`: put this environment's python first on PATH
-    env = {**os.environ, "PATH": f"{Path(sys.prefix) / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}", "MONAI_LABEL_DATASTORE_AUTO_RELOAD": "false", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+    env = {**os.environ, "PATH": f"{Path(sys.prefix) / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+           "MONAI_LABEL_DATASTORE_AUTO_RELOAD": "false", "PYTHONUNBUFFERED": "1",
+           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
     proc = subprocess.Popen(cmd, stdout=server_log, stderr=subprocess.STDOUT, cwd=work, env=env, start_new_session=True)
     base = f"http://{HOST}:{port}"
     failures: list[str] = []
@@ -510,7 +526,8 @@ def run(args: argparse.Namespace) -> int:
                 body, ctype = multipart_params({"device": "cpu"})
                 t0 = time.monotonic()
                 remaining = max(5.0, deadline - time.monotonic())
-                status, content, headers = http("POST", f"{base}/infer/{name}?image={image_id}&output=image", timeout=remaining, data=body, headers={"Content-Type": ctype})
+                status, content, headers = http("POST", f"{base}/infer/{name}?image={image_id}&output=image",
+                                                timeout=remaining, data=body, headers={"Content-Type": ctype})
                 if status != 200:
                     failures.append(f"POST /infer/{name}?image={image_id} -> {status}: {content[:500]!r}")
                     continue
@@ -518,13 +535,15 @@ def run(args: argparse.Namespace) -> int:
                 mask = decoded if dims == 2 else decoded[0]
                 labels = sorted(int(v) for v in np.unique(mask))
                 log(f"POST /infer/{name}?image={image_id}&output=image -> 200 in {time.monotonic() - t0:.1f} s: "
-                    f"{len(content)} bytes, mask shape {tuple(mask.shape)} (input {tuple(case['shape'])}), labels {labels}")
+                    f"{len(content)} bytes, mask shape {tuple(mask.shape)} (input {tuple(case['shape'])}), labels "
+                    f"{labels}")
                 if tuple(mask.shape) != tuple(case["shape"]):
                     failures.append(f"{image_id}: mask shape {tuple(mask.shape)} != input shape {tuple(case['shape'])}")
                 if not set(labels) <= set(range(k)):
                     failures.append(f"{image_id}: labels {labels} outside [0, {k})")
                 if "_calibrated_threshold" in (cfg2 if dims == 2 else cfg3) and len(labels) < 2:
-                    failures.append(f"{image_id}: expected background and foreground with the calibrated threshold, got labels {labels}")
+                    failures.append(f"{image_id}: expected background and foreground with the calibrated threshold, "
+                                    f"got labels {labels}")
                 if dims == 3:
                     import nibabel as nib
 
@@ -555,15 +574,21 @@ def main(argv: list[str] | None = None) -> int:
         argv: arguments (default ``sys.argv[1:]``).
     """
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--bundle", default=str(ROOT / "bundles" / "cotrain"), help="bundle whose configs/inference.json is served")
-    ap.add_argument("--model-pt", default=None, help="trained models/model.pt for the 2D bundle (default: fresh weights)")
-    ap.add_argument("--work", default=None, help="work folder to keep (default: a temporary folder, removed on success)")
+    ap.add_argument("--bundle", default=str(ROOT / "bundles" / "cotrain"),
+                    help="bundle whose configs/inference.json is served")
+    ap.add_argument("--model-pt", default=None,
+                    help="trained models/model.pt for the 2D bundle (default: fresh weights)")
+    ap.add_argument("--work", default=None,
+                    help="work folder to keep (default: a temporary folder, removed on success)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary work folder")
     ap.add_argument("--port", type=int, default=0, help="server port on 127.0.0.1 (default: a free one)")
     ap.add_argument("--timeout", type=float, default=420.0, help="overall time limit in seconds")
-    ap.add_argument("--small", action=argparse.BooleanOptionalAction, default=True, help="smaller network channels (CPU speed)")
-    ap.add_argument("--override", action="append", default=[], help="ID=JSON override of the served inference configs (repeatable)")
-    ap.add_argument("--write-app", default=None, metavar="DIR", help="only write the MONAI Label app to DIR, serving --bundle as model "
+    ap.add_argument("--small", action=argparse.BooleanOptionalAction, default=True,
+                    help="smaller network channels (CPU speed)")
+    ap.add_argument("--override", action="append", default=[],
+                    help="ID=JSON override of the served inference configs (repeatable)")
+    ap.add_argument("--write-app", default=None, metavar="DIR",
+                    help="only write the MONAI Label app to DIR, serving --bundle as model "
                     "'cotrain' (its models/model.pt must exist), and exit")
     args = ap.parse_args(argv)
     if args.write_app:

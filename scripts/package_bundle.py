@@ -24,7 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-models", action="store_true", help="leave models/ out (configs and docs only)")
     ap.add_argument("--exclude", action="append", default=None,
                     help=f"glob of relative paths to leave out (repeatable; default {list(DEFAULT_EXCLUDE)})")
-    ap.add_argument("--name", default=None, help="top-level folder name inside the package (default: bundle folder name)")
+    ap.add_argument("--name", default=None,
+                    help="top-level folder name inside the package (default: bundle folder name)")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing output")
     a = ap.parse_args(argv)
     try:

@@ -54,9 +54,8 @@ def _load_split(datalist: Path, key: str, roi: list[int]) -> tuple[torch.Tensor,
 
 def _probe_scores(teacher, x_tr, y_tr, x_va, y_va, steps: int, seed: int) -> dict:
     from custom_components.engines.pretrain import _fg_dice, permutation_dice, shuffled_masks
-    from custom_components.networks import background_mask, make_noise
     from custom_components.losses import HardTargetDiceLoss
-    from custom_components.networks import ChannelProbe
+    from custom_components.networks import ChannelProbe, background_mask, make_noise
 
     teacher.eval()
     with torch.no_grad():
@@ -65,7 +64,8 @@ def _probe_scores(teacher, x_tr, y_tr, x_va, y_va, steps: int, seed: int) -> dic
         m = 2 * logits_va.softmax(1) - 1
         noise = make_noise(x_va.shape, seed, x_va.device, x_va.dtype)
         rec = {name: teacher.reconstruct(x_va, mask, 250, noise).loss.mean()
-               for name, mask in (("pred", m), ("blank", background_mask(m, m.shape[1])), ("shuffled", shuffled_masks(m)))}
+               for name, mask in (("pred", m), ("blank", background_mask(m, m.shape[1])),
+                                  ("shuffled", shuffled_masks(m)))}
     torch.manual_seed(seed)
     probe = ChannelProbe(teacher.spatial_dims, teacher.num_classes)
     opt = torch.optim.Adam(probe.parameters(), lr=0.05)
@@ -91,7 +91,8 @@ def _probe_scores(teacher, x_tr, y_tr, x_va, y_va, steps: int, seed: int) -> dic
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset-dir", type=Path, default=ROOT / "work_dirs" / "default_data" / "synthetic_2d")
-    ap.add_argument("--datalist", type=Path, default=None, help="split datalist (default: <dataset-dir>/splits/datalist_r0.1_s0.json)")
+    ap.add_argument("--datalist", type=Path, default=None,
+                    help="split datalist (default: <dataset-dir>/splits/datalist_r0.1_s0.json)")
     ap.add_argument("--work-dir", type=Path, default=ROOT / "work_dirs" / "phase1_report")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "phase1")
     ap.add_argument("--epochs", type=int, default=30)
@@ -105,9 +106,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from monai.bundle import ConfigWorkflow
 
+    from custom_components.experiments import environment_info, relative_path
     from custom_components.networks import DiffusionTeacher
     from custom_components.visualize import plot_curves, qualitative_panel
-    from custom_components.experiments import environment_info, relative_path
 
     datalist = args.datalist or args.dataset_dir / "splits" / "datalist_r0.1_s0.json"
     meta = args.dataset_dir / "datalist.json"
@@ -199,13 +200,16 @@ def main(argv: list[str] | None = None) -> int:
         f"# Phase 1 on {data_name}: pretrained vs untrained teacher",
         "",
         f"- command: `{cmd}`",
-        f"- hardware: {environment_info()['device']}, {torch.get_num_threads()} torch threads; torch {torch.__version__}; wall time of phase 1: {wall:.0f} s",
-        f"- data: `{relative_path(datalist)}` ({x_tr.shape[0]} labelled images train the probes, {x_va.shape[0]} validation images)",
+        f"- hardware: {environment_info()['device']}, {torch.get_num_threads()} torch threads; torch "
+        f"{torch.__version__}; wall time of phase 1: {wall:.0f} s",
+        f"- data: `{relative_path(datalist)}` ({x_tr.shape[0]} labelled images train the probes, {x_va.shape[0]} "
+        "validation images)",
         f"- phase 1: {args.epochs} epochs, batch {args.batch_size}, roi {args.roi}, channels {args.channels}; "
         "labels never update the teacher",
         f"- probes: a fresh 1x1 conv per teacher, {args.probe_steps} Adam steps on the labelled split, teacher frozen",
         "",
-        "| teacher | probe Dice (val) | best-assignment Dice (val) | reconstruction gain, blank / shuffled (val, x1e3) | class fractions (val) |",
+        "| teacher | probe Dice (val) | best-assignment Dice (val) | reconstruction gain, blank / shuffled (val, x1e3) "
+        "| class fractions (val) |",
         "|---|---|---|---|---|",
     ]
     for name, r in rows:
@@ -225,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if val_curve:
         lines += ["## The bundle's monitor during phase 1 (validation split)", "",
-                  "| epoch | iteration | best-assignment Dice | in-bundle probe Dice | reconstruction gain blank / shuffled (x1e3) | fraction per channel | reconstruction MSE |",
+                  "| epoch | iteration | best-assignment Dice | in-bundle probe Dice | reconstruction gain blank / "
+                  "shuffled (x1e3) | fraction per channel | reconstruction MSE |",
                   "|---|---|---|---|---|---|---|"]
         lines += [f"| {v['epoch']} | {v['iteration']} | {100 * v.get('val_best_assignment_dice', np.nan):.1f} | "
                   f"{100 * v.get('val_probe_dice', np.nan):.1f} | {1e3 * v.get('val_rec_gain_blank', np.nan):.2f} / "
@@ -234,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
         lines += ["", "![validation](phase1_validation.png)", ""]
     (args.out / "phase1.md").write_text("\n".join(lines))
     (args.out / "phase1.json").write_text(
-        json.dumps({n: {k: v for k, v in r.items() if k != "masks"} for n, r in rows} | {"history": history, "validation": val_curve, "wall_s": wall}, indent=2)
+        json.dumps({n: {k: v for k, v in r.items() if k != "masks"} for n, r in rows}
+                   | {"history": history, "validation": val_curve, "wall_s": wall}, indent=2)
     )
     start = next(i for i, line in enumerate(lines) if line.startswith("| teacher"))
     print("\n".join(lines[start : start + 2 + len(rows)]))

@@ -11,7 +11,14 @@ from .export import (
     record_export,
     verify_exported_in_out,
 )
-from .package import MANIFEST_NAME, BundlePackageError, build_manifest, collect_bundle_files, package_bundle, sha256_file
+from .package import (
+    MANIFEST_NAME,
+    BundlePackageError,
+    build_manifest,
+    collect_bundle_files,
+    package_bundle,
+    sha256_file,
+)
 from .verify import (
     ALLOWED_TARGET_ROOTS,
     SCHEMA_PATH,

@@ -81,7 +81,8 @@ def metadata_input_shape(metadata: dict[str, Any] | str | Path, batch: int = 1, 
         image = meta["network_data_format"]["inputs"]["image"]
         channels, spatial = int(image["num_channels"]), image["spatial_shape"]
     except (KeyError, TypeError) as e:
-        raise ValueError(f"metadata: network_data_format.inputs.image needs num_channels and spatial_shape ({e})") from e
+        raise ValueError("metadata: network_data_format.inputs.image needs num_channels and spatial_shape "
+                         f"({e})") from e
     return [batch, channels, *(int(s) for s in _get_fake_spatial_shape(spatial, p=p, n=n, any=1))]
 
 
@@ -211,7 +212,8 @@ def export_torchscript(
             method = "trace" if trace else "script"
             break
         except Exception as e:  # torch.jit raises many types
-            causes.append(f"{'trace' if trace else 'script'}: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}")
+            causes.append(f"{'trace' if trace else 'script'}: {type(e).__name__}: "
+                          f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}")
     if method is None:
         raise ExportError(f"{root}: TorchScript export of {net_id!r} failed ({'; '.join(causes)})")
     rel = _rel_in_bundle(root, out)
@@ -261,7 +263,8 @@ def _export_module_torchscript(
                                    append_timestamp=False)
             return out
         except Exception as e:
-            causes.append(f"{'trace' if trace else 'script'}: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}")
+            causes.append(f"{'trace' if trace else 'script'}: {type(e).__name__}: "
+                          f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}")
     raise ExportError(f"TorchScript export of {type(net).__name__} failed ({'; '.join(causes)})")
 
 

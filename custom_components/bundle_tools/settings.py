@@ -3,7 +3,8 @@
 A training config calls :func:`record_trained_settings` in its ``initialize`` (after the datalist check, before
 the first checkpoint) for the bundle folder above its ``ckpt_dir``, with the *evaluated* values of the top-level
 ids every config of the bundle shares (``trained_settings``: data geometry, architecture, diffusion schedule and
-its arguments, inference ``t`` and seed). Each value is written into every one of ``configs/train.json``, ``inference.json`` and ``evaluate.json``
+its arguments, inference ``t`` and seed). Each value is written into every one of ``configs/train.json``,
+``inference.json`` and ``evaluate.json``
 that has that top-level id, so ``python -m monai.bundle run --config_file configs/inference.json --dataset_dir
 NEW`` and ``python -m monai.bundle ckpt_export ...`` in that folder build the network that was trained, with no
 override. A stacked profile (``configs/profile_3d.json``, which names itself as ``stacked_profile``) is merged
@@ -53,11 +54,13 @@ def _channel_names(n: int, kind: str, names: Mapping[Any, Any] | None = None) ->
     if names:
         return {str(i): str(names.get(str(i), names.get(i, f"class {i}"))) for i in range(n)}
     if kind == "image":
-        return {"0": "R", "1": "G", "2": "B"} if n == 3 else ({"0": "image"} if n == 1 else {str(i): f"channel {i}" for i in range(n)})
+        return {"0": "R", "1": "G", "2": "B"} if n == 3 else (
+            {"0": "image"} if n == 1 else {str(i): f"channel {i}" for i in range(n)})
     return {"0": "background", "1": "foreground"} if n == 2 else {str(i): f"class {i}" for i in range(n)}
 
 
-def network_data_format(current: Mapping[str, Any], settings: Mapping[str, Any], class_names: Mapping[Any, Any] | None = None
+def network_data_format(current: Mapping[str, Any], settings: Mapping[str, Any],
+                        class_names: Mapping[Any, Any] | None = None
                         ) -> dict[str, Any]:
     """``network_data_format`` of ``metadata.json`` for the trained network described by ``settings``.
 
@@ -77,7 +80,8 @@ def network_data_format(current: Mapping[str, Any], settings: Mapping[str, Any],
         c = int(settings["in_channels"])
         image["num_channels"] = c
         image["channel_def"] = _channel_names(c, "image")
-        image["modality"] = "RGB" if c == 3 else ("image" if image.get("modality") == "RGB" else image.get("modality", "image"))
+        image["modality"] = "RGB" if c == 3 else (
+            "image" if image.get("modality") == "RGB" else image.get("modality", "image"))
     if "num_classes" in settings:
         k = int(settings["num_classes"])
         pred["num_channels"] = k

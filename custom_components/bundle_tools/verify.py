@@ -251,7 +251,8 @@ def validate_metadata(metadata: Mapping[str, Any], schema: Mapping[str, Any] | N
     if isinstance(metadata, Mapping):
         version, changelog = metadata.get("version"), metadata.get("changelog")
         if isinstance(version, str) and isinstance(changelog, Mapping) and version not in changelog:
-            problems.append(f"$.changelog: has no entry for version '{version}' (schema: changelog must contain version)")
+            problems.append(f"$.changelog: has no entry for version '{version}' (schema: changelog must contain "
+                            "version)")
     return problems
 
 
@@ -544,7 +545,8 @@ def _extract_zip(zip_path: Path, dest: Path, report: VerificationReport, max_tot
         total = 0
         for info in zf.infolist():
             if not _safe_member(info.filename):
-                report.error("unsafe-path", f"{zip_path.name}: archive member {info.filename!r} escapes the bundle folder",
+                report.error("unsafe-path",
+                             f"{zip_path.name}: archive member {info.filename!r} escapes the bundle folder",
                              file=info.filename)
             mode = info.external_attr >> 16
             if stat.S_ISLNK(mode):
@@ -561,7 +563,8 @@ def _extract_zip(zip_path: Path, dest: Path, report: VerificationReport, max_tot
         return dest
     if len(entries) == 1 and entries[0].is_dir():
         return entries[0]
-    report.error("layout", f"{zip_path.name}: expected one top-level bundle folder, found {sorted(e.name for e in entries)}")
+    report.error("layout", f"{zip_path.name}: expected one top-level bundle folder, found "
+                           f"{sorted(e.name for e in entries)}")
     return None
 
 
@@ -589,7 +592,8 @@ def _check_metadata(root: Path, report: VerificationReport, schema: Mapping[str,
         report.error("schema", f"{rel}: {problem}", file=rel, where=problem.split(":", 1)[0])
     if isinstance(meta, dict):
         report.version = meta.get("version") if isinstance(meta.get("version"), str) else None
-        for fmt, rec in (meta.get("exported_models") or {}).items() if isinstance(meta.get("exported_models"), dict) else []:
+        for fmt, rec in ((meta.get("exported_models") or {}).items()
+                         if isinstance(meta.get("exported_models"), dict) else []):
             f = rec.get("file") if isinstance(rec, dict) else None
             if isinstance(f, str) and not (root / f).is_file():
                 report.warn("exported-missing", f"{rel}: exported_models.{fmt} names {f}, which is not in the bundle",
@@ -642,7 +646,8 @@ def _check_manifest(root: Path, report: VerificationReport, require: bool, meta:
             continue
         size = p.stat().st_size
         if "size" in e and e["size"] != size:
-            report.error("hash-mismatch", f"{rel}: size {size} B differs from manifest ({e['size']} B): file was modified",
+            report.error("hash-mismatch",
+                         f"{rel}: size {size} B differs from manifest ({e['size']} B): file was modified",
                          file=rel)
             continue
         digest = sha256_file(p)

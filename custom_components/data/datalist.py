@@ -312,7 +312,8 @@ def validate_datalist(
                 bad = vals[(vals < 0) | (vals >= num_classes) | (vals != np.round(vals))]
                 if bad.size:
                     raise DatalistError(
-                        f"{e['label']}: label values {[int(v) if v == int(v) else float(v) for v in bad[:5]]} outside [0, {num_classes}) ({where})."
+                        f"{e['label']}: label values {[int(v) if v == int(v) else float(v) for v in bad[:5]]} outside "
+                        f"[0, {num_classes}) ({where})."
                     )
                 class_counts += np.bincount(lab.astype(np.int64).ravel(), minlength=num_classes)[:num_classes]
     if shapes:
@@ -358,7 +359,8 @@ def main(argv: Iterable[str] | None = None) -> int:
     if require is None:
         try:
             raw = json.loads(Path(a.datalist).read_text())
-            require = ["labeled"] if not (isinstance(raw, dict) and "cases" in raw and "labeled" not in raw) else ["cases"]
+            require = (["labeled"] if not (isinstance(raw, dict) and "cases" in raw and "labeled" not in raw)
+                       else ["cases"])
         except (OSError, json.JSONDecodeError, UnicodeDecodeError):
             require = ["labeled"]
     try:

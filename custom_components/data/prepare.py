@@ -8,8 +8,8 @@ float32 + uint8 NIfTI), resizing, statistics and the dataset ``datalist.json``.
 from __future__ import annotations
 
 import json
-from collections import Counter
 import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -301,7 +301,8 @@ def format_stats(name: str, stats: Mapping[str, Any], extra: Mapping[str, Any] |
     """
     lines = [
         f"dataset {name}: {stats['count']} cases",
-        f"  spatial shape: min {stats['shape_min']}, max {stats['shape_max']}, most common {stats['most_common_shape']}",
+        f"  spatial shape: min {stats['shape_min']}, max {stats['shape_max']}, most common "
+        f"{stats['most_common_shape']}",
         "  class fractions (pooled): " + ", ".join(f"{i}: {f:.4f}" for i, f in enumerate(stats["class_fractions"])),
         "  foreground fraction per case: mean {mean:.4f}, min {min:.4f}, max {max:.4f}".format(
             **stats["foreground_fraction_per_case"]),
@@ -483,7 +484,8 @@ def prepare_folder(
         if nd == 3:
             lab, lab_sp = read_volume(lab_p)
             check_same_shape(img.shape[:3], lab.shape, img_p, lab_p)
-            spacing_differs = sp is not None and lab_sp is not None and not np.allclose(sp, lab_sp, rtol=1e-3, atol=1e-4)
+            spacing_differs = (sp is not None and lab_sp is not None
+                               and not np.allclose(sp, lab_sp, rtol=1e-3, atol=1e-4))
             if not spacing and spacing_differs:
                 raise PreparationError(
                     f"{lab_p}: image/mask spacing mismatch, mask {tuple(lab_sp)} vs image {tuple(sp)} "

@@ -8,8 +8,8 @@ from typing import Any
 
 import torch
 from ignite.engine import Events
-from monai.engines import Trainer
 from monai.data import MetaTensor
+from monai.engines import Trainer
 from monai.utils import CommonKeys
 
 __all__ = ["DiffusionTrainerBase", "plain", "to_device"]

@@ -159,7 +159,8 @@ class CoTrainer(DiffusionTrainerBase):
         self.labeled_key = labeled_key
         self.unlabeled_key = unlabeled_key
 
-    def compute_losses(self, x_l: torch.Tensor, y: torch.Tensor, x_u: torch.Tensor, epoch: int) -> dict[str, torch.Tensor]:
+    def compute_losses(self, x_l: torch.Tensor, y: torch.Tensor, x_u: torch.Tensor,
+                       epoch: int) -> dict[str, torch.Tensor]:
         """All loss terms of one iteration (no optimizer step); ``loss`` is the total.
 
         Args:
@@ -243,7 +244,8 @@ class CoTrainer(DiffusionTrainerBase):
             raise ValueError("Must provide batch data for current iteration.")
         for key in (self.labeled_key, self.unlabeled_key):
             if key not in batchdata:
-                raise KeyError(f"co-training batch has no '{key}' stream (keys: {sorted(batchdata)}); use a PairedLoader.")
+                raise KeyError(f"co-training batch has no '{key}' stream (keys: {sorted(batchdata)}); use a "
+                               "PairedLoader.")
         x_l, y = self.split_image_label(batchdata[self.labeled_key])
         x_u, _ = self.split_image_label(batchdata[self.unlabeled_key])
         if y is None:

@@ -221,7 +221,8 @@ class DualNetworkEvaluator(Evaluator):
             if not 0 < threshold_step < 1:
                 raise ValueError(f"threshold_step must be in (0, 1), got {threshold_step}.")
             n = int(round(1 / threshold_step))
-            self.thresholds: torch.Tensor | None = torch.tensor([i * threshold_step for i in range(1, n)], dtype=torch.float64)
+            self.thresholds: torch.Tensor | None = torch.tensor([i * threshold_step for i in range(1, n)],
+                                                                dtype=torch.float64)
         else:
             self.thresholds = None
         self._curves: dict[str, list[torch.Tensor]] = {}

@@ -250,7 +250,8 @@ def write_markdown(path: Path, dataset: str, tables: Mapping[str, Sequence[Mappi
                                                         if r.get("train_time_covers_resumed_part_only") else "")
         etxt = "n/a" if et is None else f"{et:.0f}"
         folder = relative_path(r["folder"]) if r.get("folder") else ""
-        lines.append(f"| {r['method']} | {ratio_tag(r['ratio'])} | {r['seed']} | {ttxt} | {etxt} | {seltxt} | `{folder}` |")
+        lines.append(f"| {r['method']} | {ratio_tag(r['ratio'])} | {r['seed']} | {ttxt} | {etxt} | {seltxt} | "
+                     f"`{folder}` |")
     lines.append("")
     warned = [(r, w) for r in runs for w in r.get("warnings", [])]
     if warned:

@@ -31,7 +31,8 @@ __all__ = ["PSEUDOLABELS_FILE", "PseudoLabelWriter", "check_output_dir", "existi
 PSEUDOLABELS_FILE = "pseudolabels.json"
 
 
-def existing_pseudolabels(output_dir: str | os.PathLike, postfixes: Sequence[str] = ("pseudo", "uncertainty")) -> list[Path]:
+def existing_pseudolabels(output_dir: str | os.PathLike,
+                          postfixes: Sequence[str] = ("pseudo", "uncertainty")) -> list[Path]:
     """Files in ``output_dir`` that belong to an earlier pseudo-labelling run.
 
     Args:
@@ -49,7 +50,8 @@ def existing_pseudolabels(output_dir: str | os.PathLike, postfixes: Sequence[str
     return found
 
 
-def check_output_dir(output_dir: str | os.PathLike, overwrite: bool = False, postfixes: Sequence[str] = ("pseudo", "uncertainty")) -> str:
+def check_output_dir(output_dir: str | os.PathLike, overwrite: bool = False,
+                     postfixes: Sequence[str] = ("pseudo", "uncertainty")) -> str:
     """Refuse an output folder that already holds pseudo-labels, unless ``overwrite``; create it otherwise.
 
     Args:
@@ -146,7 +148,8 @@ class PseudoLabelWriter:
             outputs = [outputs]
         for out in outputs:
             if self.score_key not in out:
-                raise KeyError(f"PseudoLabelWriter: the output has no '{self.score_key}' (add ConfidenceScored to postprocessing).")
+                raise KeyError(f"PseudoLabelWriter: the output has no '{self.score_key}' (add ConfidenceScored to "
+                               "postprocessing).")
             rec = {
                 "image": self._rel(_meta_path(out[self.image_key], "image")),
                 "pseudo_label": self._rel(_meta_path(out[self.pred_key], self.pred_key)),

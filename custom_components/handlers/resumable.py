@@ -219,7 +219,8 @@ class ResumableCheckpoint:
                     target.load_state_dict(content[name])
             except Exception as e:
                 raise RuntimeError(
-                    f"ResumableCheckpoint: cannot restore '{name}' from {self.loaded_from or self.path}: {str(e).rstrip('.')}. "
+                    f"ResumableCheckpoint: cannot restore '{name}' from {self.loaded_from or self.path}: "
+                    f"{str(e).rstrip('.')}. "
                     "Did the configuration change since the checkpoint was written?"
                 ) from e
         if self.save_rng and "rng" in content:

@@ -120,9 +120,11 @@ class MultiRoundPseudoLabelInferer(Inferer):
             names = meta["filename_or_obj"]
             where = f"image '{names[0] if isinstance(names, (list, tuple)) and len(names) == 1 else names}'"
         if not isinstance(teacher, DiffusionTeacher):
-            raise TypeError(f"MultiRoundPseudoLabelInferer needs a DiffusionTeacher as network, got {type(teacher).__name__}.")
+            raise TypeError("MultiRoundPseudoLabelInferer needs a DiffusionTeacher as network, got "
+                            f"{type(teacher).__name__}.")
         if inputs.ndim != teacher.spatial_dims + 2:
-            raise ValueError(f"{where}: expected a {teacher.spatial_dims}D batch (B, C, *spatial), got shape {tuple(inputs.shape)}.")
+            raise ValueError(f"{where}: expected a {teacher.spatial_dims}D batch (B, C, *spatial), got shape "
+                             f"{tuple(inputs.shape)}.")
         if inputs.shape[1] != teacher.in_channels:
             raise ValueError(
                 f"{where}: has {inputs.shape[1]} channel(s) but the teacher expects in_channels={teacher.in_channels} "

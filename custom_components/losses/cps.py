@@ -32,9 +32,11 @@ class HardTargetDiceLoss(nn.Module):
         batch: compute Dice over the whole batch rather than per sample.
     """
 
-    def __init__(self, use_ce: bool = False, smooth_nr: float = 1e-5, smooth_dr: float = 1e-5, batch: bool = False) -> None:
+    def __init__(self, use_ce: bool = False, smooth_nr: float = 1e-5, smooth_dr: float = 1e-5,
+                 batch: bool = False) -> None:
         super().__init__()
-        kw = dict(include_background=True, to_onehot_y=True, softmax=True, smooth_nr=smooth_nr, smooth_dr=smooth_dr, batch=batch)
+        kw = dict(include_background=True, to_onehot_y=True, softmax=True, smooth_nr=smooth_nr, smooth_dr=smooth_dr,
+                  batch=batch)
         self.loss = DiceCELoss(**kw) if use_ce else DiceLoss(**kw)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -50,7 +52,8 @@ class HardTargetDiceLoss(nn.Module):
         if target.ndim == logits.ndim - 1:
             target = target.unsqueeze(1)
         if target.shape[2:] != logits.shape[2:]:
-            raise ValueError(f"target spatial shape {tuple(target.shape[2:])} differs from logits {tuple(logits.shape[2:])}.")
+            raise ValueError(f"target spatial shape {tuple(target.shape[2:])} differs from logits "
+                             f"{tuple(logits.shape[2:])}.")
         return self.loss(logits.float(), target.detach().long())
 
 

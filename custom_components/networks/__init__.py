@@ -1,4 +1,8 @@
+from .class_alignment import align_teacher_classes, best_class_order, channel_class_dice, permute_teacher_classes
 from .deployable import MaskPathwaySegmenter
+from .io import check_weights, describe_architecture, load_teacher_weights
+from .probe import ChannelProbe
+from .rounds import RoundMode
 from .teacher import (
     DiffusionTeacher,
     Reconstruction,
@@ -10,10 +14,6 @@ from .teacher import (
     one_hot_mask,
     probabilities_to_mask,
 )
-from .probe import ChannelProbe
-from .rounds import RoundMode
-from .io import check_weights, describe_architecture, load_teacher_weights
-from .class_alignment import align_teacher_classes, best_class_order, channel_class_dice, permute_teacher_classes
 
 __all__ = [
     "ChannelProbe",

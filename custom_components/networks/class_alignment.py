@@ -29,7 +29,8 @@ _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 def channel_class_dice(pred: torch.Tensor, label: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Pooled Dice of every (channel, class) pair: ``D[c, k] = 2 |pred == c & label == k| / (|pred == c| + |label == k|)``.
+    """Pooled Dice of every (channel, class) pair:
+    ``D[c, k] = 2 |pred == c & label == k| / (|pred == c| + |label == k|)``.
 
     Args:
         pred: predicted channel indices (any shape).
@@ -66,7 +67,8 @@ def best_class_order(dice: torch.Tensor) -> list[int]:
 def _first_and_last_conv(net: nn.Module, what: str) -> tuple[nn.Module, nn.Module]:
     convs = [m for m in net.modules() if isinstance(m, _CONVS)]
     if not convs:
-        raise TypeError(f"{what}: class channels can only be renamed in a convolutional backbone; found no convolution.")
+        raise TypeError(f"{what}: class channels can only be renamed in a convolutional backbone; found no "
+                        "convolution.")
     return convs[0], convs[-1]
 
 
@@ -150,7 +152,7 @@ def align_teacher_classes(
         for item in entry if isinstance(entry, (list, tuple)) else [entry]:  # lists: crops with num_samples > 1
             img = torch.as_tensor(item[image_key])
             if img.ndim == teacher.spatial_dims + 2:  # a batch from a loader
-                items += [{image_key: i, label_key: l} for i, l in zip(img, torch.as_tensor(item[label_key]))]
+                items += [{image_key: i, label_key: lab} for i, lab in zip(img, torch.as_tensor(item[label_key]))]
             else:
                 items.append(item)
         for it in items:

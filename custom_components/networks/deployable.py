@@ -10,7 +10,6 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
-
 from monai.networks.schedulers import DDPMScheduler
 
 from .teacher import build_backbone, check_spatial_size, draw_noise, segment_noised_background
@@ -73,7 +72,8 @@ class MaskPathwaySegmenter(nn.Module):
         self.seed = seed
         self.num_draws = num_draws
         self.mask_net = mask_net or build_backbone(
-            spatial_dims, num_classes + in_channels, num_classes, channels, num_res_blocks, attention_levels, norm_num_groups
+            spatial_dims, num_classes + in_channels, num_classes, channels, num_res_blocks, attention_levels,
+            norm_num_groups
         )
         self.scheduler = DDPMScheduler(
             num_train_timesteps=num_train_timesteps, schedule=schedule, clip_sample=False, **(schedule_args or {})
@@ -114,5 +114,6 @@ class MaskPathwaySegmenter(nn.Module):
         t = torch.full((b * self.num_draws,), self.timestep, dtype=torch.long, device=x.device)
         noise = draw_noise(x, self.num_classes, range(self.seed, self.seed + self.num_draws))
         xs = x.repeat(self.num_draws, *([1] * (x.ndim - 1)))
-        probs = segment_noised_background(self.mask_net, self.scheduler, xs, self.num_classes, t, noise).float().softmax(1)
+        probs = segment_noised_background(self.mask_net, self.scheduler, xs, self.num_classes, t,
+                                          noise).float().softmax(1)
         return probs.reshape(self.num_draws, b, *probs.shape[1:]).mean(0)

@@ -130,7 +130,8 @@ def draw_noise(x: torch.Tensor, num_classes: int, seeds: Sequence[int]) -> torch
 
 
 def segment_noised_background(
-    mask_net: nn.Module, scheduler: DDPMScheduler, x: torch.Tensor, num_classes: int, t: torch.Tensor, noise: torch.Tensor
+    mask_net: nn.Module, scheduler: DDPMScheduler, x: torch.Tensor, num_classes: int, t: torch.Tensor,
+    noise: torch.Tensor
 ) -> torch.Tensor:
     """The mask pathway on a noised all-background mask: ``S(concat[add_noise(m_bg, noise, t), x], t)`` (logits).
 
@@ -159,7 +160,8 @@ def check_spatial_size(spatial_shape: Sequence[int], num_levels: int, where: str
     if bad:
         raise ValueError(
             f"{where}: spatial size {tuple(spatial_shape)} cannot be taken by a backbone with {num_levels} levels; "
-            f"every spatial size must be a multiple of {factor} (e.g. {tuple(max(factor, (s // factor) * factor) for s in spatial_shape)})."
+            f"every spatial size must be a multiple of {factor} (e.g. "
+            f"{tuple(max(factor, (s // factor) * factor) for s in spatial_shape)})."
         )
 
 
@@ -251,10 +253,12 @@ class DiffusionTeacher(nn.Module):
                 f"{', '.join(['*'] * self.spatial_dims)}), got shape {tuple(x.shape)}."
             )
         if x.shape[1] != self.in_channels:
-            raise ValueError(f"{where}: expected {self.in_channels} image channel(s), got {x.shape[1]} (shape {tuple(x.shape)}).")
+            raise ValueError(f"{where}: expected {self.in_channels} image channel(s), got {x.shape[1]} (shape "
+                             f"{tuple(x.shape)}).")
         check_spatial_size(x.shape[2:], self.num_levels, where)
 
-    def sample_timesteps(self, batch_size: int, device: torch.device, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample_timesteps(self, batch_size: int, device: torch.device,
+                         generator: torch.Generator | None = None) -> torch.Tensor:
         """Uniform timesteps in ``[0, T)``, one per sample.
 
         Args:

@@ -24,7 +24,8 @@ __all__ = [
 
 
 def native_bf16(device: torch.device | str) -> bool:
-    """Whether ``device`` computes bfloat16 natively, i.e. whether bf16 autocast pays there (the bundles' ``amp`` default).
+    """Whether ``device`` computes bfloat16 natively, i.e. whether bf16 autocast pays there (the bundles' ``amp``
+    default).
 
     CUDA: ``torch.cuda.is_bf16_supported()`` (Ampere and later). CPU: the AVX512-BF16 or AMX instructions (on CPUs
     without them oneDNN emulates bf16, which is slower than fp32). Measured on a 2-core AMD EPYC with AVX512-BF16:
@@ -38,7 +39,8 @@ def native_bf16(device: torch.device | str) -> bool:
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     if device.type == "cpu":
         cpu = getattr(torch, "cpu", None)
-        return any(bool(getattr(cpu, f, lambda: False)()) for f in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+        return any(bool(getattr(cpu, f, lambda: False)()) for f in ("_is_avx512_bf16_supported",
+                                                                    "_is_amx_tile_supported"))
     return False
 
 
@@ -111,7 +113,8 @@ def compile_backbones(modules: Iterable[nn.Module], **compile_kwargs: Any) -> No
     """
     for m in modules:
         if not isinstance(m, nn.Module):
-            raise TypeError(f"engines/fastpath.py: compile_backbones expects nn.Module objects, got {type(m).__name__}.")
+            raise TypeError("engines/fastpath.py: compile_backbones expects nn.Module objects, got "
+                            f"{type(m).__name__}.")
         m.compile(**compile_kwargs)
 
 

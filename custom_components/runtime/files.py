@@ -69,7 +69,8 @@ def atomic_write(
     except OSError as e:
         if os.path.exists(tmp_name):
             os.remove(tmp_name)
-        raise OSError(e.errno, f"cannot write {what} {path} ({e.strerror or e}); the previous file is unchanged", str(path)) from e
+        raise OSError(e.errno, f"cannot write {what} {path} ({e.strerror or e}); the previous file is unchanged",
+                      str(path)) from e
     except BaseException:
         if os.path.exists(tmp_name):
             os.remove(tmp_name)

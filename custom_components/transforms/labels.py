@@ -38,10 +38,12 @@ class FillMissingLabel(Transform):
             img: channel-first image.
         """
         if img.ndim < 2:
-            raise ValueError(f"FillMissingLabel expects a channel-first image (C, *spatial), got shape {tuple(img.shape)}.")
+            raise ValueError("FillMissingLabel expects a channel-first image (C, *spatial), got shape "
+                             f"{tuple(img.shape)}.")
         out = torch.full((1, *img.shape[1:]), self.fill_value, dtype=self.dtype)
         if isinstance(img, MetaTensor):
-            return MetaTensor(out, meta=copy.deepcopy(img.meta), applied_operations=copy.deepcopy(img.applied_operations))
+            return MetaTensor(out, meta=copy.deepcopy(img.meta),
+                              applied_operations=copy.deepcopy(img.applied_operations))
         return MetaTensor(out)
 
 

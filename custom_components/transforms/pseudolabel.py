@@ -2,7 +2,8 @@
 
 Each is an array transform wrapped by a dictionary transform; none is random. Conventions: probabilities are
 channel-first ``(K, *spatial)``; labels are class-index maps ``(1, *spatial)``; the uncertainty map is the
-one-channel normalised predictive entropy in [0, 1] (:class:`~custom_components.transforms.uncertainty.PredictiveEntropy`);
+one-channel normalised predictive entropy in [0, 1]
+(:class:`~custom_components.transforms.uncertainty.PredictiveEntropy`);
 "ignored" voxels carry ``ignore_value`` (default ``-1``, what the project's losses skip).
 
 - :class:`ConfidenceScore` / :class:`ConfidenceScored`: one per-image confidence score from the probabilities.
@@ -46,7 +47,8 @@ CONFIDENCE_MODES = ("foreground_max_prob", "mean_max_prob", "one_minus_entropy")
 def _probs(x: Any, name: str) -> torch.Tensor:
     p = convert_to_tensor(x, track_meta=False).float()
     if p.ndim < 3 or p.shape[0] < 2:
-        raise ValueError(f"{name}: expected channel-first probabilities (K >= 2, *spatial) with 2 or 3 spatial axes, got shape {tuple(p.shape)}.")
+        raise ValueError(f"{name}: expected channel-first probabilities (K >= 2, *spatial) with 2 or 3 spatial axes, "
+                         f"got shape {tuple(p.shape)}.")
     return p
 
 
@@ -109,7 +111,8 @@ class ConfidenceScored(MapTransform):
     """
 
     def __init__(
-        self, keys: KeysCollection = "pred", output_key: str = "confidence", mode: str = "foreground_max_prob", allow_missing_keys: bool = False
+        self, keys: KeysCollection = "pred", output_key: str = "confidence", mode: str = "foreground_max_prob",
+        allow_missing_keys: bool = False
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.output_key = output_key
@@ -151,7 +154,8 @@ class ConfidenceThreshold(Transform):
         Raises:
             ValueError: for a non-finite score.
         """
-        s = float(np.asarray(convert_to_tensor(score, track_meta=False).detach().cpu(), dtype=np.float64).reshape(-1)[0])
+        s = float(np.asarray(convert_to_tensor(score, track_meta=False).detach().cpu(),
+                             dtype=np.float64).reshape(-1)[0])
         if not np.isfinite(s):
             raise ValueError(f"ConfidenceThreshold: the score must be finite, got {s}.")
         return s >= self.threshold
@@ -166,7 +170,8 @@ class ConfidenceThreshold(Transform):
         if self.is_confident(score):
             return label
         out = label.clone() if isinstance(label, torch.Tensor) else np.array(label, copy=True)
-        if isinstance(out, torch.Tensor) and not (out.is_floating_point() or out.dtype in (torch.int8, torch.int16, torch.int32, torch.int64)):
+        if isinstance(out, torch.Tensor) and not (
+                out.is_floating_point() or out.dtype in (torch.int8, torch.int16, torch.int32, torch.int64)):
             out = out.long()  # unsigned / bool labels cannot hold a negative ignore value
         elif isinstance(out, np.ndarray) and out.dtype.kind in "ub":
             out = out.astype(np.int64)
@@ -264,7 +269,8 @@ class MaskUncertain(Transform):
         ref = convert_to_tensor(reference, track_meta=False).float()
         if self.criterion == "uncertainty":
             if ref.shape[0] != 1:
-                raise ValueError(f"MaskUncertain: the uncertainty map must have one channel, got shape {tuple(ref.shape)}.")
+                raise ValueError("MaskUncertain: the uncertainty map must have one channel, got shape "
+                                 f"{tuple(ref.shape)}.")
             return ref > self.threshold
         ref = _probs(ref, "MaskUncertain")
         return ref.max(0, keepdim=True).values < self.threshold
@@ -279,7 +285,8 @@ class MaskUncertain(Transform):
         lab = convert_to_tensor(label, track_meta=True)
         mask = self.uncertain(reference).to(lab.device)
         if lab.shape[0] != 1:
-            raise ValueError(f"MaskUncertain: the label must be a one-channel class-index map, got shape {tuple(lab.shape)}.")
+            raise ValueError("MaskUncertain: the label must be a one-channel class-index map, got shape "
+                             f"{tuple(lab.shape)}.")
         _check_same_spatial(lab, mask, "MaskUncertain")
         out = lab.clone()
         if not out.is_floating_point() and out.dtype == torch.uint8:
@@ -348,13 +355,17 @@ class LabelToOneHot(Transform):
         """
         lab = convert_to_tensor(label, track_meta=True)
         if lab.shape[0] != 1:
-            raise ValueError(f"LabelToOneHot: expected a one-channel class-index map (1, *spatial), got shape {tuple(lab.shape)}.")
+            raise ValueError("LabelToOneHot: expected a one-channel class-index map (1, *spatial), got shape "
+                             f"{tuple(lab.shape)}.")
         idx = lab[0].round().long() if lab.is_floating_point() else lab[0].long()
-        ignored = idx == int(self.ignore_value) if self.ignore_value is not None else torch.zeros_like(idx, dtype=torch.bool)
+        ignored = (idx == int(self.ignore_value) if self.ignore_value is not None
+                   else torch.zeros_like(idx, dtype=torch.bool))
         bad = (~ignored) & ((idx < 0) | (idx >= self.num_classes))
         if bool(bad.any()):
-            raise ValueError(f"LabelToOneHot: label values {sorted(set(idx[bad].unique().tolist()))[:5]} outside [0, {self.num_classes}) (ignore_value={self.ignore_value}).")
-        onehot = torch.nn.functional.one_hot(idx.clamp(0, self.num_classes - 1), self.num_classes).movedim(-1, 0).float()
+            raise ValueError(f"LabelToOneHot: label values {sorted(set(idx[bad].unique().tolist()))[:5]} outside [0, "
+                             f"{self.num_classes}) (ignore_value={self.ignore_value}).")
+        onehot = torch.nn.functional.one_hot(idx.clamp(0, self.num_classes - 1),
+                                             self.num_classes).movedim(-1, 0).float()
         onehot[:, ignored] = 0.0
         if hasattr(lab, "meta"):
             from monai.data import MetaTensor
@@ -399,7 +410,8 @@ class LabelToOneHotd(MapTransform):
         allow_missing_keys: skip missing keys.
     """
 
-    def __init__(self, keys: KeysCollection, num_classes: int, ignore_value: float | None = -1, allow_missing_keys: bool = False) -> None:
+    def __init__(self, keys: KeysCollection, num_classes: int, ignore_value: float | None = -1,
+                 allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
         self.converter = LabelToOneHot(num_classes, ignore_value)
 
@@ -424,7 +436,8 @@ class OneHotToLabeld(MapTransform):
     """
 
     def __init__(
-        self, keys: KeysCollection, ignore_value: float | None = -1, dtype: torch.dtype = torch.int64, allow_missing_keys: bool = False
+        self, keys: KeysCollection, ignore_value: float | None = -1, dtype: torch.dtype = torch.int64,
+        allow_missing_keys: bool = False
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.converter = OneHotToLabel(ignore_value, dtype)

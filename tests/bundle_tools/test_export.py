@@ -51,7 +51,8 @@ def test_unet_bundle_scripted_with_metadata_and_config_embedded(tiny_bundle, tmp
     assert rec["file"] == "models/model.ts" and rec["method"] == "script"
     assert rec["command"].startswith("python -m monai.bundle ckpt_export network_def --filepath models/model.ts")
     names = zipfile.ZipFile(ts).namelist()
-    assert any(n.endswith("extra/metadata.json") for n in names) and any(n.endswith("extra/inference.json") for n in names)
+    assert (any(n.endswith("extra/metadata.json") for n in names)
+            and any(n.endswith("extra/inference.json") for n in names))
     net = build_bundle_network(b)
     assert check_parity(net, ts, _inputs(2), atol=TS_ATOL) <= TS_ATOL
     verify_net_in_out("network_def", meta_file=str(b / "configs/metadata.json"),

@@ -43,9 +43,11 @@ def test_settings_reach_every_config_and_the_metadata(cotrain):
     assert float(net.scheduler.betas[-1]) == pytest.approx(0.02)
     meta = _load(cotrain / "configs" / "metadata.json")
     image, pred = meta["network_data_format"]["inputs"]["image"], meta["network_data_format"]["outputs"]["pred"]
-    assert image["num_channels"] == 1 and image["channel_def"] == {"0": "image"} and image["spatial_shape"] == ["2*n"] * 2
+    assert (image["num_channels"] == 1 and image["channel_def"] == {"0": "image"}
+            and image["spatial_shape"] == ["2*n"] * 2)
     assert pred["num_channels"] == 3 and pred["channel_def"] == {"0": "bg", "1": "a", "2": "b"}
-    major, minor, patch = json.loads((BUNDLES / "cotrain" / "configs" / "metadata.json").read_text())["version"].split(".")
+    major, minor, patch = json.loads(
+        (BUNDLES / "cotrain" / "configs" / "metadata.json").read_text())["version"].split(".")
     bumped = f"{major}.{minor}.{int(patch) + 1}"
     assert meta["version"] == bumped and list(meta["changelog"])[0] == bumped
     assert validate_metadata(meta) == []
@@ -61,7 +63,8 @@ def test_stacked_3d_profile_is_merged(cotrain):
     assert infer["roi_size"] == [16, 16, 16] and infer["dataset_dir"] != prof["dataset_dir"]
     train = _load(cotrain / "configs" / "train.json")
     assert train["train_spatial_transforms"][1]["_target_"] == "RandSpatialCropd"
-    assert _load(cotrain / "configs" / "metadata.json")["network_data_format"]["inputs"]["image"]["spatial_shape"] == ["2*n"] * 3
+    assert (_load(cotrain / "configs" / "metadata.json")["network_data_format"]["inputs"]["image"]["spatial_shape"]
+            == ["2*n"] * 3)
 
 
 def test_nothing_written_without_a_bundle_folder_above_ckpt_dir(tmp_path):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -90,7 +89,8 @@ def write_selection(model_path: Path, threshold: float = 0.5) -> Path:
 
 @pytest.fixture
 def make_bundle_workflow() -> Callable[..., ConfigWorkflow]:
-    """Factory fixture for :func:`make_workflow` (``make_bundle_workflow(bundle, names, workflow_type, **overrides)``)."""
+    """Factory fixture for :func:`make_workflow` (``make_bundle_workflow(bundle, names, workflow_type,
+    **overrides)``)."""
     return make_workflow
 
 

@@ -180,7 +180,8 @@ def test_evaluate_writes_metrics(spatial_dims, tiny_dataset_2d, tiny_dataset_3d,
     if spatial_dims == 2:  # non-square native size, different from roi_size: predictions are inverted
         data, roi, names, c = tiny_dataset_2d(num_cases=8, size=(20, 28)), [16, 16], ["train", "evaluate"], 3
     else:
-        data, roi, names, c = tiny_dataset_3d(num_cases=8, size=(16, 20, 12)), [16, 16, 16], ["train", "evaluate", "profile_3d"], 1
+        data, roi, names, c = (tiny_dataset_3d(num_cases=8, size=(16, 20, 12)), [16, 16, 16],
+                               ["train", "evaluate", "profile_3d"], 1)
     _fresh_deployable(tmp_path / "models" / "model.pt", spatial_dims, c)
     overrides = _train_overrides(data, tmp_path, roi, "")
     wf = make_bundle_workflow(BUNDLE, names, "eval", **overrides)
@@ -199,11 +200,13 @@ def test_evaluate_writes_metrics(spatial_dims, tiny_dataset_2d, tiny_dataset_3d,
 
 
 def _inference_overrides(tmp_path: Path, roi: list[int], **extra) -> dict:
-    return {**TINY, "output_dir": str(tmp_path / "pred"), "ckpt_dir": str(tmp_path / "models"), "roi_size": roi, **extra}
+    return {**TINY, "output_dir": str(tmp_path / "pred"), "ckpt_dir": str(tmp_path / "models"), "roi_size": roi,
+            **extra}
 
 
 @pytest.mark.parametrize("spatial_dims", [2, 3])
-def test_inference_writes_mask_and_uncertainty_per_input(spatial_dims, tiny_dataset_2d, tiny_dataset_3d, tmp_path, run_bundle):
+def test_inference_writes_mask_and_uncertainty_per_input(spatial_dims, tiny_dataset_2d, tiny_dataset_3d, tmp_path,
+                                                         run_bundle):
     if spatial_dims == 2:
         data, names, roi, ext, c = tiny_dataset_2d(num_cases=4, size=(20, 28)), ["inference"], [16, 16], ".png", 3
     else:
@@ -277,7 +280,8 @@ def test_threshold_is_applied_after_the_uncertainty_map(tiny_dataset_2d, tmp_pat
 def test_inference_on_datalist_key(tiny_dataset_2d, tmp_path, run_bundle):
     data = tiny_dataset_2d(num_cases=8, size=16)
     _fresh_deployable(tmp_path / "models" / "model.pt", 2, 3)
-    overrides = _inference_overrides(tmp_path, [16, 16], dataset_dir=str(data), infer_key="validation", save_uncertainty=False)
+    overrides = _inference_overrides(tmp_path, [16, 16], dataset_dir=str(data), infer_key="validation",
+                                     save_uncertainty=False)
     run_bundle(BUNDLE, ["inference"], "inference", **overrides)
     n_val = len(json.loads((data / "datalist.json").read_text())["validation"])
     assert len(list((tmp_path / "pred").glob("*_seg.png"))) == n_val == 2
@@ -295,7 +299,8 @@ def test_metadata_is_valid_and_matches_deployable_network():
     assert image["num_channels"] == infer["in_channels"] and pred["num_channels"] == infer["num_classes"]
     assert pred["channel_def"] == {"0": "background", "1": "foreground"}
     # the deployable network really maps image -> K class probabilities
-    net = MaskPathwaySegmenter(2, image["num_channels"], pred["num_channels"], channels=[8, 16], norm_num_groups=4).eval()
+    net = MaskPathwaySegmenter(2, image["num_channels"], pred["num_channels"], channels=[8, 16],
+                               norm_num_groups=4).eval()
     with torch.no_grad():
         probs = net(torch.rand(1, image["num_channels"], 16, 16) * 2 - 1)
     assert probs.shape == (1, pred["num_channels"], 16, 16)

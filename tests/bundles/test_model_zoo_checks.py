@@ -33,7 +33,8 @@ def test_check_properties_after_initialize(bundle, names, wtype, tmp_path, tiny_
     data = tiny_dataset_3d(num_cases=8, size=16) if "profile_3d" in names else tiny_dataset_2d(num_cases=8, size=16)
     wf = ConfigWorkflow(config_file=_files(bundle, names), workflow_type=wtype, initialize=[],
                         bundle_root=str(tmp_path), dataset_dir=str(data), num_workers=0,
-                        **({"threshold": 0.5} if wtype != "train" and bundle != "pseudolabel" else {}))  # no model_selection.json
+                        # no model_selection.json
+                        **({"threshold": 0.5} if wtype != "train" and bundle != "pseudolabel" else {}))
     wf.initialize()
     assert wf.check_properties() == []
 

@@ -1,4 +1,5 @@
-"""``multi_gpu_train.json`` of the co-training and teacher-pretraining bundles under ``torchrun`` (2 CPU processes, gloo)."""
+"""``multi_gpu_train.json`` of the co-training and teacher-pretraining bundles under ``torchrun`` (2 CPU processes,
+gloo)."""
 
 from __future__ import annotations
 
@@ -35,7 +36,8 @@ def _free_port() -> int:
 def _torchrun(bundle: str, overrides: dict, tmp_path: Path) -> subprocess.CompletedProcess:
     override_file = tmp_path / "override.json"
     override_file.write_text(json.dumps(overrides))
-    configs = [str(BUNDLES / bundle / "configs" / n) for n in ("train.json", "multi_gpu_train.json")] + [str(override_file)]
+    configs = ([str(BUNDLES / bundle / "configs" / n) for n in ("train.json", "multi_gpu_train.json")]
+               + [str(override_file)])
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
         f"--master_port={_free_port()}", "-m", "monai.bundle", "run", "--config_file", repr(configs),

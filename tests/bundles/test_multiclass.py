@@ -62,7 +62,8 @@ def test_every_bundle_with_k_classes(spatial_dims, k, tiny_dataset_2d, tiny_data
 
     pred = tmp_path / "pred"  # the deployable model on new images: argmax masks and K-class uncertainty maps
     run_bundle("cotrain", ["inference", *profile], "inference", **{**NET, "num_classes": k, "in_channels": c,
-               "roi_size": roi, "ckpt_dir": str(p2 / "models"), "output_dir": str(pred), "input_dir": str(data / "imagesTr")})
+               "roi_size": roi, "ckpt_dir": str(p2 / "models"), "output_dir": str(pred),
+               "input_dir": str(data / "imagesTr")})
     ext = ".png" if spatial_dims == 2 else ".nii.gz"
     segs = sorted(pred.glob("*_seg" + ext))
     assert len(segs) == 8 and len(list(pred.glob("*_uncertainty" + ext))) == 8
@@ -75,21 +76,24 @@ def test_every_bundle_with_k_classes(spatial_dims, k, tiny_dataset_2d, tiny_data
         assert set(np.unique(m)) <= set(range(k)) and 0.0 <= u.min() and u.max() <= 1.0 + 1e-6
 
     p3 = tmp_path / "pseudolabel"
-    run_bundle("pseudolabel", ["inference", *profile], "inference", **{**NET, "dataset_dir": str(data), "num_classes": k,
+    run_bundle("pseudolabel", ["inference", *profile], "inference",
+               **{**NET, "dataset_dir": str(data), "num_classes": k,
                "in_channels": c, "roi_size": roi, "rounds": 1, "output_dir": str(p3),
                "teacher_ckpt": str(p2 / "models" / "teacher.pt")})
     entries = json.loads((p3 / "pseudolabels.json").read_text())["pseudolabels"]
     assert len(entries) == 2
     for e in entries:
         if spatial_dims == 2:
-            lab, unc = np.asarray(Image.open(p3 / e["pseudo_label"])), np.asarray(Image.open(p3 / e["uncertainty"])) / 255.0
+            lab, unc = (np.asarray(Image.open(p3 / e["pseudo_label"])),
+                        np.asarray(Image.open(p3 / e["uncertainty"])) / 255.0)
         else:
             lab, unc = np.asarray(nib.load(p3 / e["pseudo_label"]).dataobj), nib.load(p3 / e["uncertainty"]).get_fdata()
         assert lab.dtype == np.uint8 and set(np.unique(lab)) <= set(range(k))
         assert 0.0 <= unc.min() and unc.max() <= 1.0 + 1e-6
 
     sup = tmp_path / "supervised"
-    ov = {**tiny_unet_overrides, "dataset_dir": str(data), "num_classes": k, "in_channels": c, "roi_size": roi, "batch_size": 2,
+    ov = {**tiny_unet_overrides, "dataset_dir": str(data), "num_classes": k, "in_channels": c, "roi_size": roi,
+          "batch_size": 2,
           "max_epochs": 1, "val_interval": 1, "output_dir": str(sup / "eval"), "ckpt_dir": str(sup / "models")}
     run_bundle("supervised", ["train", *profile], "train", **ov)
     run_bundle("supervised", ["train", "evaluate", *profile], "eval", **{**ov, "output_dir": str(sup / "test")})

@@ -23,7 +23,8 @@ TINY = {"channels": [8, 16], "norm_num_groups": 4, "num_train_timesteps": 100, "
 
 def _teacher_ckpt(path: Path, spatial_dims: int, in_channels: int, num_classes: int, channels=(8, 16)) -> Path:
     torch.manual_seed(0)
-    net = DiffusionTeacher(spatial_dims, in_channels, num_classes, channels=channels, norm_num_groups=4, num_train_timesteps=100, infer_timestep=50)
+    net = DiffusionTeacher(spatial_dims, in_channels, num_classes, channels=channels, norm_num_groups=4,
+                           num_train_timesteps=100, infer_timestep=50)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(net.state_dict(), path)
     return path
@@ -60,9 +61,11 @@ def _check_ranked(out: Path, data: Path, n_expected: int, ext: str) -> list[dict
 
 @pytest.mark.parametrize("num_classes", [2, 3])
 def test_pseudolabel_2d(tiny_dataset_2d, tmp_path, run_bundle, num_classes):
-    data = tiny_dataset_2d(num_cases=7, size=20, num_classes=num_classes, splits={"labeled": 1, "unlabeled": 4, "validation": 1, "test": 1})
+    data = tiny_dataset_2d(num_cases=7, size=20, num_classes=num_classes,
+                           splits={"labeled": 1, "unlabeled": 4, "validation": 1, "test": 1})
     ckpt = _teacher_ckpt(tmp_path / "teacher.pt", 2, 3, num_classes)
-    run_bundle(BUNDLE, ["inference"], "inference", **_overrides(data, tmp_path, ckpt, num_classes=num_classes, roi_size=[16, 16]))
+    run_bundle(BUNDLE, ["inference"], "inference",
+               **_overrides(data, tmp_path, ckpt, num_classes=num_classes, roi_size=[16, 16]))
     entries = _check_ranked(tmp_path / "out", data, 4, ".png")
     for e in entries:
         src = np.asarray(Image.open(e["image"]))
@@ -74,9 +77,11 @@ def test_pseudolabel_2d(tiny_dataset_2d, tmp_path, run_bundle, num_classes):
 
 
 def test_pseudolabel_3d_sliding_window(tiny_dataset_3d, tmp_path, run_bundle):
-    data = tiny_dataset_3d(num_cases=6, size=[16, 16, 12], spacing=[0.5, 0.5, 2.0], splits={"labeled": 1, "unlabeled": 2, "validation": 2, "test": 1})
+    data = tiny_dataset_3d(num_cases=6, size=[16, 16, 12], spacing=[0.5, 0.5, 2.0],
+                           splits={"labeled": 1, "unlabeled": 2, "validation": 2, "test": 1})
     ckpt = _teacher_ckpt(tmp_path / "teacher.pt", 3, 1, 2)
-    wf = run_bundle(BUNDLE, ["inference", "profile_3d"], "inference", **_overrides(data, tmp_path, ckpt, rounds=1, roi_size=[16, 16, 8]))
+    wf = run_bundle(BUNDLE, ["inference", "profile_3d"], "inference",
+                    **_overrides(data, tmp_path, ckpt, rounds=1, roi_size=[16, 16, 8]))
     assert type(wf.parser.get_parsed_content("inferer").window_inferer).__name__ == "SlidingWindowInferer"
     for e in _check_ranked(tmp_path / "out", data, 2, ".nii.gz"):
         src, lab, unc = nib.load(e["image"]), nib.load(e["pseudo_label"]), nib.load(e["uncertainty"])
@@ -98,7 +103,8 @@ def test_refuses_existing_output_unless_overwrite(tiny_dataset_2d, tmp_path, run
         wf.initialize()
     cause = _root_cause(err.value)
     assert isinstance(cause, FileExistsError)
-    assert f"output folder '{tmp_path / 'out'}' already holds pseudo-labels" in str(cause) and "--overwrite True" in str(cause)
+    assert (f"output folder '{tmp_path / 'out'}' already holds pseudo-labels" in str(cause)
+            and "--overwrite True" in str(cause))
     assert (tmp_path / "out" / "pseudolabels.json").read_text() == before
     run_bundle(BUNDLE, ["inference"], "inference", **{**ov, "overwrite": True})
     assert len(json.loads((tmp_path / "out" / "pseudolabels.json").read_text())["pseudolabels"]) == 2
@@ -127,7 +133,8 @@ def test_image_with_other_channel_count(tiny_dataset_2d, tmp_path, make_bundle_w
     assert isinstance(cause, ValueError)
     assert re.search(r"image '.*case_00\d\.png': has 1 channel\(s\) but the teacher expects in_channels=3", str(cause))
     # with it (the default), initialize already refuses the datalist
-    wf = make_bundle_workflow(BUNDLE, ["inference"], "inference", **_overrides(data, tmp_path / "b", ckpt, roi_size=[16, 16], check_datalist_files=True))
+    wf = make_bundle_workflow(BUNDLE, ["inference"], "inference",
+                              **_overrides(data, tmp_path / "b", ckpt, roi_size=[16, 16], check_datalist_files=True))
     with pytest.raises(Exception) as err:
         wf.initialize()
     assert "case_00" in str(_root_cause(err.value)) and "channel" in str(_root_cause(err.value))

@@ -1,4 +1,5 @@
-"""End-to-end tests of bundles/supervised: train (2D, 3D profile), resume, evaluate, inference, metadata, bundle_root."""
+"""End-to-end tests of bundles/supervised: train (2D, 3D profile), resume, evaluate, inference, metadata,
+bundle_root."""
 
 from __future__ import annotations
 
@@ -98,7 +99,8 @@ def test_resume_continues_to_new_max_epochs(tiny_dataset_2d, tmp_path, run_bundl
 
 
 @pytest.mark.parametrize("profile", [None, "profile_3d"])
-def test_evaluate_writes_per_case_metrics(profile, tiny_dataset_2d, tiny_dataset_3d, tmp_path, make_workflow, save_fresh_weights):
+def test_evaluate_writes_per_case_metrics(profile, tiny_dataset_2d, tiny_dataset_3d, tmp_path, make_workflow,
+                                          save_fresh_weights):
     if profile is None:  # non-square native size, different from roi_size: predictions must be inverted
         data, roi = tiny_dataset_2d(num_cases=8, size=(20, 28)), [16, 16]
     else:
@@ -120,7 +122,8 @@ def test_evaluate_writes_per_case_metrics(profile, tiny_dataset_2d, tiny_dataset
     assert not (tmp_path / "models" / "train_state.pt").exists(), "evaluation must not write training state"
 
 
-def test_evaluate_stacked_config_passes_train_properties_too(tiny_dataset_2d, tmp_path, make_workflow, save_fresh_weights):
+def test_evaluate_stacked_config_passes_train_properties_too(tiny_dataset_2d, tmp_path, make_workflow,
+                                                             save_fresh_weights):
     data = tiny_dataset_2d(num_cases=4, size=16)
     wf = make_workflow(BUNDLE, ["train", "evaluate"], "train", **_train_overrides(data, tmp_path, roi_size=[16, 16]))
     save_fresh_weights(wf, tmp_path / "models" / "model.pt")  # evaluate.json checks the weights in initialize
@@ -129,7 +132,8 @@ def test_evaluate_stacked_config_passes_train_properties_too(tiny_dataset_2d, tm
 
 
 @pytest.mark.parametrize("spatial_dims", [2, 3])
-def test_inference_folder_writes_one_mask_per_input(spatial_dims, tiny_dataset_2d, tiny_dataset_3d, tmp_path, run_bundle, make_workflow, save_fresh_weights):
+def test_inference_folder_writes_one_mask_per_input(spatial_dims, tiny_dataset_2d, tiny_dataset_3d, tmp_path,
+                                                    run_bundle, make_workflow, save_fresh_weights):
     if spatial_dims == 2:
         data = tiny_dataset_2d(num_cases=4, size=(20, 28), in_channels=3)
         names, roi, ext = ["inference"], [16, 16], ".png"

@@ -20,7 +20,8 @@ COMMON = {"num_workers": 0, "max_epochs": 1, "val_interval": 1, "batch_size": 2,
 CASES = {
     "supervised": ({"network_def#channels": [4, 8, 16], "network_def#strides": [2, 2], "network_def#num_res_units": 0},
                    {"train_loss"}),
-    "teacher_pretrain": ({"channels": [8, 16], "norm_num_groups": 4}, {"loss", "loss_cyc", "frac_class1", "val_probe_dice"}),
+    "teacher_pretrain": ({"channels": [8, 16], "norm_num_groups": 4},
+                         {"loss", "loss_cyc", "frac_class1", "val_probe_dice"}),
     "cotrain": ({"channels": [8, 16], "norm_num_groups": 4, "teacher_ckpt": "", "rounds": 1, "val_batch_size": 2},
                 {"loss", "loss_sup", "loss_cps", "loss_rec", "loss_align"}),
 }

@@ -185,7 +185,8 @@ def test_inference_folder_checks(tmp_path):
     with pytest.raises(DatalistError, match=r"nope: input_dir does not exist"):
         folder_entries(tmp_path / "nope", ".png")
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "a.jpg")
-    with pytest.raises(DatalistError, match=r"holds no '\*\.png' image file .* it holds \.jpg files: pass --image_ext \.jpg"):
+    with pytest.raises(DatalistError, match=r"holds no '\*\.png' image file .* it holds \.jpg files: pass --image_ext "
+                                            r"\.jpg"):
         folder_entries(tmp_path, ".png")
     assert folder_entries(tmp_path, ".jpg") == [{"image": str(tmp_path / "a.jpg")}]
     validate_inference_input(tmp_path, ".jpg", "unused.json", "test", spatial_dims=2, in_channels=3)

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from custom_components.engines import CoTrainer
-from custom_components.runtime.fastpath import native_bf16
 from custom_components.networks import DiffusionTeacher
+from custom_components.runtime.fastpath import native_bf16
 
 torch.set_num_threads(1)
 
@@ -36,13 +36,15 @@ def _batch() -> dict:
 def first_step(amp: bool = False, fused: bool = False, **kw) -> tuple[dict, dict, dict]:
     """Losses, gradients and updated parameters of one co-training step from fixed weights and draws."""
     teacher, student = _nets(0), _nets(1)
-    opts = [torch.optim.Adam(p, 1e-3, fused=fused or None) for p in (teacher.parameters(), student.mask_net.parameters())]
+    opts = [torch.optim.Adam(p, 1e-3, fused=fused or None)
+            for p in (teacher.parameters(), student.mask_net.parameters())]
     trainer = CoTrainer("cpu", 1, [0], teacher, student, *opts, rounds=3, amp=amp, unsup_weight=lambda e: 1.0, **kw)
     trainer.state.epoch = 1
     torch.manual_seed(123)
     out = trainer._iteration(trainer, _batch())
     nets = {"teacher": teacher, "student": student.mask_net}
-    grads = {f"{n}.{k}": p.grad.detach().clone() for n, m in nets.items() for k, p in m.named_parameters() if p.grad is not None}
+    grads = {f"{n}.{k}": p.grad.detach().clone()
+             for n, m in nets.items() for k, p in m.named_parameters() if p.grad is not None}
     params = {f"{n}.{k}": p.detach().clone() for n, m in nets.items() for k, p in m.named_parameters()}
     return {k: float(v) for k, v in out.items()}, grads, params
 

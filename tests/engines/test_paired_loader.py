@@ -78,7 +78,8 @@ def test_custom_keys() -> None:
 def test_empty_stream_raises_naming_the_split(empty: str) -> None:
     streams = {"labeled": CountingLoader(2, "l"), "unlabeled": CountingLoader(2, "u")}
     streams[empty] = CountingLoader(0, "x")
-    with pytest.raises(ValueError, match=rf"the {empty} stream is empty: the datalist's '{empty}' split has no entries"):
+    with pytest.raises(ValueError, match=rf"the {empty} stream is empty: the datalist's '{empty}' split has no "
+                                         r"entries"):
         PairedLoader(streams["labeled"], streams["unlabeled"])
 
 
@@ -88,7 +89,8 @@ def test_drop_last_leaving_no_batch_counts_as_empty() -> None:
         PairedLoader(lab, CountingLoader(2, "u"))
 
 
-@pytest.mark.parametrize("length,msg", [(0, "length must be >= 1, got 0"), ("longest", "length must be an int or one of")])
+@pytest.mark.parametrize("length,msg", [(0, "length must be >= 1, got 0"),
+                                        ("longest", "length must be an int or one of")])
 def test_invalid_length_rejected(length, msg: str) -> None:
     with pytest.raises(ValueError, match=msg):
         PairedLoader(CountingLoader(1, "l"), CountingLoader(1, "u"), length=length)

@@ -35,7 +35,8 @@ def perturb_(module: torch.nn.Module, scale: float = 0.1) -> torch.nn.Module:
 
 
 def make_data(dims: int = 2, c: int = 1, k: int = 2, n: int = 4, labels: str = "real") -> list[dict]:
-    """``n`` tiny cases; ``labels``: ``"real"``, ``"ignore"`` (all -1, as ``FillMissingLabeld`` writes) or ``"none"``."""
+    """``n`` tiny cases; ``labels``: ``"real"``, ``"ignore"`` (all -1, as ``FillMissingLabeld`` writes) or
+    ``"none"``."""
     g = torch.Generator().manual_seed(99)
     data = []
     for _ in range(n):
@@ -211,7 +212,8 @@ def test_class_fractions_and_permutation_dice() -> None:
     onehot = torch.nn.functional.one_hot(y[:, 0], 2).movedim(-1, 1).float()
     swapped = onehot.flip(1)  # the teacher put foreground in channel 0
     torch.testing.assert_close(class_fractions(swapped), torch.tensor([0.5, 0.5]))
-    torch.testing.assert_close(permutation_dice(swapped, y), torch.tensor([1.0], dtype=permutation_dice(swapped, y).dtype))
+    torch.testing.assert_close(permutation_dice(swapped, y),
+                               torch.tensor([1.0], dtype=permutation_dice(swapped, y).dtype))
     collapsed = torch.stack([torch.ones(1, 4, 4), torch.zeros(1, 4, 4)], 1)  # all class 0
     torch.testing.assert_close(class_fractions(collapsed), torch.tensor([1.0, 0.0]))
     # a collapse scores the best assignment: everything foreground -> Dice 2*8/(16+8)
@@ -224,7 +226,8 @@ def test_monitor_evaluator_reports_probe_and_permutation_dice() -> None:
     evaluator = TeacherMonitorEvaluator(
         "cpu", loader, teacher, probe,
         key_val_metric={"val_probe_dice": OutputAverage("probe_dice")},
-        additional_metrics={"val_perm_dice": BestAssignmentDice("assignment_dice"), "val_rec_mse": OutputAverage("rec_mse"),
+        additional_metrics={"val_perm_dice": BestAssignmentDice("assignment_dice"),
+                            "val_rec_mse": OutputAverage("rec_mse"),
                             "gain_blank": OutputAverage("rec_gain_blank"),
                             "gain_shuffled": OutputAverage("rec_gain_shuffled"),
                             "frac0": OutputAverage("frac_class0"), "frac1": OutputAverage("frac_class1")},
@@ -348,7 +351,8 @@ def test_cycle_loss_equals_the_method_formula() -> None:
     spy = _PathwaySpy(teacher)
     data = make_data(c=1, n=8, labels="none")
     loader = DataLoader(data, batch_size=8, shuffle=False)
-    trainer = TeacherPretrainTrainer(device="cpu", max_epochs=1, train_data_loader=loader, teacher=teacher, optimizer=opt)
+    trainer = TeacherPretrainTrainer(device="cpu", max_epochs=1, train_data_loader=loader, teacher=teacher,
+                                     optimizer=opt)
     torch.manual_seed(3)
     trainer.run()
     (s_in, t1, s_out), = spy.calls["S"]

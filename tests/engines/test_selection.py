@@ -17,8 +17,8 @@ from custom_components.engines import (
     selected_threshold,
 )
 from custom_components.handlers import SelectedModelSaver
-from custom_components.transforms import ThresholdForeground
 from custom_components.networks import DiffusionTeacher, MaskPathwaySegmenter
+from custom_components.transforms import ThresholdForeground
 
 torch.set_num_threads(1)
 
@@ -208,7 +208,8 @@ def test_threshold_foreground_applies_the_rule_of_the_sweep() -> None:
     d = dice_per_threshold(probs[None], label, GRID)
     for j in (0, 14, 24, 44):
         pred = ThresholdForeground(float(GRID[j]))(probs)
-        assert float(dice_per_threshold(torch.cat([1 - pred, pred])[None], label, None)) == pytest.approx(float(d[0, j]))
+        assert float(dice_per_threshold(torch.cat([1 - pred, pred])[None], label, None)) == pytest.approx(
+            float(d[0, j]))
     three = torch.tensor([0.2, 0.5, 0.3]).reshape(3, 1, 1)
     assert int(ThresholdForeground(0.1)(three)) == 1  # multi-class: argmax
     with pytest.raises(ValueError, match=r"threshold must be in \(0, 1\)"):
@@ -406,8 +407,10 @@ def test_evaluator_warns_when_the_selected_model_predicts_everything(tmp_path) -
     ev = DualNetworkEvaluator("cpu", val_loader(), {"a": FixedProbs(0.9, 0.9)}, threshold_step=0.02)
     ev.run()
     sel = ev.state.selection
-    assert sel["val_foreground_fraction"] == pytest.approx(1.0) and sel["label_foreground_fraction"] == pytest.approx(0.25)
+    assert (sel["val_foreground_fraction"] == pytest.approx(1.0)
+            and sel["label_foreground_fraction"] == pytest.approx(0.25))
     assert len(sel["warnings"]) == 1 and "100.0 % foreground" in sel["warnings"][0]
     good = DualNetworkEvaluator("cpu", val_loader(), {"a": FixedProbs(0.3, 0.1)}, threshold_step=0.02)
     good.run()
-    assert good.state.selection["warnings"] == [] and good.state.selection["val_foreground_fraction"] == pytest.approx(0.25)
+    assert (good.state.selection["warnings"] == []
+            and good.state.selection["val_foreground_fraction"] == pytest.approx(0.25))

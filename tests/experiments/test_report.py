@@ -11,6 +11,7 @@ import pytest
 from custom_components.experiments import report as rx
 from custom_components.experiments.environment import REPO_ROOT, relative_path
 
+
 # ---------------------------------------------------------------------------------------------- aggregation, reports
 def _fake_metrics(path: Path, protocol: str, dice: list[float | None], pooled: float | None = None) -> Path:
     rows = [{"case": f"c{i}", "protocol": protocol, "distance_unit": "voxel", "dice_class1": d,
@@ -145,9 +146,9 @@ def test_table_has_seed_spread_gap_closed_and_paired_intervals(tmp_path):
         for seed, dice in enumerate(seeds):
             m = _fake_metrics(tmp_path / f"{method}{seed}.json", "clean", dice)
             runs.append({"method": method, "ratio": 1.0 if method == "upper" else 0.1, "seed": seed,
-                         "metrics": {"clean": str(m)}, "selection": {"network": "x", "threshold": 0.5, "dice": 0.5,
-                                                                     "epoch": 1, "curve": {"thresholds": [0.1, 0.5, 0.9],
-                                                                                           "dice": [0.2, 0.5, 0.4]}}})
+                         "metrics": {"clean": str(m)},
+                         "selection": {"network": "x", "threshold": 0.5, "dice": 0.5, "epoch": 1,
+                                       "curve": {"thresholds": [0.1, 0.5, 0.9], "dice": [0.2, 0.5, 0.4]}}})
     rows = compare_rows(rx.aggregate(runs, "clean"), num_samples=500)
     cps = next(r for r in rows if r["method"] == "cps")
     assert cps["case_dice"] == {"0/c0": 0.6, "0/c1": 0.7, "1/c0": 0.5, "1/c1": 0.6}  # paired by seed and case

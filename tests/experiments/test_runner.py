@@ -20,7 +20,8 @@ def test_parse_override_json_and_string_values():
     assert rx.parse_override("supervised:learning_rate=1e-3") == ("supervised", "learning_rate", 1e-3)
     assert rx.parse_override("cotrain:teacher_ckpt=") == ("cotrain", "teacher_ckpt", "")
     assert rx.parse_override("cotrain:round_mode=chained") == ("cotrain", "round_mode", "chained")
-    assert rx.parse_override("supervised:network_def#channels=[8,16]") == ("supervised", "network_def#channels", [8, 16])
+    assert rx.parse_override("supervised:network_def#channels=[8,16]") == (
+        "supervised", "network_def#channels", [8, 16])
     assert rx.parse_override("cotrain:use_ce=true") == ("cotrain", "use_ce", True)
 
 
@@ -214,7 +215,8 @@ def test_console_line_filter():
     assert rx._console_line("x - INFO - Epoch: 2/5, Iter: 3/9 -- loss: 1.0", "[p]") is None
     line = rx._console_line("x - INFO - Epoch: 2/5, Iter: 9/9 -- loss: 1.0 loss_cps: 0.5 ", "[p]")
     assert line == "[p] epoch 2/5 loss=1.0 loss_cps=0.5"
-    assert rx._console_line("2026 - INFO - Epoch[2] Metrics -- val_dice: 0.5", "[p]") == "[p] Epoch[2] Metrics -- val_dice: 0.5"
+    assert (rx._console_line("2026 - INFO - Epoch[2] Metrics -- val_dice: 0.5", "[p]")
+            == "[p] Epoch[2] Metrics -- val_dice: 0.5")
 
 
 

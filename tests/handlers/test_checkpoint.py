@@ -13,8 +13,8 @@ from ignite.engine import Engine, Events
 
 from custom_components.handlers import BestModelSaver, NaNGuard, NonFiniteLossError, ResumableCheckpoint
 from custom_components.handlers import resumable as ckpt_mod
-from custom_components.runtime import files as files_mod
 from custom_components.runtime import atomic_torch_save, capture_rng_state, restore_rng_state
+from custom_components.runtime import files as files_mod
 
 
 def _make_run(save_dir, max_epochs: int, losses=None, with_best: bool = False, metric_values=None):

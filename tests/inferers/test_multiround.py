@@ -12,7 +12,8 @@ from custom_components.networks import DiffusionTeacher
 
 def _teacher(dims: int, k: int = 2, c: int = 1) -> DiffusionTeacher:
     torch.manual_seed(0)
-    t = DiffusionTeacher(dims, c, k, channels=(8, 16), norm_num_groups=4, num_train_timesteps=100, infer_timestep=50).eval()
+    t = DiffusionTeacher(dims, c, k, channels=(8, 16), norm_num_groups=4, num_train_timesteps=100,
+                         infer_timestep=50).eval()
     with torch.no_grad():  # non-zero output convolutions, so the rounds actually change the probabilities
         for p in t.parameters():
             if p.ndim > 1 and not bool(p.any()):

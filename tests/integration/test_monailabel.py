@@ -18,7 +18,8 @@ PYTHON = VENV / "bin" / "python"
 
 pytestmark = [
     pytest.mark.monailabel,
-    pytest.mark.skipif(not (VENV / "bin" / "monailabel").is_file(), reason=f"MONAI Label environment {VENV} absent (scripts/setup_monailabel_env.sh)"),
+    pytest.mark.skipif(not (VENV / "bin" / "monailabel").is_file(),
+                       reason=f"MONAI Label environment {VENV} absent (scripts/setup_monailabel_env.sh)"),
 ]
 
 
@@ -33,6 +34,8 @@ def test_cotrain_bundle_served_by_monailabel(tmp_path):
     assert "GET /info/ -> 200" in out
     assert "trained" in out and "settings written into its configs" in out  # the 2D model: a trained folder as it is
     # a one-epoch model: the labels are valid (the script checks them) but not necessarily both present
-    assert "POST /infer/cotrain_2d?image=case2d&output=image -> 200" in out and "mask shape (40, 52) (input (40, 52))" in out
-    assert "POST /infer/cotrain_3d?image=case3d&output=image -> 200" in out and "mask shape (36, 30, 20) (input (36, 30, 20)), labels [0, 1]" in out
+    assert ("POST /infer/cotrain_2d?image=case2d&output=image -> 200" in out
+            and "mask shape (40, 52) (input (40, 52))" in out)
+    assert ("POST /infer/cotrain_3d?image=case3d&output=image -> 200" in out
+            and "mask shape (36, 30, 20) (input (36, 30, 20)), labels [0, 1]" in out)
     assert "PASSED" in out

@@ -75,7 +75,8 @@ def test_compare_rows_pairs_by_seed_and_case() -> None:
             row("upper", 1.0, {0: [0.9, 0.9], 1: [0.8, 0.8]})]
     compare_rows(rows, num_samples=2000)
     sup, cps, full, up = rows
-    assert sup["dice_over_seeds"]["mean"] == pytest.approx(0.5) and sup["dice_over_seeds"]["std"] == pytest.approx(math.sqrt(0.005))
+    assert (sup["dice_over_seeds"]["mean"] == pytest.approx(0.5)
+            and sup["dice_over_seeds"]["std"] == pytest.approx(math.sqrt(0.005)))
     assert cps["paired"]["supervised"]["mean_diff"] == pytest.approx(0.1)
     assert cps["paired"]["supervised"]["ci_low"] == pytest.approx(0.1)  # the same +0.1 on every case
     assert "cps" not in cps["paired"] and "supervised" not in sup["paired"]

@@ -3,7 +3,6 @@ the deployable ``image -> class probabilities`` network with its noise, ``t`` an
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 

@@ -245,7 +245,8 @@ def test_check_input_rejects_wrong_channel_count(dims: int, c: int) -> None:
 
 def test_check_input_rejects_2d_image_for_3d_teacher() -> None:
     teacher = tiny_teacher(3, 1, 2)
-    with pytest.raises(ValueError, match=r"batch: expected a 3D image batch of shape \(B, 1, \*, \*, \*\), got shape \(2, 1, 16, 16\)"):
+    with pytest.raises(ValueError, match=r"batch: expected a 3D image batch of shape \(B, 1, \*, \*, \*\), got shape "
+                                         r"\(2, 1, 16, 16\)"):
         teacher.check_input(torch.zeros(2, 1, SIZE, SIZE), "batch")
 
 
@@ -281,7 +282,8 @@ def test_check_spatial_size_factor_follows_levels() -> None:
         (dict(spatial_dims=1, in_channels=1, num_classes=2), "spatial_dims must be 2 or 3, got 1"),
         (dict(spatial_dims=2, in_channels=1, num_classes=1), r"num_classes must be >= 2 \(2 for binary\), got 1"),
         (dict(spatial_dims=2, in_channels=0, num_classes=2), "in_channels must be >= 1, got 0"),
-        (dict(spatial_dims=2, in_channels=1, num_classes=2, infer_timestep=1000), r"infer_timestep must be in \[0, 1000\)"),
+        (dict(spatial_dims=2, in_channels=1, num_classes=2, infer_timestep=1000),
+         r"infer_timestep must be in \[0, 1000\)"),
     ],
 )
 def test_constructor_rejects_invalid_arguments(kwargs: dict, msg: str) -> None:

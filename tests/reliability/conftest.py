@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-
-import sys
 
 import pytest
 

@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +91,8 @@ def copy_bundle(bundle: str, dest: Path) -> Path:
         bundle: bundle folder name.
         dest: destination folder (must not exist).
     """
-    shutil.copytree(BUNDLES_DIR / bundle, dest, ignore=shutil.ignore_patterns("models", "eval", "outputs", "__pycache__"))
+    shutil.copytree(BUNDLES_DIR / bundle, dest,
+                    ignore=shutil.ignore_patterns("models", "eval", "outputs", "__pycache__"))
     return dest
 
 

@@ -17,9 +17,7 @@ from __future__ import annotations
 import errno
 import importlib.util
 import json
-import os
 import re
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,7 +28,6 @@ import pytest
 import torch
 from monai.bundle import ConfigWorkflow
 from PIL import Image
-
 from rel_helpers import (
     BUNDLES_DIR,
     REPO,

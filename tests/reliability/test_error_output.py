@@ -11,15 +11,14 @@ the rest are ``slow``.
 from __future__ import annotations
 
 import io
-import re
 import json
+import re
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
-
 from rel_helpers import REPO, TINY_DIFFUSION, assert_unchanged, bundle_command, copy_bundle, run_to_end, tree_hash
 
 

@@ -22,7 +22,6 @@ still loadable.
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,6 @@ from typing import Any
 import pytest
 import torch
 from monai.bundle import ConfigWorkflow
-
 from rel_helpers import (
     TINY_DIFFUSION,
     TINY_SUPERVISED,

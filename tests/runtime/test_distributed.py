@@ -10,9 +10,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from custom_components.runtime import distributed as D
 from custom_components.networks import DiffusionTeacher
 from custom_components.networks.teacher import make_noise
+from custom_components.runtime import distributed as D
 
 
 def _teacher(seed: int = 0) -> DiffusionTeacher:
@@ -92,7 +92,8 @@ def _worker(rank: int, world: int, port: int, x: torch.Tensor, queue) -> None:
     x = torch.from_numpy(x)
     half = x.shape[0] // world
     _loss(t, x[rank * half : (rank + 1) * half]).backward()
-    grads = {k.replace(".module.", "."): p.grad.numpy().copy() for k, p in t.named_parameters() if p.grad is not None}  # numpy: no shared memory
+    # numpy: no shared memory
+    grads = {k.replace(".module.", "."): p.grad.numpy().copy() for k, p in t.named_parameters() if p.grad is not None}
     hooks = D.rank_zero_handlers([1, "a"], keep=(int,))
     queue.put((rank, grads, list(t.state_dict())[:3], hooks))
     dist.barrier()

@@ -74,8 +74,13 @@ def test_hard_dice_and_fastpath_helpers():
     a = torch.tensor([[[0.9, 0.1]], [[0.1, 0.9]]]).permute(1, 0, 2)  # (B=1, K=2, 2)
     assert bench.hard_dice(a, a) == 1.0
     assert bench.hard_dice(a, a.flip(1)) == 0.0
-    from custom_components.runtime.fastpath import backbones_of, compile_backbones, set_backend_flags, restore_backend_flags
     from custom_components.networks import DiffusionTeacher
+    from custom_components.runtime.fastpath import (
+        backbones_of,
+        compile_backbones,
+        restore_backend_flags,
+        set_backend_flags,
+    )
 
     t = DiffusionTeacher(2, 1, 2, channels=(4, 8), norm_num_groups=2)
     assert backbones_of(t) == [t.mask_net, t.image_net]
@@ -88,8 +93,8 @@ def test_hard_dice_and_fastpath_helpers():
 
 
 def test_channels_last_keeps_outputs_and_state_dict():
-    from custom_components.runtime.fastpath import to_channels_last
     from custom_components.networks import DiffusionTeacher
+    from custom_components.runtime.fastpath import to_channels_last
 
     torch.manual_seed(0)
     t = DiffusionTeacher(3, 1, 2, channels=(4, 8), norm_num_groups=2).eval()
@@ -108,7 +113,8 @@ def _cpu_run(bench, tmp_path, argv: list[str]) -> tuple[dict, str]:
     threads = torch.get_num_threads()
     out, md = tmp_path / "cpu.json", tmp_path / "cpu.md"
     try:
-        res = bench.main(["--cpu", "--quick", "--iters", "2", "--warmup", "1", "--only", "ph2_cpu", "--output", str(out),
+        res = bench.main(["--cpu", "--quick", "--iters", "2", "--warmup", "1", "--only", "ph2_cpu", "--output",
+                          str(out),
                           "--markdown", str(md), *argv])
     finally:
         torch.set_num_threads(threads)
@@ -122,14 +128,17 @@ def test_cpu_table_ratios_and_cotrain_over_supervised(tmp_path, monkeypatch, cap
         ("ph2_cpu", "p2", 3, ["reference", "cpu_fast"]), ("ph2_cpu", "sup", 0, ["reference", "cpu_fast"])])
     res, md = _cpu_run(bench, tmp_path, ["--no-rss"])
     by = {c["case"]: c for c in res["cases"]}
-    assert set(by) == {"ph2_cpu/p2_R3/reference", "ph2_cpu/p2_R3/cpu_fast", "ph2_cpu/sup/reference", "ph2_cpu/sup/cpu_fast"}
+    assert set(by) == {"ph2_cpu/p2_R3/reference", "ph2_cpu/p2_R3/cpu_fast", "ph2_cpu/sup/reference",
+                       "ph2_cpu/sup/cpu_fast"}
     for c in by.values():
         assert len(c["ms_all"]) == 2 and c["ms_per_step"] > 0
-        assert c["speedup_vs_reference"] == pytest.approx(by[c["case"].rsplit("/", 1)[0] + "/reference"]["ms_per_step"] / c["ms_per_step"])
+        assert c["speedup_vs_reference"] == pytest.approx(
+            by[c["case"].rsplit("/", 1)[0] + "/reference"]["ms_per_step"] / c["ms_per_step"])
     assert by["ph2_cpu/p2_R3/reference"]["first_loss_rel_diff"] == 0.0
     assert by["ph2_cpu/p2_R3/cpu_fast"]["first_loss_rel_diff"] < 1e-2  # tiny nets; the 1e-3 check is in tests/engines
     ratio = res["cotrain_over_supervised"]["ph2_cpu/reference"]
-    assert ratio == pytest.approx(by["ph2_cpu/p2_R3/reference"]["ms_per_step"] / by["ph2_cpu/sup/reference"]["ms_per_step"])
+    assert ratio == pytest.approx(
+        by["ph2_cpu/p2_R3/reference"]["ms_per_step"] / by["ph2_cpu/sup/reference"]["ms_per_step"])
     assert "co-training iteration (R = 3) / supervised step, ph2_cpu, reference" in capsys.readouterr().out
     assert md.count("\n| ph2_cpu |") == 4 and "**cpu_fast**" in md and "supervised step at the same batch" in md
     assert res["device"].startswith("CPU: ") and res["threads"] == 1

@@ -1,4 +1,5 @@
-"""Tests of scripts/merge_pseudolabels.py: reviewed + confident pseudo-labels join `labeled`, never over a human label."""
+"""Tests of scripts/merge_pseudolabels.py: reviewed + confident pseudo-labels join `labeled`, never over a human
+label."""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ def _load():
 merge = _load()
 
 
-def _pseudolabels(data: Path, out: Path, scores: dict[str, float], extra_images: dict[str, float] | None = None) -> Path:
+def _pseudolabels(data: Path, out: Path, scores: dict[str, float],
+                  extra_images: dict[str, float] | None = None) -> Path:
     """A pseudolabels.json as the bundle writes it (paths relative to its folder), with one file per entry."""
     out.mkdir(parents=True, exist_ok=True)
     entries = []
@@ -31,7 +33,8 @@ def _pseudolabels(data: Path, out: Path, scores: dict[str, float], extra_images:
         stem = Path(img).name.split(".")[0]
         lab = out / f"{stem}_pseudo.png"
         shutil.copy(data / "labelsTr" / Path(img).name, lab)
-        entries.append({"image": os.path.relpath(data / img, out), "pseudo_label": lab.name, "uncertainty": f"{stem}_uncertainty.png", "score": score})
+        entries.append({"image": os.path.relpath(data / img, out), "pseudo_label": lab.name,
+                        "uncertainty": f"{stem}_uncertainty.png", "score": score})
     entries.sort(key=lambda e: e["score"])
     path = out / "pseudolabels.json"
     path.write_text(json.dumps({"pseudolabels": entries}))
@@ -52,20 +55,24 @@ def test_confident_pseudo_and_reviewed_join_labeled(tiny_dataset_2d, tmp_path, c
     reviewed.mkdir()
     shutil.copy(data / "labelsTr" / Path(u[3]).name, reviewed / (Path(u[3]).stem + "_seg.png"))  # reviewed beats pseudo
     out = tmp_path / "new" / "datalist.json"
-    argv = ["--datalist", str(data / "datalist.json"), "--pseudolabels", str(pl), "--threshold", "0.9", "--reviewed", str(reviewed), "--out", str(out)]
+    argv = ["--datalist", str(data / "datalist.json"), "--pseudolabels", str(pl), "--threshold", "0.9", "--reviewed",
+            str(reviewed), "--out", str(out)]
     assert merge.main(argv) == 0
     assert "+1 reviewed, +2 pseudo (score >= 0.9), 1 below threshold, 1 still unlabelled" in capsys.readouterr().out
     lab = _resolved(out, "labeled")
     assert len(lab) == 5
-    assert lab[str((data / u[0]).resolve())]["source"] == "pseudo" and lab[str((data / u[0]).resolve())]["score"] == 0.95
+    assert (lab[str((data / u[0]).resolve())]["source"] == "pseudo"
+            and lab[str((data / u[0]).resolve())]["score"] == 0.95)
     assert lab[str((data / u[2]).resolve())]["source"] == "pseudo"
     assert lab[str((data / u[3]).resolve())]["source"] == "reviewed"
     for e in json.loads(out.read_text())["labeled"]:
         assert (out.parent / e["label"]).is_file(), "paths must resolve from the new datalist's folder"
-    assert [str((out.parent / e["image"]).resolve()) for e in json.loads(out.read_text())["unlabeled"]] == [str((data / u[1]).resolve())]
+    assert ([str((out.parent / e["image"]).resolve()) for e in json.loads(out.read_text())["unlabeled"]]
+            == [str((data / u[1]).resolve())])
     new = json.loads(out.read_text())
     for key in ("validation", "test"):
-        assert [str((out.parent / e["image"]).resolve()) for e in new[key]] == [str((data / e["image"]).resolve()) for e in dl[key]]
+        assert ([str((out.parent / e["image"]).resolve()) for e in new[key]]
+                == [str((data / e["image"]).resolve()) for e in dl[key]])
     # the merged datalist is valid for the next co-training run
     from custom_components.data.datalist import validate_datalist
 
@@ -82,7 +89,8 @@ def test_pseudo_label_never_replaces_human_label(tiny_dataset_2d, tmp_path, caps
     reviewed.mkdir()
     shutil.copy(data / "labelsTr" / Path(dl["unlabeled"][1]["image"]).name, reviewed / Path(human["image"]).name)
     out = data / "datalist_round2.json"  # same folder: entries stay byte-identical
-    assert merge.main(["--datalist", str(data / "datalist.json"), "--pseudolabels", str(pl), "--reviewed", str(reviewed), "--out", str(out)]) == 0
+    assert merge.main(["--datalist", str(data / "datalist.json"), "--pseudolabels", str(pl), "--reviewed",
+                       str(reviewed), "--out", str(out)]) == 0
     assert "kept 2 existing human label(s) untouched" in capsys.readouterr().out
     new = json.loads(out.read_text())
     assert new["labeled"][: len(dl["labeled"])] == dl["labeled"], "human labels must be kept unchanged"
@@ -106,7 +114,8 @@ def test_errors(tiny_dataset_2d, tmp_path, capsys):
     (tmp_path / "pl" / (Path(u0).name.split(".")[0] + "_pseudo.png")).unlink()
     assert merge.main(["--datalist", str(dl), "--pseudolabels", str(pl), "--out", str(out), "--overwrite"]) == 2
     assert "pseudo-label file" in capsys.readouterr().err
-    assert merge.main(["--datalist", str(dl), "--reviewed", str(tmp_path / "nope"), "--out", str(out), "--overwrite"]) == 2
+    assert merge.main(["--datalist", str(dl), "--reviewed", str(tmp_path / "nope"), "--out", str(out),
+                       "--overwrite"]) == 2
     assert "reviewed-labels folder" in capsys.readouterr().err
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"pseudolabels": [{"image": "a.png"}]}))

@@ -34,7 +34,8 @@ def test_phase1_report_writes_table_monitor_curve_and_figures(tmp_path):
         assert 0.0 <= v["val_best_assignment_dice"] <= 1.0 and 0.0 <= v["val_frac_class1"] <= 1.0
         assert "val_rec_gain_blank" in v and "val_rec_gain_shuffled" in v  # the label-free measure, every round
     for row in ("untrained (same init)", "pretrained (phase 1)"):
-        assert isinstance(payload[row]["rec_gain_blank"], float) and isinstance(payload[row]["rec_gain_shuffled"], float)
+        assert isinstance(payload[row]["rec_gain_blank"], float) and isinstance(
+            payload[row]["rec_gain_shuffled"], float)
     assert "reconstruction gain" in md
     assert len(payload["history"]["loss_cyc"]) == 2
     assert md.count("\n| 1 | ") == 1 and md.count("\n| 2 | ") == 1  # the monitor table in the report

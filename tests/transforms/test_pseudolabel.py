@@ -132,7 +132,8 @@ def test_onehot_roundtrip_matches_monai_and_keeps_ignored(dims, k):
     assert torch.equal(torch.as_tensor(onehot), torch.as_tensor(ref).float()), "same as MONAI without ignored voxels"
     assert torch.equal(OneHotToLabel()(onehot), label)
     p = _probs(dims, k)
-    assert torch.equal(torch.as_tensor(OneHotToLabel(ignore_value=None)(p)), torch.as_tensor(AsDiscreted("p", argmax=True)({"p": p})["p"]).long())
+    assert torch.equal(torch.as_tensor(OneHotToLabel(ignore_value=None)(p)),
+                       torch.as_tensor(AsDiscreted("p", argmax=True)({"p": p})["p"]).long())
     # ignored voxels survive the round trip
     label[(0,) + (slice(0, 2),) * dims] = -1
     onehot = LabelToOneHotd("label", num_classes=k)({"label": label})["label"]
