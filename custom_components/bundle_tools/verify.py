@@ -310,6 +310,15 @@ def _judge_dotted(name: str, imported: Mapping[str, str]) -> tuple[str, str]:
     return "review", f"unknown name {full}"
 
 
+def _mark_chain(node: ast.AST, seen: set[int]) -> None:
+    """Add the ids of ``node`` and of every node down its attribute chain (``a.b.c`` -> ``a.b.c``, ``a.b``, ``a``)."""
+    while isinstance(node, ast.Attribute):
+        seen.add(id(node))
+        node = node.value
+    if isinstance(node, ast.Name):
+        seen.add(id(node))
+
+
 def analyze_expression(expr: str) -> tuple[str, list[str], str]:
     """Statically judge one MONAI ``$`` expression without evaluating it.
 
@@ -356,22 +365,11 @@ def analyze_expression(expr: str) -> tuple[str, list[str], str]:
     for node in ast.walk(tree):  # calls first: judged against the allowlist, their names are not judged again
         if isinstance(node, ast.Call):
             verdicts.extend(_judge_call(node, imported, bound))
-            func = node.func
-            while isinstance(func, ast.Attribute):
-                seen_roots.add(id(func))
-                func = func.value
-            if isinstance(func, ast.Name):
-                seen_roots.add(id(func))
+            _mark_chain(node.func, seen_roots)
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute) and id(node) not in seen_roots:
             dotted = _dotted(node)
-            # mark the inner attribute nodes of this chain so that only the longest chain is judged
-            inner = node.value
-            while isinstance(inner, ast.Attribute):
-                seen_roots.add(id(inner))
-                inner = inner.value
-            if isinstance(inner, ast.Name):
-                seen_roots.add(id(inner))
+            _mark_chain(node.value, seen_roots)  # only the longest chain is judged
             if dotted is None:
                 if node.attr.startswith("__") and node.attr.endswith("__"):
                     verdicts.append(("rejected", f"dunder attribute access .{node.attr}"))
