@@ -42,8 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="; ".join(f"{m.name}: {m.description}" for m in METHODS.values()))
     p.add_argument("--ratios", nargs="+", type=float, default=[0.1], help="labelled ratios in (0, 1]")
     p.add_argument("--seeds", nargs="+", type=int, default=[0], help="split seeds (also the training seeds)")
+    p.add_argument("--seed-ratios", nargs="+", default=[], metavar="SEED=R[,R...]",
+                   help="run SEED only at these ratios (e.g. 1=0.1: a second seed at 10 %% only); default: all")
     p.add_argument("--protocol", nargs="+", choices=PROTOCOL_NAMES, default=["clean"],
-                   help="evaluation protocol(s); the first one is plotted")
+                   help="evaluation protocol(s); the first one is plotted (la_uamt: 3D, the UA-MT sliding window)")
+    p.add_argument("--largest-cc", action="store_true",
+                   help="keep the largest connected component of the prediction before the metrics")
     p.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS, help="diffusion rounds R of the full method")
     p.add_argument("--round-mode", choices=("independent", "chained"), default=DEFAULT_ROUND_MODE)
     p.add_argument("--no-pretrain", action="store_true", help="full method without phase 1 (ablation)")
@@ -76,12 +80,29 @@ def settings_from_args(args: argparse.Namespace) -> RunnerSettings:
     """
     return RunnerSettings(
         dataset=Path(args.dataset), name=args.name, profile=args.profile, methods=list(args.methods),
-        ratios=list(args.ratios), seeds=list(args.seeds), protocols=list(args.protocol), rounds=args.rounds,
+        ratios=list(args.ratios), seeds=list(args.seeds), seed_ratios=parse_seed_ratios(args.seed_ratios),
+        protocols=list(args.protocol), largest_cc=True if args.largest_cc else None, rounds=args.rounds,
         round_mode=args.round_mode, pretrain=not args.no_pretrain,
         overrides=[parse_override(o) for o in args.override], iterations=parse_iterations(args.iterations),
         val_fraction=args.val_fraction, test_fraction=args.test_fraction, work_dir=Path(args.work_dir),
         results_dir=Path(args.results_dir), num_qualitative=args.num_qualitative, num_threads=args.num_threads,
         jobs=args.jobs, force=args.force)
+
+
+def parse_seed_ratios(items: Sequence[str]) -> dict[int, list[float]]:
+    """Parse ``SEED=R[,R...]`` items of ``--seed-ratios``.
+
+    Raises:
+        RunnerError: not of that form.
+    """
+    out: dict[int, list[float]] = {}
+    for item in items:
+        seed, _, rs = item.partition("=")
+        try:
+            out[int(seed)] = [float(r) for r in rs.split(",")]
+        except ValueError:
+            raise RunnerError(f"--seed-ratios {item!r}: expected SEED=R[,R...], e.g. 1=0.1.") from None
+    return out
 
 
 def command_line(argv: Sequence[str]) -> str:

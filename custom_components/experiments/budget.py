@@ -52,12 +52,15 @@ class Profile:
         phases: ``{phase: PhaseBudget}`` for ``supervised``, ``teacher_pretrain``, ``cotrain``.
         num_threads: OpenMP threads per bundle process (``None``: torch's default, or the cores / ``--jobs``).
         description: what the profile is for.
+        spatial_dims: the data the profile is made for (``None``: any; a 3D profile's bundle files replace
+            ``profile_3d.json`` settings, a 2D profile's would override them).
     """
 
     name: str
     phases: Mapping[str, PhaseBudget]
     num_threads: int | None = None
     description: str = ""
+    spatial_dims: int | None = None
 
     def with_iterations(self, iterations: Mapping[str, int]) -> Profile:
         """A copy with the iteration budgets of some phases replaced (``--iterations PHASE=N``)."""
@@ -92,7 +95,7 @@ def load_profile(name: str) -> Profile:
             raise ValueError(f"{path}: phase {phase!r}: {e}.") from e
     if phases["cotrain"].epoch_length is None:
         raise ValueError(f"{path}: phase 'cotrain' needs 'epoch_length'.")
-    return Profile(name, phases, data.get("num_threads"), data.get("description", ""))
+    return Profile(name, phases, data.get("num_threads"), data.get("description", ""), data.get("spatial_dims"))
 
 
 def iterations_to_epochs(iterations: int, num_items: int, batch_size: int, drop_last: bool) -> int:

@@ -136,7 +136,11 @@ class RunnerSettings:
         methods: registered method names (``methods.METHODS``).
         ratios: labelled ratios in (0, 1].
         seeds: split seeds (also the training seeds).
-        protocols: evaluation protocols; the first one is plotted.
+        seed_ratios: ``{seed: ratios}`` restricting some seeds to some ratios (``--seed-ratios 1=0.1``: seed 1
+            only at 10 %); seeds not listed run at every ratio.
+        protocols: evaluation protocols; the first one is plotted. ``la_uamt`` (3D) evaluates with the bundles'
+            ``uamt_inferer`` (``UAMTSlidingWindowInferer`` at ``uamt_roi_size`` / ``uamt_strides``).
+        largest_cc: keep the largest connected component before the metrics (``None``: the protocol's default).
         rounds: diffusion rounds ``R`` of the diffusion methods.
         round_mode: ``independent`` or ``chained``.
         pretrain: run phase 1 before the methods that have one (``--no-pretrain`` clears it).
@@ -161,7 +165,9 @@ class RunnerSettings:
     methods: Sequence[str] = ("supervised", "cps", "full", "upper")
     ratios: Sequence[float] = (0.1,)
     seeds: Sequence[int] = (0,)
+    seed_ratios: Mapping[int, Sequence[float]] = field(default_factory=dict)
     protocols: Sequence[str] = ("clean",)
+    largest_cc: bool | None = None
     rounds: int = DEFAULT_ROUNDS
     round_mode: str = DEFAULT_ROUND_MODE
     pretrain: bool = True
@@ -192,6 +198,12 @@ class RunnerSettings:
         bad = [p for p in self.protocols if p not in PROTOCOL_NAMES]
         if bad:
             raise RunnerError(f"--protocol {bad}: unknown; use {list(PROTOCOL_NAMES)}.")
+        self.seed_ratios = {int(k): [float(r) for r in v] for k, v in dict(self.seed_ratios).items()}
+        stray = {k: v for k, v in self.seed_ratios.items()
+                 if k not in {int(x) for x in self.seeds} or not set(v) <= {float(r) for r in self.ratios}}
+        if stray:
+            raise RunnerError(f"--seed-ratios {stray}: every seed must be in --seeds {list(self.seeds)} and every "
+                              f"ratio in --ratios {list(self.ratios)}.")
 
 
 def fingerprint(obj: Any) -> str:
@@ -328,7 +340,11 @@ def run_tasks(fn: Callable[..., dict[str, Any]], tasks: Sequence[tuple[Any, ...]
         m = METHODS.get(str(task[0]))
         return m.cost if m is not None else 1
 
-    order = sorted(range(len(tasks)), key=lambda i: -cost(tasks[i]))  # stable: ties keep order
+    # most expensive first; among equally expensive runs the seeds alternate, so that runs starting together need
+    # different (shared) phase-1 runs instead of waiting for the same one
+    rank = [sum(1 for j in range(i) if cost(tasks[j]) == cost(tasks[i]) and tasks[j][2] == tasks[i][2])
+            for i in range(len(tasks))]
+    order = sorted(range(len(tasks)), key=lambda i: (-cost(tasks[i]), rank[i], i))
     print(f"[runner] {len(tasks)} runs, {min(jobs, len(tasks))} at a time", flush=True)
     with ThreadPoolExecutor(max_workers=min(jobs, len(tasks)), thread_name_prefix="run") as pool:
         futures = {i: pool.submit(fn, *tasks[i]) for i in order}
@@ -391,6 +407,9 @@ class Experiment:
         self.work = Path(s.work_dir).resolve() / self.name
         self.results_dir = Path(s.results_dir).resolve()
         self.profile: Profile = load_profile(s.profile).with_iterations(s.iterations)
+        if self.profile.spatial_dims is not None and self.profile.spatial_dims != self.spatial_dims:
+            raise RunnerError(f"--profile {s.profile}: made for {self.profile.spatial_dims}D data, but {self.datalist} "
+                              f"is {self.spatial_dims}D.")
         self.overrides = list(s.overrides)
         self.env = dict(os.environ)
         self.env.setdefault("PYTHONUNBUFFERED", "1")
@@ -529,18 +548,21 @@ class Experiment:
         Raises:
             RunnerError: no ``model.pt``, or the evaluation wrote no metrics.
         """
-        out_dir = phase_dir / "eval" / f"test_{protocol}"
+        out_dir = phase_dir / "eval" / f"test_{protocol}{'_lcc' if self.settings.largest_cc else ''}"
         metrics = out_dir / "metrics.json"
         model = phase_dir / "models" / "model.pt"
         if not model.is_file():
             raise RunnerError(f"{model}: missing after training; see {phase_dir / 'train.log'}.")
+        base = {"eval_key": "test", "eval_protocol": protocol, "output_dir": str(out_dir)}
+        ev = {**base, **self.eval_ids(protocol)}
+        record = out_dir / "runner_eval.json"  # the ids this evaluation ran with: other ids -> evaluate again
         if metrics.is_file() and metrics.stat().st_mtime >= model.stat().st_mtime:
             try:
-                if json.loads(metrics.read_text()).get("protocol") == protocol:
+                done_with = json.loads(record.read_text()) if record.is_file() else base
+                if json.loads(metrics.read_text()).get("protocol") == protocol and done_with == ev:
                     return metrics, None
             except json.JSONDecodeError:
                 pass
-        ev = {"eval_key": "test", "eval_protocol": protocol, "output_dir": str(out_dir)}
         (phase_dir / "configs" / EVAL_OVERRIDES_FILE).write_text(json.dumps(ev, indent=2))
         files = self.config_list(phase_dir, bundle, ["train.json", "evaluate.json", OVERRIDES_FILE,
                                                      EVAL_OVERRIDES_FILE])
@@ -548,7 +570,26 @@ class Experiment:
         t = run_bundle(files, phase_dir / f"eval_{protocol}.log", f"{label} eval[{protocol}]", self.env)
         if not metrics.is_file():
             raise RunnerError(f"{metrics}: not written by the evaluation; see {phase_dir / f'eval_{protocol}.log'}.")
+        record.write_text(json.dumps(ev, indent=2))
         return metrics, t
+
+    def eval_ids(self, protocol: str) -> dict[str, Any]:
+        """Bundle ids of the test evaluation under ``protocol``: ``la_uamt`` swaps the inferer for the bundles'
+        ``uamt_inferer`` (the UA-MT window of ``profile_3d.json``, scaled by a reduced-resolution profile), and
+        ``largest_cc`` is passed when set.
+
+        Raises:
+            RunnerError: ``la_uamt`` on 2D data.
+        """
+        out: dict[str, Any] = {}
+        if protocol == "la_uamt":
+            if self.spatial_dims != 3:
+                raise RunnerError(f"--protocol la_uamt: a 3D protocol (the UA-MT sliding window), but {self.datalist} "
+                                  f"is {self.spatial_dims}D.")
+            out["eval_inferer"] = "@uamt_inferer"
+        if self.settings.largest_cc is not None:
+            out["largest_cc"] = bool(self.settings.largest_cc)
+        return out
 
     @staticmethod
     def _write_command(path: Path, files: Sequence[Path]) -> None:
@@ -641,12 +682,19 @@ class Experiment:
 
     # -- all -------------------------------------------------------------------------------------------------
     def tasks(self, splits: Mapping[tuple[float, int], Path]) -> list[tuple[str, float, int, Path]]:
-        """``(method, ratio, seed, split)`` of every run, seed by seed, in the order of ``methods``."""
+        """``(method, ratio, seed, split)`` of every run, seed by seed, in the order of ``methods``, at the ratios of
+        each seed (``ratios_of``)."""
         s = self.settings
-        ratios = sorted(float(r) for r in s.ratios)
         return [(method, ratio, int(seed), splits[(ratio, int(seed))])
                 for seed in s.seeds for method in s.methods
-                for ratio in ([METHODS[method].fixed_ratio] if METHODS[method].fixed_ratio is not None else ratios)]
+                for ratio in ([METHODS[method].fixed_ratio] if METHODS[method].fixed_ratio is not None
+                              else self.ratios_of(int(seed)))
+                if METHODS[method].fixed_ratio is None or int(seed) not in s.seed_ratios]
+
+    def ratios_of(self, seed: int) -> list[float]:
+        """The ratios ``seed`` runs at (``--seed-ratios``; default every ratio). A seed restricted by
+        ``--seed-ratios`` runs no fixed-ratio method (the upper bound)."""
+        return sorted(self.settings.seed_ratios.get(int(seed), [float(r) for r in self.settings.ratios]))
 
     def run(self) -> dict[str, Any]:
         """Run every requested (method, ratio, seed), then aggregate and write the reports."""
@@ -660,8 +708,7 @@ class Experiment:
               flush=True)
         if any("teacher_pretrain" in METHODS[m].phases(s.pretrain) for m in s.methods):
             # one phase 1 per seed, monitored with the smallest ratio's (nested) labelled set
-            r_min = min(float(r) for r in s.ratios)
-            self.phase1_splits = {int(seed): splits[(r_min, int(seed))] for seed in s.seeds}
+            self.phase1_splits = {int(seed): splits[(min(self.ratios_of(int(seed))), int(seed))] for seed in s.seeds}
         t_all = time.time()
         self.runs.extend(run_tasks(self.run_one, self.tasks(splits), s.jobs))
         return self.report(time.time() - t_all, splits)

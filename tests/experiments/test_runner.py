@@ -291,3 +291,90 @@ def test_a_registered_method_runs_its_phases_with_its_ids(tmp_path, monkeypatch)
     assert p1[0] == "teacher_pretrain" and co[1] == "cps_pretrained/r0.1_s0/cotrain"
     assert co[2]["rounds"] == 0 and co[2]["teacher_ckpt"].endswith("teacher.pt")
     assert cps[2]["teacher_ckpt"] == "" and cps[2]["rounds"] == 0
+
+
+# ---------------------------------------------------------------------------------------------- 3D: la_uamt, profiles
+def _datalist_3d(tmp_path: Path, n: int = 20) -> Path:
+    dl = _cases_datalist(tmp_path, n)
+    meta = json.loads(dl.read_text())
+    meta.update(spatial_dims=3, in_channels=1)
+    dl.write_text(json.dumps(meta))
+    return dl
+
+
+def _evaluate_capturing(exp: Experiment, tmp_path: Path, bundle: str, protocol: str, monkeypatch) -> dict:
+    """Run ``exp.evaluate_phase`` on a copy of ``bundle``'s configs with the bundle subprocess replaced by a parse of
+    the stacked files the runner hands it; returns what the evaluation would have used."""
+    import shutil
+
+    from monai.bundle import ConfigParser
+
+    phase_dir = tmp_path / "run" / bundle
+    if not (phase_dir / "configs").is_dir():
+        shutil.copytree(rx.BUNDLES_DIR / bundle / "configs", phase_dir / "configs")
+        (phase_dir / "configs" / rx.OVERRIDES_FILE).write_text(json.dumps(exp.data_overrides()))
+        (phase_dir / "models").mkdir(parents=True)
+        (phase_dir / "models" / "model.pt").write_bytes(b"")
+    seen: dict = {"calls": 0}
+
+    def fake_run(files, log_path, prefix, env=None, quiet=False):
+        parser = ConfigParser()
+        parser.read_config([str(f) for f in files])
+        seen["calls"] += 1
+        seen["inferer"] = parser.get_parsed_content("validate#inferer")
+        if bundle == "supervised":  # the logits -> probabilities step of the post-processing
+            seen["softmax"] = parser.get_parsed_content("validate#postprocessing#transforms#0#softmax")
+        out = Path(parser.get_parsed_content("output_dir"))
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.json").write_text(json.dumps({"protocol": parser.get_parsed_content("eval_protocol")}))
+        return 0.0
+
+    monkeypatch.setattr(rx, "run_bundle", fake_run)
+    seen["metrics"] = exp.evaluate_phase(phase_dir, bundle, protocol, "[t]")[0]
+    return seen
+
+
+@pytest.mark.parametrize("bundle", ["cotrain", "supervised"])
+@pytest.mark.parametrize("profile,window,strides", [("la_cpu", (56, 56, 40), (9, 9, 2)),
+                                                    ("la", (112, 112, 80), (18, 18, 4))])
+def test_la_uamt_evaluation_uses_the_uamt_window(tmp_path, monkeypatch, bundle, profile, window, strides):
+    from custom_components.inferers import UAMTSlidingWindowInferer
+
+    exp = Experiment(_args(tmp_path, _datalist_3d(tmp_path), profile=profile, protocols=["la_uamt"]), "cmd")
+    seen = _evaluate_capturing(exp, tmp_path, bundle, "la_uamt", monkeypatch)
+    inf = seen["inferer"]
+    assert isinstance(inf, UAMTSlidingWindowInferer), type(inf)
+    assert inf.roi_size == window and inf.strides == strides
+    # the supervised UNet's logits go through softmax per window (UA-MT) and not a second time afterwards; the
+    # diffusion model's deployable already returns probabilities
+    assert inf.apply_softmax is (bundle == "supervised")
+    if bundle == "supervised":
+        assert seen["softmax"] is False
+    # the same evaluation again is skipped; clean on the same run evaluates with the profile's validation window
+    assert _evaluate_capturing(exp, tmp_path, bundle, "la_uamt", monkeypatch)["calls"] == 0
+    clean = _evaluate_capturing(exp, tmp_path, bundle, "clean", monkeypatch)
+    assert not isinstance(clean["inferer"], UAMTSlidingWindowInferer)
+    assert clean.get("softmax", True) is True
+
+
+def test_la_uamt_refuses_2d_data_and_3d_profiles_refuse_2d(tmp_path):
+    exp = Experiment(_args(tmp_path, _cases_datalist(tmp_path), protocols=["la_uamt"]), "cmd")
+    with pytest.raises(RunnerError, match="3D protocol"):
+        exp.eval_ids("la_uamt")
+    with pytest.raises(RunnerError, match="made for 3D data"):
+        Experiment(_args(tmp_path, tmp_path / "ds" / "datalist.json", profile="la_cpu"), "cmd")
+
+
+def test_seed_ratios_restrict_a_seed_and_alternate_seeds_among_equal_runs(tmp_path):
+    dl = _cases_datalist(tmp_path, 40)
+    exp = Experiment(_args(tmp_path, dl, methods=["supervised", "full", "upper"], ratios=[0.1, 0.2], seeds=[0, 1],
+                           seed_ratios={1: [0.2]}), "cmd")
+    splits = rx.write_splits(dl, exp.work / "splits", [0.1, 0.2, 1.0], [0, 1])
+    runs = [(m, r, s) for m, r, s, _ in exp.tasks(splits)]
+    assert runs == [("supervised", 0.1, 0), ("supervised", 0.2, 0), ("full", 0.1, 0), ("full", 0.2, 0),
+                    ("upper", 1.0, 0), ("supervised", 0.2, 1), ("full", 0.2, 1)]
+    order: list = []
+    rx.run_tasks(lambda *t: order.append(t[:3]) or {}, [t for t in exp.tasks(splits)], jobs=2)
+    assert set(order[:2]) == {("full", 0.1, 0), ("full", 0.2, 1)}  # the two phase-1 runs start together
+    with pytest.raises(RunnerError, match="seed-ratios"):
+        RunnerSettings(dataset=dl, seeds=[0], ratios=[0.1], seed_ratios={1: [0.1]})
