@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 
-__all__ = ["qualitative_panel", "plot_dice_vs_ratio", "plot_curves", "select_slice"]
+__all__ = ["qualitative_panel", "plot_dice_vs_ratio", "plot_curves", "select_slice", "orthogonal_slices"]
 
 _CLASS_COLORS = plt.get_cmap("tab10").colors
 
@@ -74,6 +74,25 @@ def select_slice(maps: Sequence[np.ndarray], mode: str = "max_foreground") -> in
             if m.dtype.kind in "iub" and (m > 0).any():
                 return int(np.argmax((m > 0).reshape(-1, depth).sum(0)))
     return depth // 2
+
+
+def orthogonal_slices(volume: Any, center: Sequence[int]) -> list[np.ndarray]:
+    """The three orthogonal slices of a volume through ``center``: ``[v[:, :, z], v[:, y, :], v[x, :, :]]``.
+
+    Args:
+        volume: ``(H, W, D)`` or channel-first ``(C, H, W, D)`` array (the channel axis is kept first).
+        center: the voxel ``(x, y, z)`` the slices go through.
+
+    Raises:
+        ValueError: for a volume that is not 3D or a centre outside it.
+    """
+    v = _np(volume)
+    spatial = v.shape[-3:]
+    if v.ndim not in (3, 4) or len(center) != 3 or any(not 0 <= int(c) < s for c, s in zip(center, spatial)):
+        raise ValueError(f"visualize.py: orthogonal_slices needs a 3D volume and a centre inside it, got shape "
+                         f"{v.shape} and centre {tuple(center)}.")
+    x, y, z = (int(c) for c in center)
+    return [v[..., :, :, z], v[..., :, y, :], v[..., x, :, :]]
 
 
 def _is_label_map(a: np.ndarray) -> bool:

@@ -181,6 +181,32 @@ def format_markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def headline(rows: Sequence[Mapping[str, Any]], reference: str = "supervised") -> str | None:
+    """One sentence per protocol table: does each method beat ``reference`` at each labelled ratio?
+
+    "beats" / "is below" when the paired 95 % interval of the per-case Dice difference excludes 0, "is within
+    noise of" otherwise (``compare_rows``'s ``paired``).
+
+    Args:
+        rows: rows of one protocol after ``compare_rows``.
+        reference: the method compared with.
+
+    Returns:
+        the sentence, or ``None`` when no row has a paired comparison with ``reference``.
+    """
+    parts = []
+    order = list(METHODS)
+    for r in sorted(rows, key=lambda x: (x["ratio"], order.index(_base(x)) if _base(x) in order else len(order))):
+        pb = (r.get("paired") or {}).get(reference) or {}
+        if pb.get("mean_diff") is None:
+            continue
+        verdict = ("beats" if pb["ci_low"] > 0 else "is below" if pb["ci_high"] < 0 else "is within noise of")
+        parts.append(f"{r['method']} {verdict} {reference} at {_ratio_label(r)} labelled "
+                     f"({100 * pb['mean_diff']:+.1f} [{100 * pb['ci_low']:+.1f}, {100 * pb['ci_high']:+.1f}] Dice "
+                     f"points, {len(r['seeds'])} seed(s))")
+    return "; ".join(parts) + "." if parts else None
+
+
 def format_console_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """A plain-text version of the table for the console.
 
@@ -226,6 +252,12 @@ def write_markdown(path: Path, dataset: str, tables: Mapping[str, Sequence[Mappi
              "percentile bootstrap 95 % interval (10000 resamples of the cases; `custom_components/metrics/stats.py`). "
              "Train time: wall time of all training phases of one run, mean over seeds "
              "(evaluation not included).", ""]
+    verdicts = [(proto, headline(rows)) for proto, rows in tables.items()]
+    if any(v for _, v in verdicts):
+        lines += ["## In one line", ""]
+        lines += [f"**Test Dice, protocol `{proto}`: {v}** (paired 95 % intervals over the test "
+                  "cases)" for proto, v in verdicts if v]
+        lines.append("")
     lines += ["## Command", "", "```", command, "```", ""]
     lines += ["## Setting", ""]
     for k, v in settings.items():
@@ -313,7 +345,7 @@ def dice_vs_ratio_figure(rows: Sequence[Mapping[str, Any]], path: Path, title: s
 
 
 def qualitative_figure(config_files: Sequence[Path], models_dir: Path, path: Path, num_cases: int,
-                       selection: Mapping[str, Any] | None = None) -> Path | None:
+                       selection: Mapping[str, Any] | None = None, protocol: str | None = None) -> Path | None:
     """Image, pseudo-label (trained teacher), prediction (deployable ``model.pt``), target for test cases.
 
     The cases go through the bundle's own validation preprocessing (``validate#preprocessing``) and inferer
@@ -326,6 +358,8 @@ def qualitative_figure(config_files: Sequence[Path], models_dir: Path, path: Pat
         path: output ``.png``.
         num_cases: test cases to show.
         selection: the run's ``model_selection.json`` content (for the column title).
+        protocol: the first evaluation protocol; 3D cases are shown by three orthogonal slices through the target's
+            centre (image, prediction, target, uncertainty), predicted with the ``la_uamt`` window for that protocol.
 
     Returns:
         ``path``, or ``None`` for ``num_cases < 1``.
@@ -359,6 +393,11 @@ def qualitative_figure(config_files: Sequence[Path], models_dir: Path, path: Pat
         a = np.asarray(a)
         return a[..., a.shape[-1] // 2] if a.ndim == 4 else a
 
+    if int(parser.get_parsed_content("spatial_dims")) == 3:
+        uamt = "uamt_inferer" in parser and protocol == "la_uamt"
+        return _orthogonal_figure(cases, preprocessing, parser.get_parsed_content(
+            "uamt_inferer" if uamt else "eval_inferer", instantiate=True), deploy, thr, path, sel_title(selection),
+            "la_uamt window" if uamt else "validation window")
     images, pseudo, pred, target, titles = [], [], [], [], []
     with torch.no_grad():
         for c in cases:
@@ -371,8 +410,46 @@ def qualitative_figure(config_files: Sequence[Path], models_dir: Path, path: Pat
             pred.append(shown(ThresholdForeground(thr)(p_d[0])[0].long()))  # the threshold of evaluate.json
             target.append(shown(torch.as_tensor(d["label"])[0]).round().astype(np.int64))
             titles.append(Path(str(c["image"])).name)
+    cols = {"pseudo-label (teacher)": pseudo, f"prediction ({sel_title(selection)})": pred, "target": target}
+    return qualitative_panel(images, cols, path, titles=titles)
+
+
+def sel_title(selection: Mapping[str, Any] | None) -> str:
+    """``model.pt: <network> @ <threshold>`` of a run's selection, for figure titles."""
     sel = selection or {}
-    cols = {"pseudo-label (teacher)": pseudo,
-            f"prediction (model.pt: {sel.get('network', '?')} @ {float(sel.get('threshold', 0.5)):.2f})": pred,
-            "target": target}
+    return f"model.pt: {sel.get('network', '?')} @ {float(sel.get('threshold', 0.5)):.2f}"
+
+
+def _orthogonal_figure(cases: Sequence[Mapping[str, Any]], preprocessing: Any, inferer: Any, deploy: Any,
+                       threshold: float, path: Path, model_title: str, window: str) -> Path:
+    """3D cases as three orthogonal slices through the centre of the target (axial, coronal, sagittal rows):
+    image, prediction (thresholded), target, uncertainty (normalised predictive entropy of the deployable's
+    probabilities), on the grid the network sees (after the bundle's preprocessing, e.g. resampling)."""
+    import numpy as np
+    import torch
+
+    from custom_components.transforms import PredictiveEntropy, ThresholdForeground
+    from custom_components.visualize import orthogonal_slices, qualitative_panel
+
+    images, pred, target, unc, titles = [], [], [], [], []
+    with torch.no_grad():
+        for c in cases:
+            d = preprocessing(dict(c))
+            x = torch.as_tensor(d["image"]).float().unsqueeze(0)
+            probs = inferer(x, deploy)[0]
+            lab = np.asarray(torch.as_tensor(d["label"])[0]).round().astype(np.int64)
+            fg = np.argwhere(lab > 0)
+            center = fg.mean(0).round().astype(int) if len(fg) else np.array(lab.shape) // 2
+            p = np.asarray(ThresholdForeground(threshold)(probs)[0].long())
+            e = np.asarray(PredictiveEntropy()(probs)[0], dtype=np.float32)
+            name = Path(str(c["image"])).name.split(".")[0]
+            for view, img, pv, lv, ev in zip(("axial", "coronal", "sagittal"), orthogonal_slices(x[0], center),
+                                             orthogonal_slices(p, center), orthogonal_slices(lab, center),
+                                             orthogonal_slices(e, center)):
+                images.append(img)
+                pred.append(pv)
+                target.append(lv)
+                unc.append(ev + 1e-3)  # a float map (never all integers): drawn as a heat map
+                titles.append(f"{name[:10]} {view}")
+    cols = {f"prediction ({model_title}, {window})": pred, "target": target, "uncertainty (entropy)": unc}
     return qualitative_panel(images, cols, path, titles=titles)

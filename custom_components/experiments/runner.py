@@ -778,4 +778,5 @@ class Experiment:
         phase_dir = Path(run["folder"]) / "cotrain"
         files = self.config_list(phase_dir, "cotrain", ["train.json", OVERRIDES_FILE])
         return report.qualitative_figure(files, phase_dir / "models", self.results_dir / f"{self.name}_qualitative.png",
-                                         self.settings.num_qualitative, run.get("selection"))
+                                         self.settings.num_qualitative, run.get("selection"),
+                                         self.settings.protocols[0])

@@ -159,3 +159,11 @@ def test_table_has_seed_spread_gap_closed_and_paired_intervals(tmp_path):
     assert "60.00 ± 7.07" in line and "29 %" in line and "+10.00 [+10.00, +10.00]" in line
     md = rx.write_markdown(tmp_path / "r.md", "fake", {"clean": rows}, {"device": "CPU"}, "cmd", {}, runs).read_text()
     assert "## Threshold sweep on validation" in md and "| cps | 0.1 | 0 | 0.50 |" in md
+    # the one-line verdict at the top of the page: cps +10 on every case beats supervised; upper has no pair
+    assert rx.headline(rows) == ("cps beats supervised at 10 % labelled (+10.0 [+10.0, +10.0] Dice points, "
+                                 "2 seed(s)).")
+    assert md.index("## In one line") < md.index("## Command") and "**Test Dice, protocol `clean`: cps beats" in md
+    for r in rows:  # a difference whose interval holds 0 is no win
+        if r["method"] == "cps":
+            r["paired"]["supervised"].update(mean_diff=0.01, ci_low=-0.02, ci_high=0.04)
+    assert "cps is within noise of supervised" in rx.headline(rows)
