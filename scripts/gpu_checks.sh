@@ -16,6 +16,17 @@
 #                torch.compile vs CUDA graphs, TFLOP/s and share of the card's bf16 peak; then the LA 24 GB memory
 #                switch (checkpoint_rounds) peak. Writes docs/performance_gpu_<card>.{json,log} ($OUT/docs/ on the
 #                device tool)
+#   la_8         issue #15 (not run yet; sized for 8 min on an H100/H200): LA at the native 0.625 mm grid, --profile la
+#                (96x96x80 patches, channels 16-128), full method at 8 labels (first 8 of train.list), phase 1 400
+#                iterations (batch 2), co-training 400 (R = 3, batch 1 + 1, bf16 + TF32 defaults; H100: ~0.13 s and
+#                ~0.39 s per step in docs/performance.md), tested with la_uamt (112x112x80, strides 18/18/4) on the
+#                native grid. Writes docs/results/la_gpu_<card>.{md,json,log} ($OUT/docs/results on the device tool).
+#                Data: LA_DATA (prepared LA folder, default .devdata/la). The prepared copy is 245 MB, more than
+#                one call may carry (64 MiB with the 3 MB working tree): `bash scripts/gpu_checks.sh pack_la` here
+#                writes .devdata/la_parts/la.tar.part_aa ... _af (48 MiB each, from LA_SRC, default
+#                /work/data/la); carry one part per device call in consecutive calls (the machine keeps ignored
+#                paths between calls while it stays warm: 30 s idle at most), then run
+#                `bash scripts/gpu_checks.sh unpack_la la_8` in the last call.
 #
 # Environment: DATA (prepared PH2 folder, default /work/data/ph2_128, else .devdata/ph2_128), RESULTS (where reports
 # go, default $OUT/results on the device tool, else docs/results/gpu), WORK (training folders, default /tmp/gpu_work).
@@ -41,7 +52,11 @@ DATA="${DATA:-}"
 if [ -z "$DATA" ]; then
   for d in /work/data/ph2_128 .devdata/ph2_128; do [ -f "$d/datalist.json" ] && DATA="$d" && break; done
 fi
-[ -n "$DATA" ] && [ -f "$DATA/datalist.json" ] || { echo "gpu_checks.sh: no prepared PH2 (set DATA=<folder>; see docs/data.md)" >&2; exit 1; }
+case " $* " in  # the LA parts need no PH2
+  *" ph2_20 "*|*" precision "*|*" p1_long "*|*" no_pretrain "*|*" seeds "*)
+    [ -n "$DATA" ] && [ -f "$DATA/datalist.json" ] || { echo "gpu_checks.sh: no prepared PH2 (set DATA=<folder>; see docs/data.md)" >&2; exit 1; } ;;
+esac
+LA_DATA="${LA_DATA:-.devdata/la}"
 RESULTS="${RESULTS:-${OUT:+$OUT/results}}"
 RESULTS="${RESULTS:-docs/results/gpu}"
 WORK="${WORK:-/tmp/gpu_work}"
@@ -73,7 +88,19 @@ for part in "$@"; do
                  timeout 470 "$PY" scripts/benchmark.py --plan speed --time-budget 400 \
                    --output "$sdir/performance_gpu_$card.json" 2>&1 | grep -v -i warn \
                    | tee "$sdir/performance_gpu_$card.log" | tail -20 || true ;;
-    *) echo "gpu_checks.sh: unknown part '$part' (ph2_20 bench_2d precision p1_long no_pretrain seeds speed)" >&2; exit 1 ;;
+    pack_la)     src="${LA_SRC:-/work/data/la}"; mkdir -p .devdata/la_parts; rm -f .devdata/la_parts/la.tar.part_*
+                 tar -C "$(dirname "$src")" -cf - --transform "s,^$(basename "$src"),la," "$(basename "$src")" \
+                   | split -b 48m - .devdata/la_parts/la.tar.part_
+                 ls -l .devdata/la_parts ;;
+    unpack_la)   mkdir -p .devdata && cat .devdata/la_parts/la.tar.part_* | tar -C .devdata -xf - && ls .devdata/la ;;
+    la_8)        [ -f "$LA_DATA/datalist.json" ] || { echo "gpu_checks.sh: no prepared LA at $LA_DATA (see la_8 above)" >&2; exit 1; }
+                 card="$("$PY" -c "import torch; print(torch.cuda.get_device_name(0).replace(' ', '_'))")"
+                 ldir="${OUT:+$OUT/docs/results}"; ldir="${ldir:-docs/results}"; mkdir -p "$ldir"
+                 timeout 480 "$PY" scripts/run_experiments.py --dataset "$LA_DATA" --name "la_gpu_$card" --profile la \
+                   --methods full --ratios 0.1 --protocol la_uamt --results-dir "$ldir" --work-dir "$WORK/la_8" \
+                   --iterations teacher_pretrain=400 cotrain=400 --override cotrain:batch_size=1 2>&1 | grep -v -i warn | tee "$ldir/la_gpu_$card.log" \
+                   | grep -E "finished|runner|rror|^method|^full" || true ;;
+    *) echo "gpu_checks.sh: unknown part '$part' (ph2_20 bench_2d precision p1_long no_pretrain seeds speed la_8 pack_la unpack_la)" >&2; exit 1 ;;
   esac
 done
 echo "[gpu_checks] done $(date -u +%H:%M:%S); results in $RESULTS"

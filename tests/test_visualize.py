@@ -85,3 +85,16 @@ def test_curves_from_list_or_dict(tmp_path) -> None:
     assert _size(out) == (200, 200)
     with pytest.raises(ValueError, match="not in the history"):
         plot_curves(hist, tmp_path / "c3.png", keys=["nope"])
+
+
+def test_orthogonal_slices_go_through_the_centre_on_every_axis():
+    from custom_components.visualize import orthogonal_slices
+
+    v = np.zeros((5, 6, 7))
+    v[1, 2, 3] = 1.0
+    ax, co, sa = orthogonal_slices(v, (1, 2, 3))
+    assert ax.shape == (5, 6) and co.shape == (5, 7) and sa.shape == (6, 7)
+    assert ax[1, 2] == co[1, 3] == sa[2, 3] == 1.0
+    assert orthogonal_slices(v[None], (1, 2, 3))[1].shape == (1, 5, 7)  # a channel axis stays first
+    with pytest.raises(ValueError, match="centre inside it"):
+        orthogonal_slices(v, (5, 0, 0))
