@@ -112,6 +112,7 @@ def inference_cost(repo: Path, payload: dict, num_cases: int, ratio: float, seed
     runs = {r["base_method"]: r for r in payload["runs"] if float(r["ratio"]) == ratio and int(r["seed"]) == seed}
     out: dict = {"ratio": ratio, "seed": seed, "threads": 1, "cases": num_cases, "rows": []}
     load_before = os.getloadavg()
+    fp32_preds: dict = {}
     for method, bundle in (("full", "cotrain"), ("supervised", "supervised")):
         if method not in runs:
             raise LAResultsError(f"no {method} run at ratio {ratio} seed {seed} in the results JSON.")
@@ -140,11 +141,25 @@ def inference_cost(repo: Path, payload: dict, num_cases: int, ratio: float, seed
             for wname, inf in windows.items():
                 if "ensemble" in name and wname == "la_uamt window":
                     continue
-                secs = [_timed(lambda v=v: inf(v, net)) for v in vols]
-                out["rows"].append({"model": name, "window": wname, "window_desc": _describe(inf),
-                                    "seconds_per_volume": float(np.mean(secs)), "std": float(np.std(secs)),
-                                    "volumes": [list(v.shape[2:]) for v in vols]})
-                print(f"[la_results] {name}, {wname}: {np.mean(secs):.2f} s per volume", flush=True)
+                for bf16 in (False, True) if wname == "la_uamt window" else (False,):
+                    preds: list = []
+
+                    def call(v, bf16=bf16, inf=inf, net=net, preds=preds):
+                        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                            preds.append(inf(v, net).float().argmax(1))
+
+                    secs = [_timed(lambda v=v: call(v)) for v in vols]
+                    row = {"model": name, "window": wname + (", bf16 autocast" if bf16 else ""),
+                           "window_desc": _describe(inf), "seconds_per_volume": float(np.mean(secs)),
+                           "std": float(np.std(secs)), "volumes": [list(v.shape[2:]) for v in vols]}
+                    if bf16:  # agreement of the bf16 argmax with the fp32 one, voxels of the same volumes
+                        ref = fp32_preds[(name, wname)]
+                        row["voxel_agreement_with_fp32"] = float(np.mean([(a == b).float().mean().item()
+                                                                          for a, b in zip(preds, ref)]))
+                    else:
+                        fp32_preds[(name, wname)] = preds
+                    out["rows"].append(row)
+                    print(f"[la_results] {name}, {row['window']}: {np.mean(secs):.2f} s per volume", flush=True)
     out["load_average_before"] = [round(x, 2) for x in load_before]
     out["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     return out
@@ -165,10 +180,14 @@ def cost_section(cost: dict, cpu: str) -> list[str]:
              f"r{cost['ratio']:g} seed-{cost['seed']} runs, one thread, {cpu}; load average before / after "
              f"{cost['load_average_before']} / {cost['load_average_after']} (a shared machine: compare the rows, "
              "measured side by side, rather than the absolute seconds). `scripts/la_results.py`.", "",
+             "The test evaluation of this page ran in fp32 (the `evaluate.json` default); the bf16 rows measure what "
+             "autocast would save (not a default: MONAI's evaluators autocast on CUDA only).", "",
              "| model | window | s / volume | vs supervised UNet, la_uamt window |", "|---|---|---:|---:|"]
     for r in cost["rows"]:
         rel = f"{r['seconds_per_volume'] / ref:.1f}x" if ref else "-"
-        lines.append(f"| {r['model']} | {r['window']} ({r['window_desc']}) | {r['seconds_per_volume']:.2f} ± "
+        agree = (f"; argmax agrees with fp32 on {100 * r['voxel_agreement_with_fp32']:.2f} % of the voxels"
+                 if "voxel_agreement_with_fp32" in r else "")
+        lines.append(f"| {r['model']} | {r['window']} ({r['window_desc']}{agree}) | {r['seconds_per_volume']:.2f} ± "
                      f"{r['std']:.2f} | {rel} |")
     return lines + [""]
 
