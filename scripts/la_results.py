@@ -66,8 +66,8 @@ def published_section(payload: dict, protocol: str) -> list[str]:
         if r["dice"]["mean"] is None or n is None:
             continue
         seeds = len(r["seeds"])
-        ours.setdefault(f"this page: {r['method']}", {})[int(n)] = (
-            f"{100 * r['dice']['mean']:.2f} ± {100 * r['dice']['std']:.2f}" + (f" ({seeds} seeds)" if seeds > 1 else ""))
+        cell = f"{100 * r['dice']['mean']:.2f} ± {100 * r['dice']['std']:.2f}"
+        ours.setdefault(f"this page: {r['method']}", {})[int(n)] = cell + (f" ({seeds} seeds)" if seeds > 1 else "")
     cols = sorted({n for v in list(PUBLISHED.values()) + list(ours.values()) for n in v})
     lines = ["## Published numbers beside ours (a different setting)", "",
              "**Not comparable one to one.** The published numbers (from the team's `DATA.md`; [V] = seen in the "
