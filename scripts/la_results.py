@@ -212,8 +212,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--cases", type=int, default=5, help="test volumes timed (0: skip the inference cost)")
     ap.add_argument("--ratio", type=float, default=0.1, help="the runs whose models are timed")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--runner-log", default=None,
+                    help="the console log of the runner call that trained and evaluated everything: its total wall "
+                         "time goes on the page (a later call that only rewrites the page reports its own)")
     a = ap.parse_args(argv)
-    from custom_components.experiments.environment import REPO_ROOT, environment_info
+    from custom_components.experiments.environment import REPO_ROOT, environment_info, relative_path
 
     js = Path(a.results_json)
     payload = _load(js)
@@ -221,6 +224,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not md.is_file():
         raise LAResultsError(f"{md}: missing beside {js}.")
     sections = published_section(payload, a.protocol)
+    if a.runner_log:
+        import re
+
+        log = Path(a.runner_log)
+        m = re.search(r"total wall time (\d+) s", log.read_text()) if log.is_file() else None
+        if m is None:
+            raise LAResultsError(f"{log}: no 'total wall time' line (not a finished runner call's log).")
+        sections += ["## Wall time", "",
+                     f"The runner call that trained and evaluated every run of this page took **{int(m.group(1))} s** "
+                     f"({int(m.group(1)) / 60:.0f} min) on the hardware below (its console log: "
+                     f"`{relative_path(log)}`); the page itself was then rewritten by a second call that found "
+                     "everything done.", ""]
     cost_json = js.with_name(js.stem + "_inference_cost.json")
     if a.cases > 0:
         cost = inference_cost(REPO_ROOT, payload, a.cases, a.ratio, a.seed)

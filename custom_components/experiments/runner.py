@@ -671,12 +671,16 @@ class Experiment:
             run["warnings"] += phase1_warnings(tp_dir / "eval" / "metrics.csv")
         for w in run["warnings"]:
             print(f"{label} WARNING {w}", flush=True)
-        eval_t = 0.0
+        eval_t, evaluated = 0.0, False
         for proto in s.protocols:
             path, t = self.evaluate_phase(run_dir / bundle, bundle, proto, f"{label}[{bundle}]")
             run["metrics"][proto] = str(path)
             eval_t += t or 0.0
-        run["eval_time_s"] = eval_t or None
+            evaluated |= t is not None
+        run["eval_time_s"] = eval_t if evaluated else None
+        prev = run_dir / "run.json"
+        if not evaluated and prev.is_file():  # every evaluation was done earlier: keep the time measured then
+            run["eval_time_s"] = json.loads(prev.read_text()).get("eval_time_s")
         (run_dir / "run.json").write_text(json.dumps(run, indent=2))
         return run
 
