@@ -554,7 +554,7 @@ class Experiment:
         if not model.is_file():
             raise RunnerError(f"{model}: missing after training; see {phase_dir / 'train.log'}.")
         base = {"eval_key": "test", "eval_protocol": protocol, "output_dir": str(out_dir)}
-        ev = {**base, **self.eval_ids(protocol)}
+        ev = {**base, **self.eval_ids(protocol, bundle)}
         record = out_dir / "runner_eval.json"  # the ids this evaluation ran with: other ids -> evaluate again
         if metrics.is_file() and metrics.stat().st_mtime >= model.stat().st_mtime:
             try:
@@ -573,7 +573,7 @@ class Experiment:
         record.write_text(json.dumps(ev, indent=2))
         return metrics, t
 
-    def eval_ids(self, protocol: str) -> dict[str, Any]:
+    def eval_ids(self, protocol: str, bundle: str = "cotrain") -> dict[str, Any]:
         """Bundle ids of the test evaluation under ``protocol``: ``la_uamt`` swaps the inferer for the bundles'
         ``uamt_inferer`` (the UA-MT window of ``profile_3d.json``, scaled by a reduced-resolution profile), and
         ``largest_cc`` is passed when set.
@@ -587,6 +587,8 @@ class Experiment:
                 raise RunnerError(f"--protocol la_uamt: a 3D protocol (the UA-MT sliding window), but {self.datalist} "
                                   f"is {self.spatial_dims}D.")
             out["eval_inferer"] = "@uamt_inferer"
+            if bundle == "supervised":  # the UA-MT window already averages softmax probabilities of the logits
+                out["pred_softmax"] = False
         if self.settings.largest_cc is not None:
             out["largest_cc"] = bool(self.settings.largest_cc)
         return out

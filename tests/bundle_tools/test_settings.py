@@ -62,7 +62,7 @@ def test_stacked_3d_profile_is_merged(cotrain):
     assert infer["eval_inferer"]["_target_"] == "SlidingWindowInferer" and infer["image_ext"] == ".nii.gz"
     assert infer["roi_size"] == [16, 16, 16] and infer["dataset_dir"] != prof["dataset_dir"]
     train = _load(cotrain / "configs" / "train.json")
-    assert train["train_spatial_transforms"][1]["_target_"] == "RandSpatialCropd"
+    assert train["train_spatial_transforms"][2]["_target_"] == "RandSpatialCropd"  # after %resample, SpatialPadd
     assert (_load(cotrain / "configs" / "metadata.json")["network_data_format"]["inputs"]["image"]["spatial_shape"]
             == ["2*n"] * 3)
 
