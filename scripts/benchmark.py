@@ -79,6 +79,8 @@ CPU_SWITCHES: dict[str, dict[str, Any]] = {
     "batch_rounds_off": {"batch_rounds": False},
     "cpu_fast_checkpoint_rounds": {"amp": "bfloat16", "fused_adam": True, "checkpoint_rounds": True},
     "cpu_fast_compile": {"amp": "bfloat16", "fused_adam": True, "compile": True},
+    # changes the method (an option, off by default): the R rounds at half the input size
+    "cpu_fast_round_scale_0.5": {"amp": "bfloat16", "fused_adam": True, "round_scale": 0.5},
 }
 
 
@@ -124,7 +126,7 @@ def cpu_plan(with_compile: bool) -> list[tuple[str, str, int, list[str]]]:
     out = []
     for wl in ("ph2_cpu", "la_cpu"):
         p2 = ["reference", "bf16", "fused_adam", "cpu_fast", "cpu_fast_channels_last", "batch_rounds_off",
-              "cpu_fast_checkpoint_rounds"] if wl == "ph2_cpu" else ["reference", "bf16", "cpu_fast",
+              "cpu_fast_checkpoint_rounds", "cpu_fast_round_scale_0.5"] if wl == "ph2_cpu" else ["reference", "bf16", "cpu_fast",
                                                                      "cpu_fast_checkpoint_rounds"]
         out += [(wl, "p2", 3, p2 + comp), (wl, "p2", 0, ["reference", "cpu_fast"]),
                 (wl, "p1", 0, ["reference", "bf16", "cpu_fast"]), (wl, "sup", 0, ["reference", "bf16", "cpu_fast"])]
@@ -359,6 +361,7 @@ def build_case(phase: str, cfg: dict, sw: dict, device: torch.device,
         trainer = CoTrainer(device, 1, [0], teacher, student, t_opt, s_opt, rounds=rounds,
                             batch_rounds=sw.get("batch_rounds", True),
                             checkpoint_rounds=bool(sw.get("checkpoint_rounds")),
+                            round_scale=sw.get("round_scale", 1.0),
                             amp=bool(amp), amp_dtype=amp or "bfloat16")
         trainer.state.epoch = 1
         batch = {
