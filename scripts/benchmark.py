@@ -691,9 +691,11 @@ def run_cpu(args: argparse.Namespace) -> dict:
         "workloads": {k: {kk: list(v) if isinstance(v, tuple) else v for kk, v in c.items()} for k, c in cfgs.items()},
         "switches": CPU_SWITCHES, "cases": [],
     }
+    keep = set(args.switches.split(",")) | {"reference"} if args.switches else None
     for wl, phase, rounds, switches in cpu_plan(args.compile):
         if wl not in only:
             continue
+        switches = [s for s in switches if keep is None or s in keep]
         group = f"{wl}/{phase}{'_R' + str(rounds) if phase == 'p2' else ''}"
         steps, firsts = {}, {}
         try:
@@ -814,6 +816,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--threads", type=int, default=1, help="--cpu: torch threads (1 = the CPU profiles' setting)")
     ap.add_argument("--compile", action="store_true", help="--cpu: also time torch.compile (slow to build on 2 cores)")
     ap.add_argument("--no-rss", action="store_true", help="--cpu: skip the per-case peak-RSS subprocesses")
+    ap.add_argument("--switches", default=None,
+                    help="--cpu: comma-separated switches to time (reference always; default: every switch of the plan)")
     ap.add_argument("--markdown", default=None, help="--cpu: also write the table as Markdown here")
     args = ap.parse_args(argv)
     if args.cpu:

@@ -85,11 +85,13 @@ def _check_outputs(models: Path, wf, spatial_dims: int) -> None:
     assert (models / "train_state.pt").is_file()
 
 
-@pytest.mark.parametrize("rounds,round_mode", [(1, "independent"), (2, "chained")])
-def test_train_2d_from_teacher_checkpoint(rounds, round_mode, tiny_dataset_2d, tmp_path, make_bundle_workflow):
+@pytest.mark.parametrize("rounds,round_mode,round_scale", [(1, "independent", 1.0), (2, "chained", 0.5)])
+def test_train_2d_from_teacher_checkpoint(rounds, round_mode, round_scale, tiny_dataset_2d, tmp_path,
+                                          make_bundle_workflow):
     data = tiny_dataset_2d(num_cases=6, size=24)
     ckpt = _fresh_teacher(tmp_path / "phase1" / "teacher.pt", 2, 3)
-    overrides = _train_overrides(data, tmp_path, [16, 16], str(ckpt), rounds=rounds, round_mode=round_mode)
+    overrides = _train_overrides(data, tmp_path, [16, 16], str(ckpt), rounds=rounds, round_mode=round_mode,
+                                 round_scale=round_scale)
     wf = make_bundle_workflow(BUNDLE, ["train"], "train", **overrides)
     wf.initialize()
     assert wf.check_properties() == []
@@ -104,6 +106,7 @@ def test_train_2d_from_teacher_checkpoint(rounds, round_mode, tiny_dataset_2d, t
     wf.finalize()
     trainer = wf.parser.get_parsed_content("train#trainer")
     assert trainer.state.epoch == 1 and trainer.rounds == rounds and trainer.round_mode == round_mode
+    assert trainer.round_scale == round_scale
     out = trainer.state.output
     assert float(out["loss_rec"]) > 0 and torch.isfinite(out["loss"])
     _check_outputs(tmp_path / "models", wf, 2)
