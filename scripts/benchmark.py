@@ -125,9 +125,9 @@ def cpu_plan(with_compile: bool) -> list[tuple[str, str, int, list[str]]]:
     comp = ["cpu_fast_compile"] if with_compile else []
     out = []
     for wl in ("ph2_cpu", "la_cpu"):
-        p2 = ["reference", "bf16", "fused_adam", "cpu_fast", "cpu_fast_channels_last", "batch_rounds_off",
-              "cpu_fast_checkpoint_rounds", "cpu_fast_round_scale_0.5"] if wl == "ph2_cpu" else ["reference", "bf16", "cpu_fast",
-                                                                     "cpu_fast_checkpoint_rounds"]
+        p2 = (["reference", "bf16", "fused_adam", "cpu_fast", "cpu_fast_channels_last", "batch_rounds_off",
+               "cpu_fast_checkpoint_rounds", "cpu_fast_round_scale_0.5"] if wl == "ph2_cpu"
+              else ["reference", "bf16", "cpu_fast", "cpu_fast_checkpoint_rounds"])
         out += [(wl, "p2", 3, p2 + comp), (wl, "p2", 0, ["reference", "cpu_fast"]),
                 (wl, "p1", 0, ["reference", "bf16", "cpu_fast"]), (wl, "sup", 0, ["reference", "bf16", "cpu_fast"])]
         out += [(wl, ph, 0, ["reference", "bf16"]) for ph in ("infer", "infer_ens4", "ddim")]
@@ -817,7 +817,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--compile", action="store_true", help="--cpu: also time torch.compile (slow to build on 2 cores)")
     ap.add_argument("--no-rss", action="store_true", help="--cpu: skip the per-case peak-RSS subprocesses")
     ap.add_argument("--switches", default=None,
-                    help="--cpu: comma-separated switches to time (reference always; default: every switch of the plan)")
+                    help="--cpu: comma-separated switches to time (reference always; default: the plan's)")
     ap.add_argument("--markdown", default=None, help="--cpu: also write the table as Markdown here")
     args = ap.parse_args(argv)
     if args.cpu:

@@ -105,8 +105,8 @@ class CoTrainer(DiffusionTrainerBase):
         unlabeled_key: key of the unlabelled batch in a paired item.
 
     Raises:
-        ValueError: for ``rounds < 0``, an unknown ``round_mode``, ``round_scale`` outside (0, 1], or a student whose channels or classes differ
-            from the teacher's.
+        ValueError: for ``rounds < 0``, an unknown ``round_mode``, ``round_scale`` outside (0, 1], or a student
+            whose channels or classes differ from the teacher's.
     """
 
     def __init__(
