@@ -154,7 +154,8 @@ def score_run(phase_dir: Path, probe_steps: int, seed: int) -> dict:
     res["all_foreground_dice"] = float(all_foreground_dice(y_va, teacher.num_classes).mean())
     ov = json.loads(extra[0].read_text())
     res.update(max_epochs=ov.get("max_epochs"), lr_step_epochs=ov.get("lr_step_epochs"), seed=ov.get("seed"),
-               datalist=datalist.name, history=monitor_history(phase_dir))
+               datalist=datalist.name, dataset=json.loads(datalist.read_text()).get("name") or datalist.parent.name,
+               history=monitor_history(phase_dir))
     return res
 
 
@@ -189,23 +190,27 @@ def ranking(dirs: list[Path], out: Path, probe_steps: int, seed: int, command: s
         print(f"[phase-1 ranking] {r['folder']}: best-assignment {100 * r['best_assignment_dice']:.1f}, probe "
               f"{100 * r['probe_dice']:.1f}, gain blank {1e3 * r['rec_gain_blank']:.1f} shuffled "
               f"{1e3 * r['rec_gain_shuffled']:.1f} (x1e3)", flush=True)
-    across = {f"{g} vs {d}": spearman([r[g] for r in runs], [r[d] for r in runs])
-              for g in LABEL_FREE for d in WITH_LABELS}
+    datasets = sorted({r["dataset"] for r in runs})  # gains of different datasets are not on one scale
+    across = {ds: {f"{g} vs {d}": spearman([r[g] for r in runs if r["dataset"] == ds],
+                                           [r[d] for r in runs if r["dataset"] == ds])
+                   for g in LABEL_FREE for d in WITH_LABELS} for ds in datasets}
     within = []  # per run: rank correlation of the in-bundle monitor's gain and best-assignment Dice over the rounds
     for r in runs:
         h = r["history"]
         within.append({g: spearman([v.get(f"val_{g}") for v in h], [v.get("val_best_assignment_dice") for v in h])
                        for g in LABEL_FREE})
     out.mkdir(parents=True, exist_ok=True)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, g in zip(axes, LABEL_FREE):
-        for r in runs:
-            ax.scatter(1e3 * r[g], 100 * r["best_assignment_dice"], c="C0" if r["found_lesion"] else "C3")
-            ax.annotate(Path(r["folder"]).parent.name, (1e3 * r[g], 100 * r["best_assignment_dice"]), fontsize=6)
-        ax.set_xlabel(f"{g.replace('_', ' ')} (val, x1e3; no label)")
-        ax.set_ylabel("best-assignment Dice (val, %)")
-        c = across[f"{g} vs best_assignment_dice"]
-        ax.set_title(f"Spearman {c['rho']:.2f} (n = {c['n']})" if c["rho"] is not None else f"n = {c['n']}")
+    fig, axes = plt.subplots(len(datasets), 2, figsize=(10, 4 * len(datasets)), squeeze=False)
+    for row, ds in zip(axes, datasets):
+        for ax, g in zip(row, LABEL_FREE):
+            for r in (r for r in runs if r["dataset"] == ds):
+                ax.scatter(1e3 * r[g], 100 * r["best_assignment_dice"], c="C0" if r["found_lesion"] else "C3")
+                ax.annotate(Path(r["folder"]).parent.name, (1e3 * r[g], 100 * r["best_assignment_dice"]), fontsize=6)
+            ax.set_xlabel(f"{g.replace('_', ' ')} (val, x1e3; no label)")
+            ax.set_ylabel("best-assignment Dice (val, %)")
+            c = across[ds][f"{g} vs best_assignment_dice"]
+            ax.set_title(f"{ds}: Spearman {c['rho']:.2f} (n = {c['n']})" if c["rho"] is not None
+                         else f"{ds}: n = {c['n']}")
     fig.tight_layout()
     fig.savefig(out / "ranking.png", dpi=100)
     plt.close(fig)
@@ -223,17 +228,20 @@ def ranking(dirs: list[Path], out: Path, probe_steps: int, seed: int, command: s
              "- reconstruction gain (no label): mean over validation images of L_rec(blank or shuffled mask) - "
              "L_rec(predicted mask) at t = 250, same seeded noise",
              "- found the lesion: best-assignment Dice above the all-foreground baseline of the same split", "",
-             "| run | split | seed | epochs | first LR halving (epoch) | best-assignment Dice | probe Dice | "
+             "| run | dataset | split | seed | epochs | first LR halving (epoch) | best-assignment Dice | probe Dice | "
              "all-foreground Dice | gain blank (x1e3) | gain shuffled (x1e3) | found the lesion |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in runs:
-        lines.append(f"| `{r['folder']}` | {r['datalist']} | {r['seed']} | {r['max_epochs']} | {r['lr_step_epochs']} | "
+        lines.append(f"| `{r['folder']}` | {r['dataset']} | {r['datalist']} | {r['seed']} | {r['max_epochs']} | "
+                     f"{r['lr_step_epochs']} | "
                      f"{f(r['best_assignment_dice'])} | {f(r['probe_dice'])} | {f(r['all_foreground_dice'])} | "
                      f"{f(r['rec_gain_blank'], 1e3)} | {f(r['rec_gain_shuffled'], 1e3)} | "
                      f"{'yes' if r['found_lesion'] else 'no'} |")
-    lines += ["", "## Rank correlation across runs", "",
-              "| label-free measure vs label measure | Spearman rho | p (two-sided) | runs |", "|---|---|---|---|"]
-    lines += [f"| {k} | {f(v['rho'], 1, '.2f')} | {f(v['p'], 1, '.3f')} | {v['n']} |" for k, v in across.items()]
+    lines += ["", "## Rank correlation across runs (per dataset)", "",
+              "| dataset | label-free measure vs label measure | Spearman rho | p (two-sided) | runs |",
+              "|---|---|---|---|---|"]
+    lines += [f"| {ds} | {k} | {f(v['rho'], 1, '.2f')} | {f(v['p'], 1, '.3f')} | {v['n']} |"
+              for ds, per in across.items() for k, v in per.items()]
     lines += ["", "## Within each run: the bundle's monitor over its validation rounds", "",
               "Spearman rho between the in-bundle gain and the in-bundle best-assignment Dice over the validation "
               "rounds of one run (does the gain rise when phase 1 finds structure?).", "",
@@ -245,7 +253,7 @@ def ranking(dirs: list[Path], out: Path, probe_steps: int, seed: int, command: s
     (out / "ranking.md").write_text("\n".join(lines))
     (out / "ranking.json").write_text(json.dumps({"runs": runs, "across_runs": across, "within_runs": within,
                                                   "command": command}, indent=2))
-    print("\n".join(lines[lines.index("## Rank correlation across runs"):]), flush=True)
+    print("\n".join(lines[lines.index("## Rank correlation across runs (per dataset)"):]), flush=True)
     return 0
 
 
