@@ -101,11 +101,15 @@ def copy_run(run_dir: Path, out_dir: Path, repo_configs: Path) -> tuple[Path, di
         raise AblationError(f"{run_dir}: not a finished co-training run; missing {', '.join(missing)}.")
     rec = json.loads((run_dir / "run.json").read_text())
     dest = out_dir / f"{rec['method']}_{run_dir.name}" / PHASE
-    if dest.exists():
-        shutil.rmtree(dest)
+    old_model = dest / "models" / "model.pt"
+    if dest.exists() and not (old_model.is_file() and old_model.read_bytes() == (phase / "models" /
+                                                                                "model.pt").read_bytes()):
+        shutil.rmtree(dest)  # another model: its evaluations are stale
+    if (dest / "configs").exists():
+        shutil.rmtree(dest / "configs")
     shutil.copytree(phase / "configs", dest / "configs")
     shutil.copy2(repo_configs / "evaluate.json", dest / "configs" / "evaluate.json")
-    (dest / "models").mkdir(parents=True)
+    (dest / "models").mkdir(parents=True, exist_ok=True)
     for f in ("model.pt", "model_selection.json"):
         shutil.copy2(phase / "models" / f, dest / "models" / f)
     if (phase / SETTINGS_FILE).is_file():
@@ -272,6 +276,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--protocol", default="clean")
     p.add_argument("--repeats", type=int, default=3, help="timed passes over the test images per setting")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (the ph2_cpu runs train with 1)")
+    p.add_argument("--only-finished", action="store_true",
+                   help="evaluate nothing new: the page from the settings an earlier call on --out finished")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     settings = settings_list(args.timesteps, args.draws, args.ddim_steps)
@@ -279,22 +285,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     repo_configs = Path(__file__).resolve().parents[1] / "bundles" / PHASE / "configs"
     device = torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
     load_start, t_start = os.getloadavg(), time.time()
-    runs, records, timing_raw, thresholds = [], [], {}, {}
+    runs, records, timing_raw, thresholds, reused = [], [], {}, {}, 0
     for run_arg in args.runs:
         run_dir = Path(run_arg).resolve()
         phase_dir, rec = copy_run(run_dir, out_dir, repo_configs)
         records.append({**rec, "folder": relative_path(run_dir)})
         for s in settings:
-            thr, val = validation_threshold(phase_dir, s["ids"], device)
             out = phase_dir / "eval" / s["name"].replace(" ", "_").replace("=", "")
-            res = evaluate_setting(phase_dir, s, thr, args.protocol, out, args.repeats)
+            done = out / "setting.json"
+            if done.is_file() and (out / "metrics.json").is_file() and json.loads(done.read_text())["ids"] == s["ids"]:
+                res = json.loads(done.read_text())  # evaluated by an earlier call on the same model: kept
+                res["metrics"], thr, val = str(out / "metrics.json"), res["threshold"], None
+                reused += 1
+            elif args.only_finished:
+                continue
+            else:
+                thr, val = validation_threshold(phase_dir, s["ids"], device)
+                res = evaluate_setting(phase_dir, s, thr, args.protocol, out, args.repeats)
             per_image = min(res["forward_s"]) / res["images"]
             print(f"[inference ablation] {rec['method']} r{report.ratio_tag(rec['ratio'])} s{rec['seed']} "
-                  f"{s['name']}: threshold {thr:.2f} (val Dice {100 * val:.2f}), {per_image:.4f} s/image", flush=True)
+                  f"{s['name']}: threshold {thr:.2f}" + ("" if val is None else f" (val Dice {100 * val:.2f})")
+                  + f", {per_image:.4f} s/image" + (" (earlier call)" if val is None else ""), flush=True)
             runs.append({"method": s["name"], "base_method": rec["method"], "ratio": rec["ratio"], "seed": rec["seed"],
                          "metrics": {args.protocol: res["metrics"]}})
             timing_raw.setdefault(s["name"], []).append(per_image)
             thresholds.setdefault(s["name"], {})[int(rec["seed"])] = thr
+    if not runs:
+        raise AblationError(f"{out_dir}: no finished evaluation (run without --only-finished first).")
+    settings = [s for s in settings if s["name"] in timing_raw]
+    if settings[0]["name"] != f"one pass t={int(args.timesteps[0])}":
+        raise AblationError(f"{out_dir}: the reference one pass t={args.timesteps[0]} is not finished.")
     rows = compare_rows(report.aggregate(runs, args.protocol), references=(settings[0]["name"],), upper="",
                         gap_reference="")
     timing = {k: {"per_image_s": statistics.mean(v), "per_seed_s": v} for k, v in timing_raw.items()}
@@ -308,7 +328,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "env": {**environment_info(), "torch CPU threads": str(args.threads),
                 "load average (1/5/15 min) at start": " / ".join(f"{x:.2f}" for x in load_start),
                 "load average at end": " / ".join(f"{x:.2f}" for x in load_end),
-                "wall time of this call (s)": f"{time.time() - t_start:.0f}"},
+                "wall time of this call (s)": f"{time.time() - t_start:.0f}",
+                **({"evaluations kept from an earlier call on --out": f"{reused} (their thresholds, metrics and "
+                    "forward times are that call's; its load is not in this page)"} if reused else {})},
         "setting": {"settings": ", ".join(s["name"] for s in settings),
                     "threshold": "chosen per setting and seed on the validation split",
                     "DDIM": "MONAI DDIMScheduler, prediction_type sample, from T - 1 (teacher.ddim_segment)",

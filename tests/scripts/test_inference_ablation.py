@@ -71,6 +71,16 @@ def test_inference_ablation_page_from_copies(tiny_dataset_2d, tmp_path):
     # the settings are really different networks: DDIM's test Dice per case differs from the one pass
     case = {n: rows[n]["case_dice"] for n in names}
     assert case["DDIM 2 steps"] != case["one pass t=500"]
+    # a second call on the same --out keeps what is finished; --only-finished evaluates nothing new
+    again = tmp_path / "results" / "again.md"
+    res = subprocess.run([*cmd[:cmd.index("--page") + 1], str(again), *cmd[cmd.index("--page") + 2:],
+                          "--ddim-steps", "2", "3", "--only-finished"], capture_output=True, text=True, timeout=600,
+                         cwd=ROOT)
+    assert res.returncode == 0, res.stderr[-3000:]
+    kept = json.loads(again.with_suffix(".json").read_text())
+    assert [s["name"] for s in kept["settings"]] == names  # DDIM 3 steps was never evaluated: not on the page
+    assert {r["method"]: r["case_dice"] for r in kept["rows"]} == case
+    assert "evaluations kept from an earlier call on --out: 6" in again.read_text()
 
 
 def test_a_run_that_did_not_finish_is_named(tmp_path, capsys):
