@@ -55,7 +55,7 @@ def structure_warning(dice: float, baseline: float, measure: str = "best-assignm
 
     The measure is the best-assignment Dice (the teacher's own channels, one assignment for the whole validation
     set), not the online probe's: the phase-1 teacher's probabilities are soft (on PH2 at 32x32 the foreground
-    channel's probability lies between about 0.40 and 0.62 on every validation pixel), and the 1x1 probe, one Adam
+    channel's probability lies within 0.40-0.62 on 80 % of the validation pixels), and the 1x1 probe, one Adam
     step at lr 0.01 per batch holding labels while the teacher moves, ends with its boundary beyond most lesion
     pixels: probe Dice 0.15 where the teacher's channel thresholded at 0.5 gives 0.61
     (``docs/phase1/probe_diagnosis.md``).
