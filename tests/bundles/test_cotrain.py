@@ -202,6 +202,27 @@ def test_evaluate_writes_metrics(spatial_dims, tiny_dataset_2d, tiny_dataset_3d,
     assert not (tmp_path / "models" / "teacher.pt").exists(), "evaluation must not write a teacher"
 
 
+def test_evaluate_and_inference_with_the_ddim_sampler(tiny_dataset_2d, tmp_path, make_bundle_workflow, run_bundle):
+    """The inference setting is a top-level id of evaluate.json and inference.json: ``--sampler ddim --ddim_steps N``
+    (with ``--num_draws``) builds the deployable model with that sampler from the same model.pt."""
+    data = tiny_dataset_2d(num_cases=8, size=(20, 28))
+    _fresh_deployable(tmp_path / "models" / "model.pt", 2, 3)
+    overrides = _train_overrides(data, tmp_path, [16, 16], "", sampler="ddim", ddim_steps=2, num_draws=2)
+    wf = make_bundle_workflow(BUNDLE, ["train", "evaluate"], "eval", **overrides)
+    wf.initialize()
+    net = wf.parser.get_parsed_content("deployable")
+    assert (net.sampler, net.ddim_timesteps, net.num_draws) == ("ddim", [999, 0], 2)
+    wf.run()
+    wf.finalize()
+    assert len(json.loads((tmp_path / "eval" / "metrics.json").read_text())["per_case"]) == 2
+    infer = make_bundle_workflow(BUNDLE, ["inference"], "infer", **_inference_overrides(tmp_path, [16, 16],
+                                 dataset_dir=str(data), sampler="ddim", ddim_steps=3))
+    infer.initialize()
+    assert infer.parser.get_parsed_content("network").ddim_timesteps == [999, 500, 0]
+    infer.run()
+    assert len(list((tmp_path / "pred").glob("*_seg.png"))) == 2  # the test key
+
+
 def _inference_overrides(tmp_path: Path, roi: list[int], **extra) -> dict:
     return {**TINY, "output_dir": str(tmp_path / "pred"), "ckpt_dir": str(tmp_path / "models"), "roi_size": roi,
             **extra}
