@@ -79,6 +79,8 @@ CPU_SWITCHES: dict[str, dict[str, Any]] = {
     "batch_rounds_off": {"batch_rounds": False},
     "cpu_fast_checkpoint_rounds": {"amp": "bfloat16", "fused_adam": True, "checkpoint_rounds": True},
     "cpu_fast_compile": {"amp": "bfloat16", "fused_adam": True, "compile": True},
+    # changes the method (an option, off by default): the R rounds at half the input size
+    "cpu_fast_round_scale_0.5": {"amp": "bfloat16", "fused_adam": True, "round_scale": 0.5},
 }
 
 
@@ -123,9 +125,9 @@ def cpu_plan(with_compile: bool) -> list[tuple[str, str, int, list[str]]]:
     comp = ["cpu_fast_compile"] if with_compile else []
     out = []
     for wl in ("ph2_cpu", "la_cpu"):
-        p2 = ["reference", "bf16", "fused_adam", "cpu_fast", "cpu_fast_channels_last", "batch_rounds_off",
-              "cpu_fast_checkpoint_rounds"] if wl == "ph2_cpu" else ["reference", "bf16", "cpu_fast",
-                                                                     "cpu_fast_checkpoint_rounds"]
+        p2 = (["reference", "bf16", "fused_adam", "cpu_fast", "cpu_fast_channels_last", "batch_rounds_off",
+               "cpu_fast_checkpoint_rounds", "cpu_fast_round_scale_0.5"] if wl == "ph2_cpu"
+              else ["reference", "bf16", "cpu_fast", "cpu_fast_checkpoint_rounds"])
         out += [(wl, "p2", 3, p2 + comp), (wl, "p2", 0, ["reference", "cpu_fast"]),
                 (wl, "p1", 0, ["reference", "bf16", "cpu_fast"]), (wl, "sup", 0, ["reference", "bf16", "cpu_fast"])]
         out += [(wl, ph, 0, ["reference", "bf16"]) for ph in ("infer", "infer_ens4", "ddim")]
@@ -359,6 +361,7 @@ def build_case(phase: str, cfg: dict, sw: dict, device: torch.device,
         trainer = CoTrainer(device, 1, [0], teacher, student, t_opt, s_opt, rounds=rounds,
                             batch_rounds=sw.get("batch_rounds", True),
                             checkpoint_rounds=bool(sw.get("checkpoint_rounds")),
+                            round_scale=sw.get("round_scale", 1.0),
                             amp=bool(amp), amp_dtype=amp or "bfloat16")
         trainer.state.epoch = 1
         batch = {
@@ -688,9 +691,11 @@ def run_cpu(args: argparse.Namespace) -> dict:
         "workloads": {k: {kk: list(v) if isinstance(v, tuple) else v for kk, v in c.items()} for k, c in cfgs.items()},
         "switches": CPU_SWITCHES, "cases": [],
     }
+    keep = set(args.switches.split(",")) | {"reference"} if args.switches else None
     for wl, phase, rounds, switches in cpu_plan(args.compile):
         if wl not in only:
             continue
+        switches = [s for s in switches if keep is None or s in keep]
         group = f"{wl}/{phase}{'_R' + str(rounds) if phase == 'p2' else ''}"
         steps, firsts = {}, {}
         try:
@@ -811,6 +816,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--threads", type=int, default=1, help="--cpu: torch threads (1 = the CPU profiles' setting)")
     ap.add_argument("--compile", action="store_true", help="--cpu: also time torch.compile (slow to build on 2 cores)")
     ap.add_argument("--no-rss", action="store_true", help="--cpu: skip the per-case peak-RSS subprocesses")
+    ap.add_argument("--switches", default=None,
+                    help="--cpu: comma-separated switches to time (reference always; default: the plan's)")
     ap.add_argument("--markdown", default=None, help="--cpu: also write the table as Markdown here")
     args = ap.parse_args(argv)
     if args.cpu:

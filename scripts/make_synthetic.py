@@ -1,11 +1,13 @@
 #!/usr/bin/env python
-"""Write the built-in synthetic dataset (images, labels, datalist.json) and optionally one split.
+"""Write the built-in synthetic dataset (images, labels, datalist.json) and optionally one split, or, with
+--folders, the same kind of cases as a user's raw folders (images/, masks/, unlabelled/, new/; no datalist).
 
 Examples:
     python scripts/make_synthetic.py --out /tmp/synthetic2d
     python scripts/make_synthetic.py --out /tmp/synthetic3d --spatial-dims 3 --num-cases 40 --image-size 48
     python scripts/make_synthetic.py --out /tmp/syn --labeled-ratio 0.1 --seed 0   # also writes splits/...
     python scripts/make_synthetic.py --out /tmp/syn4 --num-classes 4 --rare-class-prob 0.3   # 4 classes, one rare
+    python scripts/make_synthetic.py --out my_data --folders --num-cases 6 --num-unlabelled 20 --num-new 3
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from custom_components.data.synthetic import make_synthetic_dataset
+from custom_components.data.synthetic import make_synthetic_dataset, make_synthetic_folders
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,6 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="generator seed (also the split seed)")
     p.add_argument("--spacing", type=float, nargs="+", default=[1.0], help="3D voxel spacing")
     p.add_argument("--labeled-ratio", type=float, default=None, help="also write splits/datalist_r<ratio>_s<seed>.json")
+    p.add_argument("--folders", action="store_true",
+                   help="write raw folders as a user has them: images/ and masks/ (same names, class indices; "
+                        "--num-cases of them), unlabelled/ and new/ (images only); no datalist")
+    p.add_argument("--num-unlabelled", type=int, default=20, help="with --folders: images without a mask")
+    p.add_argument("--num-new", type=int, default=3, help="with --folders: images to segment after training")
     return p
 
 
@@ -46,10 +53,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
         exit status 0.
     """
-    a = build_parser().parse_args(argv)
+    p = build_parser()
+    a = p.parse_args(argv)
     size = None if a.image_size is None else (a.image_size[0] if len(a.image_size) == 1 else a.image_size)
     spacing = a.spacing[0] if len(a.spacing) == 1 else a.spacing
     t0 = time.time()
+    if a.folders:
+        if a.labeled_ratio is not None:
+            p.error("--labeled-ratio splits a dataset; with --folders run prepare_folder.py and make_split.py")
+        try:
+            written = make_synthetic_folders(
+                a.out, spatial_dims=a.spatial_dims, num_labelled=a.num_cases, num_unlabelled=a.num_unlabelled,
+                num_new=a.num_new, image_size=size, num_classes=a.num_classes, in_channels=a.in_channels,
+                seed=a.seed, spacing=spacing, rare_class_prob=a.rare_class_prob,
+            )
+        except ValueError as e:
+            p.error(str(e))
+        print(f"wrote {a.spatial_dims}D, {a.num_classes}-class folders under {a.out} in {time.time() - t0:.1f} s: "
+              + ", ".join(f"{d}/ {len(f)}" for d, f in written.items()))
+        return 0
     path = make_synthetic_dataset(
         a.out, spatial_dims=a.spatial_dims, num_cases=a.num_cases, image_size=size, num_classes=a.num_classes,
         in_channels=a.in_channels, seed=a.seed, spacing=spacing, rare_class_prob=a.rare_class_prob,

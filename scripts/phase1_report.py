@@ -16,14 +16,21 @@ the pretrained teacher with the same architecture untrained (same initial seed):
 Writes ``<out>/phase1.md`` (table, command, hardware), ``<out>/phase1_loss.png`` (loss curves) and
 ``<out>/phase1_masks.png`` (image, target, untrained and pretrained teacher masks).
 
+``--score-runs DIR ...`` trains nothing: it scores finished phase-1 folders (``.../teacher_pretrain`` of the experiment
+runner or of this script's ``--work-dir``) with the same measures, each on its own split, and writes
+``<out>/ranking.md`` / ``.json`` / ``ranking.png``: does the label-free gain rank the runs as the probe and the
+best-assignment Dice do (Spearman rank correlation across runs, and across the validation rounds of each run)?
+
 Example:
     python scripts/phase1_report.py --dataset-dir work_dirs/default_data/synthetic_2d --epochs 30
+    python scripts/phase1_report.py --score-runs work_dirs/ph2/phase1/*/teacher_pretrain --out docs/phase1/ranking
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import sys
 import time
@@ -31,6 +38,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from custom_components.errors import UserError, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,6 +97,166 @@ def _probe_scores(teacher, x_tr, y_tr, x_va, y_va, steps: int, seed: int) -> dic
     }
 
 
+#: the monitor's per-round line in a bundle log: "Epoch[14] Metrics -- val_a: 0.1 val_b: 0.2 ..."
+_MONITOR_LINE = re.compile(r"Epoch\[(\d+)\] Metrics -- (.*)$")
+LABEL_FREE = ("rec_gain_blank", "rec_gain_shuffled")
+WITH_LABELS = ("best_assignment_dice", "probe_dice")
+
+
+def monitor_history(phase_dir: Path) -> list[dict[str, float]]:
+    """The bundle monitor's values at every validation round of a phase-1 folder: from ``train.log`` (runner
+    folders) or from ``report/phase1.json`` beside the folder (this script's runs)."""
+    log = phase_dir / "train.log"
+    rows: list[dict[str, float]] = []
+    if log.is_file():
+        for line in log.read_text(errors="replace").splitlines():
+            m = _MONITOR_LINE.search(line)
+            if m:
+                vals = dict(re.findall(r"(val_\w+): ([-0-9.eE+naNinf]+)", m.group(2)))
+                rows.append({"epoch": int(m.group(1)), **{k: float(v) for k, v in vals.items()}})
+        return rows
+    report = phase_dir.parent / "report" / "phase1.json"
+    if report.is_file():
+        return list(json.loads(report.read_text()).get("validation", []))
+    return rows
+
+
+def score_run(phase_dir: Path, probe_steps: int, seed: int) -> dict:
+    """Label-free gains, probe and best-assignment Dice of one finished phase-1 folder, on its own split.
+
+    The teacher is built from the folder's configs (``train.json`` holds the settings training recorded; the runner's
+    or this script's override file names the split) and loaded from ``models/teacher.pt``.
+
+    Raises:
+        UserError: not a finished phase-1 folder (naming what is missing).
+    """
+    from monai.bundle import ConfigParser
+
+    from custom_components.networks import load_teacher_weights
+
+    configs = phase_dir / "configs"
+    extra = [configs / f for f in ("runner_overrides.json", "report_overrides.json") if (configs / f).is_file()]
+    missing = [str(f) for f in (configs / "train.json", phase_dir / "models" / "teacher.pt") if not f.is_file()]
+    if missing or not extra:
+        raise UserError(f"{phase_dir}: not a finished phase-1 folder (missing "
+                         f"{', '.join(missing) or 'runner_overrides.json / report_overrides.json'}).")
+    parser = ConfigParser()
+    parser.read_config([str(configs / "train.json"), *map(str, extra)])
+    teacher = parser.get_parsed_content("network_def")
+    load_teacher_weights(teacher, phase_dir / "models" / "teacher.pt")
+    datalist, roi = Path(parser.get_parsed_content("datalist")), list(parser.get_parsed_content("roi_size"))
+    x_tr, y_tr = _load_split(datalist, "labeled", roi)
+    x_va, y_va = _load_split(datalist, "validation", roi)
+    res = _probe_scores(teacher.cpu(), x_tr, y_tr, x_va, y_va, probe_steps, seed)
+    res.pop("masks")
+    from custom_components.engines.pretrain import all_foreground_dice
+
+    res["all_foreground_dice"] = float(all_foreground_dice(y_va, teacher.num_classes).mean())
+    ov = json.loads(extra[0].read_text())
+    res.update(max_epochs=ov.get("max_epochs"), lr_step_epochs=ov.get("lr_step_epochs"), seed=ov.get("seed"),
+               datalist=datalist.name, dataset=json.loads(datalist.read_text()).get("name") or datalist.parent.name,
+               history=monitor_history(phase_dir))
+    return res
+
+
+def spearman(a, b) -> dict:
+    """Spearman rank correlation with its two-sided p-value (``scipy.stats.spearmanr``); ``None`` below 3 points."""
+    from scipy.stats import spearmanr
+
+    pairs = [(x, y) for x, y in zip(a, b) if x is not None and y is not None and np.isfinite(x) and np.isfinite(y)]
+    if len(pairs) < 3:
+        return {"rho": None, "p": None, "n": len(pairs)}
+    r = spearmanr([x for x, _ in pairs], [y for _, y in pairs])
+    return {"rho": float(r.statistic), "p": float(r.pvalue), "n": len(pairs)}
+
+
+def ranking(dirs: list[Path], out: Path, probe_steps: int, seed: int, command: str) -> int:
+    """Score every phase-1 folder, write ``ranking.md`` / ``.json`` / ``.png`` under ``out``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from custom_components.experiments import environment_info, relative_path
+
+    t0 = time.time()
+    runs = []
+    for d in dirs:
+        d = d.resolve()
+        r = score_run(d, probe_steps, seed)
+        r["folder"] = relative_path(d)
+        r["found_lesion"] = r["best_assignment_dice"] > r["all_foreground_dice"]
+        runs.append(r)
+        print(f"[phase-1 ranking] {r['folder']}: best-assignment {100 * r['best_assignment_dice']:.1f}, probe "
+              f"{100 * r['probe_dice']:.1f}, gain blank {1e3 * r['rec_gain_blank']:.1f} shuffled "
+              f"{1e3 * r['rec_gain_shuffled']:.1f} (x1e3)", flush=True)
+    datasets = sorted({r["dataset"] for r in runs})  # gains of different datasets are not on one scale
+    across = {ds: {f"{g} vs {d}": spearman([r[g] for r in runs if r["dataset"] == ds],
+                                           [r[d] for r in runs if r["dataset"] == ds])
+                   for g in LABEL_FREE for d in WITH_LABELS} for ds in datasets}
+    within = []  # per run: rank correlation of the in-bundle monitor's gain and best-assignment Dice over the rounds
+    for r in runs:
+        h = r["history"]
+        within.append({g: spearman([v.get(f"val_{g}") for v in h], [v.get("val_best_assignment_dice") for v in h])
+                       for g in LABEL_FREE})
+    out.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(len(datasets), 2, figsize=(10, 4 * len(datasets)), squeeze=False)
+    for row, ds in zip(axes, datasets):
+        for ax, g in zip(row, LABEL_FREE):
+            for r in (r for r in runs if r["dataset"] == ds):
+                ax.scatter(1e3 * r[g], 100 * r["best_assignment_dice"], c="C0" if r["found_lesion"] else "C3")
+                ax.annotate(Path(r["folder"]).parent.name, (1e3 * r[g], 100 * r["best_assignment_dice"]), fontsize=6)
+            ax.set_xlabel(f"{g.replace('_', ' ')} (val, x1e3; no label)")
+            ax.set_ylabel("best-assignment Dice (val, %)")
+            c = across[ds][f"{g} vs best_assignment_dice"]
+            ax.set_title(f"{ds}: Spearman {c['rho']:.2f} (n = {c['n']})" if c["rho"] is not None
+                         else f"{ds}: n = {c['n']}")
+    fig.tight_layout()
+    fig.savefig(out / "ranking.png", dpi=100)
+    plt.close(fig)
+
+    def f(x, scale=100.0, fmt=".1f"):
+        return "n/a" if x is None else format(scale * x, fmt)
+
+    lines = ["# Phase 1 judged without labels: reconstruction gain vs probe Dice across runs", "",
+             f"- command: `{command}`",
+             f"- hardware: {environment_info()['device']}, {torch.get_num_threads()} torch threads; torch "
+             f"{torch.__version__}; wall time of the scoring: {time.time() - t0:.0f} s",
+             f"- probes: a fresh 1x1 conv per teacher, {probe_steps} Adam steps on the run's labelled split, teacher "
+             "frozen; best-assignment Dice: the teacher's own channels under the one channel-to-class assignment "
+             "best for the whole validation split; both on the run's validation split at its roi_size",
+             "- reconstruction gain (no label): mean over validation images of L_rec(blank or shuffled mask) - "
+             "L_rec(predicted mask) at t = 250, same seeded noise",
+             "- found the lesion: best-assignment Dice above the all-foreground baseline of the same split", "",
+             "| run | dataset | split | seed | epochs | first LR halving (epoch) | best-assignment Dice | probe Dice | "
+             "all-foreground Dice | gain blank (x1e3) | gain shuffled (x1e3) | found the lesion |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in runs:
+        lines.append(f"| `{r['folder']}` | {r['dataset']} | {r['datalist']} | {r['seed']} | {r['max_epochs']} | "
+                     f"{r['lr_step_epochs']} | "
+                     f"{f(r['best_assignment_dice'])} | {f(r['probe_dice'])} | {f(r['all_foreground_dice'])} | "
+                     f"{f(r['rec_gain_blank'], 1e3)} | {f(r['rec_gain_shuffled'], 1e3)} | "
+                     f"{'yes' if r['found_lesion'] else 'no'} |")
+    lines += ["", "## Rank correlation across runs (per dataset)", "",
+              "| dataset | label-free measure vs label measure | Spearman rho | p (two-sided) | runs |",
+              "|---|---|---|---|---|"]
+    lines += [f"| {ds} | {k} | {f(v['rho'], 1, '.2f')} | {f(v['p'], 1, '.3f')} | {v['n']} |"
+              for ds, per in across.items() for k, v in per.items()]
+    lines += ["", "## Within each run: the bundle's monitor over its validation rounds", "",
+              "Spearman rho between the in-bundle gain and the in-bundle best-assignment Dice over the validation "
+              "rounds of one run (does the gain rise when phase 1 finds structure?).", "",
+              "| run | rounds | rho, gain blank | rho, gain shuffled |", "|---|---|---|---|"]
+    for r, w in zip(runs, within):
+        lines.append(f"| `{r['folder']}` | {w['rec_gain_blank']['n']} | {f(w['rec_gain_blank']['rho'], 1, '.2f')} | "
+                     f"{f(w['rec_gain_shuffled']['rho'], 1, '.2f')} |")
+    lines += ["", "![ranking](ranking.png)", ""]
+    (out / "ranking.md").write_text("\n".join(lines))
+    (out / "ranking.json").write_text(json.dumps({"runs": runs, "across_runs": across, "within_runs": within,
+                                                  "command": command}, indent=2))
+    print("\n".join(lines[lines.index("## Rank correlation across runs (per dataset)"):]), flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset-dir", type=Path, default=ROOT / "work_dirs" / "default_data" / "synthetic_2d")
@@ -102,7 +271,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--probe-steps", type=int, default=200)
     ap.add_argument("--validations", type=int, default=5, help="runs of the bundle's monitor during phase 1")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--warmup-epochs", type=int, default=1)
+    ap.add_argument("--lr-step-epochs", type=int, default=None, help="first LR halving (default: the bundle's)")
+    ap.add_argument("--score-runs", type=Path, nargs="+", default=None, metavar="DIR",
+                    help="score finished phase-1 folders instead of training (writes <out>/ranking.md)")
     args = ap.parse_args(argv)
+    if args.score_runs:
+        from custom_components.experiments import relative_path
+
+        cmd = "python scripts/phase1_report.py " + " ".join(
+            relative_path(a) if a.startswith("/") else a for a in (sys.argv[1:] if argv is None else argv))
+        return ranking(list(args.score_runs), args.out, args.probe_steps, args.seed, cmd)
 
     from monai.bundle import ConfigWorkflow
 
@@ -128,9 +307,14 @@ def main(argv: list[str] | None = None) -> int:
     overrides = dict(
         datalist=str(datalist), roi_size=list(args.roi), channels=list(args.channels), batch_size=args.batch_size,
         max_epochs=args.epochs, val_interval=val_interval, num_workers=0, seed=args.seed,
-        warmup_epochs=1,
+        warmup_epochs=args.warmup_epochs,
+        **({"lr_step_epochs": args.lr_step_epochs} if args.lr_step_epochs else {}),
     )
-    wf = ConfigWorkflow(config_file=str(bundle / "configs" / "train.json"), workflow_type="train", **overrides)
+    # the folder says how it was trained (phase1_ranking.py scores it later from its configs)
+    (bundle / "configs" / "report_overrides.json").write_text(json.dumps(overrides, indent=2))
+    wf = ConfigWorkflow(config_file=[str(bundle / "configs" / "train.json"), str(bundle / "configs" /
+                                                                                 "report_overrides.json")],
+                        workflow_type="train")
     wf.initialize()
     trainer = wf.parser.get_parsed_content("train#trainer")
     untrained = DiffusionTeacher(2, trainer.teacher.in_channels, trainer.teacher.num_classes, channels=args.channels)
@@ -248,4 +432,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

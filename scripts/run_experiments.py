@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="runs trained side by side (separate processes; one small 2D run leaves most of a GPU idle). "
                         "CPU threads per run default to the cores divided by --jobs")
     p.add_argument("--force", action="store_true", help="delete and rerun phases whose settings changed")
+    p.add_argument("--phase1-ratio", type=float, default=None,
+                   help="the ratio whose split phase 1 uses (default: the smallest of --ratios); give the smallest "
+                        "ratio of an earlier call on the same --name/--work-dir to reuse its phase 1 in an ablation")
     return p
 
 
@@ -86,7 +89,7 @@ def settings_from_args(args: argparse.Namespace) -> RunnerSettings:
         overrides=[parse_override(o) for o in args.override], iterations=parse_iterations(args.iterations),
         val_fraction=args.val_fraction, test_fraction=args.test_fraction, work_dir=Path(args.work_dir),
         results_dir=Path(args.results_dir), num_qualitative=args.num_qualitative, num_threads=args.num_threads,
-        jobs=args.jobs, force=args.force)
+        jobs=args.jobs, force=args.force, phase1_ratio=args.phase1_ratio)
 
 
 def parse_seed_ratios(items: Sequence[str]) -> dict[int, list[float]]:

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["make_synthetic_dataset", "synth_case", "SyntheticCase"]
+__all__ = ["make_synthetic_dataset", "make_synthetic_folders", "synth_case", "SyntheticCase"]
 
 SyntheticCase = tuple[np.ndarray, np.ndarray]
 
@@ -210,6 +210,34 @@ def _class_names(num_classes: int) -> dict[str, str]:
     return names
 
 
+def _checked_settings(
+    spatial_dims: int, num_classes: int, in_channels: int | None, image_size: int | Sequence[int] | None,
+    spacing: float | Sequence[float], rare_class_prob: float,
+) -> tuple[int, list[int], list[float]]:
+    """Validate the shared generator settings; return ``(in_channels, size, spacing)`` with defaults filled in."""
+    if spatial_dims not in (2, 3):
+        raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}.")
+    if num_classes < 2 or num_classes > 255:
+        raise ValueError(f"num_classes must be in [2, 255], got {num_classes}.")
+    if not 0.0 <= rare_class_prob <= 1.0:
+        raise ValueError(f"rare_class_prob must be in [0, 1], got {rare_class_prob}.")
+    if in_channels is None:
+        in_channels = 3 if spatial_dims == 2 else 1
+    if spatial_dims == 2 and in_channels not in (1, 3):
+        raise ValueError(f"2D PNG images support in_channels 1 or 3, got {in_channels}.")
+    if in_channels < 1:
+        raise ValueError(f"in_channels must be >= 1, got {in_channels}.")
+    if image_size is None:
+        image_size = 64 if spatial_dims == 2 else 48
+    size = [int(image_size)] * spatial_dims if isinstance(image_size, (int, np.integer)) else list(image_size)
+    if len(size) != spatial_dims or min(size) < 8:
+        raise ValueError(f"image_size must be an int or {spatial_dims} ints, each >= 8; got {image_size}.")
+    sp = [float(spacing)] * spatial_dims if isinstance(spacing, (int, float)) else [float(s) for s in spacing]
+    if len(sp) != spatial_dims or min(sp) <= 0:
+        raise ValueError(f"spacing must be a positive number or {spatial_dims} positive numbers; got {spacing}.")
+    return in_channels, size, sp
+
+
 def make_synthetic_dataset(
     out_dir: str | Path,
     spatial_dims: int = 2,
@@ -252,28 +280,10 @@ def make_synthetic_dataset(
     Returns:
         Path of the written ``datalist.json``.
     """
-    if spatial_dims not in (2, 3):
-        raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}.")
     if num_cases < 1:
         raise ValueError(f"num_cases must be >= 1, got {num_cases}.")
-    if num_classes < 2 or num_classes > 255:
-        raise ValueError(f"num_classes must be in [2, 255], got {num_classes}.")
-    if not 0.0 <= rare_class_prob <= 1.0:
-        raise ValueError(f"rare_class_prob must be in [0, 1], got {rare_class_prob}.")
-    if in_channels is None:
-        in_channels = 3 if spatial_dims == 2 else 1
-    if spatial_dims == 2 and in_channels not in (1, 3):
-        raise ValueError(f"2D PNG images support in_channels 1 or 3, got {in_channels}.")
-    if in_channels < 1:
-        raise ValueError(f"in_channels must be >= 1, got {in_channels}.")
-    if image_size is None:
-        image_size = 64 if spatial_dims == 2 else 48
-    size = [int(image_size)] * spatial_dims if isinstance(image_size, (int, np.integer)) else list(image_size)
-    if len(size) != spatial_dims or min(size) < 8:
-        raise ValueError(f"image_size must be an int or {spatial_dims} ints, each >= 8; got {image_size}.")
-    sp = [float(spacing)] * spatial_dims if isinstance(spacing, (int, float)) else [float(s) for s in spacing]
-    if len(sp) != spatial_dims or min(sp) <= 0:
-        raise ValueError(f"spacing must be a positive number or {spatial_dims} positive numbers; got {spacing}.")
+    in_channels, size, sp = _checked_settings(spatial_dims, num_classes, in_channels, image_size, spacing,
+                                              rare_class_prob)
 
     out = Path(out_dir)
     (out / "imagesTr").mkdir(parents=True, exist_ok=True)
@@ -313,17 +323,83 @@ def make_synthetic_dataset(
     return path
 
 
-def _write_png(img_path: Path, img: np.ndarray, lab_path: Path, lab: np.ndarray) -> None:
+#: folders written by ``make_synthetic_folders`` (a user's raw data: labelled images, masks, mask-less, new)
+RAW_FOLDERS = ("images", "masks", "unlabelled", "new")
+
+
+def make_synthetic_folders(
+    out_dir: str | Path,
+    spatial_dims: int = 2,
+    num_labelled: int = 6,
+    num_unlabelled: int = 20,
+    num_new: int = 3,
+    image_size: int | Sequence[int] | None = None,
+    num_classes: int = 2,
+    in_channels: int | None = None,
+    seed: int = 0,
+    spacing: float | Sequence[float] = 1.0,
+    rare_class_prob: float = 1.0,
+) -> dict[str, list[Path]]:
+    """Write synthetic cases the way a user's own data arrives: plain folders, no datalist.
+
+    ``out_dir/images/case_XXXX`` (labelled images), ``out_dir/masks/case_XXXX`` (their masks, same names, class
+    indices 0..K-1), ``out_dir/unlabelled/scan_XXXX`` (images without a mask) and ``out_dir/new/new_XXXX``
+    (images to segment after training); ``.png`` in 2D, ``.nii.gz`` in 3D. The cases are those of
+    ``make_synthetic_dataset`` with the same settings (labelled first, then unlabelled, then new: case ``i``
+    depends only on ``(seed, i)``). ``scripts/prepare_folder.py`` turns the folders into a dataset.
+
+    Args:
+        out_dir: output folder (created).
+        spatial_dims: 2 or 3.
+        num_labelled: images with a mask (>= 1).
+        num_unlabelled: images without a mask (>= 0).
+        num_new: further images without a mask, for prediction (>= 0).
+        image_size, num_classes, in_channels, seed, spacing, rare_class_prob: as in ``make_synthetic_dataset``.
+
+    Returns:
+        the written files per folder name (``RAW_FOLDERS``).
+    """
+    if num_labelled < 1 or num_unlabelled < 0 or num_new < 0:
+        raise ValueError(f"need num_labelled >= 1, num_unlabelled >= 0, num_new >= 0; got {num_labelled}, "
+                         f"{num_unlabelled}, {num_new}.")
+    in_channels, size, sp = _checked_settings(spatial_dims, num_classes, in_channels, image_size, spacing,
+                                              rare_class_prob)
+    out = Path(out_dir)
+    ext = ".png" if spatial_dims == 2 else ".nii.gz"
+    write = _write_png if spatial_dims == 2 else (lambda i, im, lp, lb: _write_nifti(i, im, lp, lb, sp))
+    plan = [("images", "case", num_labelled), ("unlabelled", "scan", num_unlabelled), ("new", "new", num_new)]
+    written: dict[str, list[Path]] = {d: [] for d in RAW_FOLDERS}
+    for d in RAW_FOLDERS:
+        (out / d).mkdir(parents=True, exist_ok=True)
+    i = 0
+    for folder, prefix, n in plan:
+        for j in range(n):
+            img, lab = synth_case(np.random.default_rng([int(seed), i]), size, num_classes=num_classes,
+                                  in_channels=in_channels, rare_class_prob=rare_class_prob)
+            i += 1
+            img_f = out / folder / f"{prefix}_{j:04d}{ext}"
+            lab_f = out / "masks" / img_f.name if folder == "images" else None
+            write(img_f, img, lab_f, lab)
+            written[folder].append(img_f)
+            if lab_f is not None:
+                written["masks"].append(lab_f)
+    return written
+
+
+def _write_png(img_path: Path, img: np.ndarray, lab_path: Path | None, lab: np.ndarray | None) -> None:
     from PIL import Image
 
     arr = np.round(img * 255.0).astype(np.uint8)
     # arrays are (C, H, W) with H = rows; PIL wants (H, W[, C])
     pil = Image.fromarray(arr[0]) if arr.shape[0] == 1 else Image.fromarray(np.moveaxis(arr, 0, -1), mode="RGB")
     pil.save(img_path)
-    Image.fromarray(lab).save(lab_path)
+    if lab_path is not None:
+        Image.fromarray(lab).save(lab_path)
 
 
-def _write_nifti(img_path: Path, img: np.ndarray, lab_path: Path, lab: np.ndarray, spacing: Sequence[float]) -> None:
+def _write_nifti(
+    img_path: Path, img: np.ndarray, lab_path: Path | None, lab: np.ndarray | None, spacing: Sequence[float]
+) -> None:
     import nibabel as nib
 
     affine = np.diag(list(spacing) + [1.0])
@@ -331,6 +407,8 @@ def _write_nifti(img_path: Path, img: np.ndarray, lab_path: Path, lab: np.ndarra
     nimg = nib.Nifti1Image(data.astype(np.float32), affine)
     nimg.header.set_zooms(tuple(spacing) + ((1.0,) if data.ndim == 4 else ()))
     nib.save(nimg, img_path)
+    if lab_path is None:
+        return
     nlab = nib.Nifti1Image(lab.astype(np.uint8), affine)
     nlab.set_data_dtype(np.uint8)
     nib.save(nlab, lab_path)

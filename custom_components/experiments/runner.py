@@ -154,6 +154,10 @@ class RunnerSettings:
         num_threads: OpenMP threads per bundle process (``None``: the profile's default; 0: torch's default).
         jobs: runs side by side.
         force: delete and rerun phases whose settings changed.
+        phase1_ratio: the labelled ratio whose split phase 1 uses (its probe's labels); ``None``: the smallest of
+            ``ratios``. Set it to the smallest ratio of an earlier call on the same work folder, so that an ablation
+            at one ratio reuses that call's phase 1 instead of training its own; it must not exceed any ratio of
+            this call (the nested splits then give the probe no label a run lacks).
 
     Raises:
         RunnerError: a setting out of range (checked when the object is made).
@@ -181,6 +185,7 @@ class RunnerSettings:
     num_threads: int | None = None
     jobs: int = 1
     force: bool = False
+    phase1_ratio: float | None = None
 
     def __post_init__(self) -> None:
         self.dataset, self.work_dir, self.results_dir = Path(self.dataset), Path(self.work_dir), Path(self.results_dir)
@@ -190,6 +195,10 @@ class RunnerSettings:
             raise RunnerError(f"--rounds must be >= 0, got {self.rounds}.")
         if self.jobs < 1:
             raise RunnerError(f"--jobs must be >= 1, got {self.jobs}.")
+        r_min = min(float(r) for r in self.ratios)
+        if self.phase1_ratio is not None and not 0.0 < float(self.phase1_ratio) <= r_min:
+            raise RunnerError(f"--phase1-ratio {self.phase1_ratio}: must be in (0, {r_min:g}] (the smallest "
+                              "of --ratios), so that phase 1's probe sees no label a run lacks.")
         if self.profile not in available_profiles():
             raise RunnerError(f"--profile {self.profile!r}: unknown; available: {available_profiles()}.")
         unknown = [m for m in self.methods if m not in METHODS]
@@ -706,7 +715,8 @@ class Experiment:
         """Run every requested (method, ratio, seed), then aggregate and write the reports."""
         s = self.settings
         fixed = {METHODS[m].fixed_ratio for m in s.methods if METHODS[m].fixed_ratio is not None}
-        ratios = sorted({float(r) for r in s.ratios} | fixed)
+        p1 = {float(s.phase1_ratio)} if s.phase1_ratio is not None else set()
+        ratios = sorted({float(r) for r in s.ratios} | fixed | p1)
         splits = write_splits(self.datalist, self.work / "splits", ratios, s.seeds, s.val_fraction, s.test_fraction)
         n_pool = len(self.meta.get("unlabeled", []))  # images without a mask: in every split's 'unlabeled' whole
         print(f"[runner] dataset {self.name}: {len(self.meta['cases'])} cases"
@@ -714,7 +724,9 @@ class Experiment:
               flush=True)
         if any("teacher_pretrain" in METHODS[m].phases(s.pretrain) for m in s.methods):
             # one phase 1 per seed, monitored with the smallest ratio's (nested) labelled set
-            self.phase1_splits = {int(seed): splits[(min(self.ratios_of(int(seed))), int(seed))] for seed in s.seeds}
+            self.phase1_splits = {int(seed): splits[(float(s.phase1_ratio) if s.phase1_ratio is not None
+                                                     else min(self.ratios_of(int(seed))), int(seed))]
+                                  for seed in s.seeds}
         t_all = time.time()
         self.runs.extend(run_tasks(self.run_one, self.tasks(splits), s.jobs))
         return self.report(time.time() - t_all, splits)

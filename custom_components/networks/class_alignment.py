@@ -170,10 +170,12 @@ def align_teacher_classes(
     dice = channel_class_dice(pred, lab, k)
     order = best_class_order(dice)
     before = float(dice.diagonal()[1:].mean())
-    after = float(dice[order, list(range(k))][1:].mean())
+    per_class = dice[order, list(range(k))]
+    after = float(per_class[1:].mean())
     permute_teacher_classes(teacher, order)
     logger.info(
         "teacher class channels named on %d labelled pixels: class k <- phase-1 channel %s; mean foreground Dice "
-        "of the channels %.4f before, %.4f after", lab.numel(), order, before, after,
+        "of the channels %.4f before, %.4f after (per class %s)", lab.numel(), order, before, after,
+        " ".join(f"{v:.4f}" for v in per_class.tolist()),
     )
     return {"order": order, "dice_before": before, "dice_after": after, "dice_matrix": dice.tolist()}

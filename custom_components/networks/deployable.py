@@ -1,7 +1,9 @@
 """The deployable segmentation network: a trained mask pathway wrapped as ``image -> class probabilities``.
 
 The noise and ``t`` of the mask pathway are fixed and seeded inside, so MONAI evaluators, sliding-window
-inferers, TorchScript export and MONAI Label use it like any segmentation network.
+inferers, TorchScript export and MONAI Label use it like any segmentation network. The inference setting of
+METHOD.md is chosen at construction (``sampler``, ``timestep``, ``num_draws``, ``ddim_steps``); the weights are the
+same for every setting.
 """
 
 from __future__ import annotations
@@ -12,9 +14,19 @@ import torch
 import torch.nn as nn
 from monai.networks.schedulers import DDPMScheduler
 
-from .teacher import build_backbone, check_spatial_size, draw_noise, segment_noised_background
+from .teacher import (
+    build_backbone,
+    check_spatial_size,
+    ddim_scheduler,
+    ddim_segment,
+    draw_noise,
+    segment_noised_background,
+)
 
-__all__ = ["MaskPathwaySegmenter"]
+__all__ = ["SAMPLERS", "MaskPathwaySegmenter"]
+
+#: inference samplers of the deployable model
+SAMPLERS = ("one_pass", "ddim")
 
 
 class MaskPathwaySegmenter(nn.Module):
@@ -22,7 +34,9 @@ class MaskPathwaySegmenter(nn.Module):
 
     ``forward(x)`` noises the all-background mask to the fixed ``timestep`` with noise drawn from ``seed``
     (``seed + i`` for draw ``i`` of an ensemble), runs the mask pathway, and returns the mean softmax
-    probabilities, unchanged: the binary foreground threshold chosen on validation lives in
+    probabilities, unchanged. With ``sampler="ddim"`` the mask is instead refined over ``ddim_steps`` DDIM steps from
+    ``T - 1`` (:func:`~custom_components.networks.teacher.ddim_segment`; ``timestep`` is not used), each draw
+    starting from its own seeded noise. The binary foreground threshold chosen on validation lives in
     ``model_selection.json`` and is applied in post-processing
     (``custom_components.transforms.ThresholdForegroundd``), so uncertainty maps and confidence scores are
     computed from the network's own probabilities.
@@ -42,6 +56,8 @@ class MaskPathwaySegmenter(nn.Module):
         timestep: the fixed inference ``t``.
         seed: the seed of the inference noise.
         num_draws: ensemble size (1: a single pass); draws are batched.
+        sampler: ``"one_pass"`` (the mask pathway once at ``timestep``) or ``"ddim"`` (``ddim_steps`` DDIM steps).
+        ddim_steps: DDIM steps of ``sampler="ddim"``.
     """
 
     def __init__(
@@ -60,10 +76,16 @@ class MaskPathwaySegmenter(nn.Module):
         timestep: int = 500,
         seed: int = 0,
         num_draws: int = 1,
+        sampler: str = "one_pass",
+        ddim_steps: int = 10,
     ) -> None:
         super().__init__()
         if num_draws < 1:
             raise ValueError(f"num_draws must be >= 1, got {num_draws}.")
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {list(SAMPLERS)}, got {sampler!r}.")
+        if not 0 <= timestep < num_train_timesteps:
+            raise ValueError(f"timestep must be in [0, {num_train_timesteps}), got {timestep}.")
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels
         self.num_classes = num_classes
@@ -78,6 +100,11 @@ class MaskPathwaySegmenter(nn.Module):
         self.scheduler = DDPMScheduler(
             num_train_timesteps=num_train_timesteps, schedule=schedule, clip_sample=False, **(schedule_args or {})
         )
+        self.sampler = sampler
+        self.ddim_steps = ddim_steps
+        if sampler == "ddim":  # schedulers hold no state_dict entries: model.pt is the same for every sampler
+            self.ddim = ddim_scheduler(num_train_timesteps, schedule, schedule_args, ddim_steps)
+            self.ddim_timesteps = [int(t) for t in self.ddim.timesteps]
 
     @classmethod
     def from_teacher(cls, teacher: nn.Module, num_draws: int = 1) -> MaskPathwaySegmenter:
@@ -114,6 +141,10 @@ class MaskPathwaySegmenter(nn.Module):
         t = torch.full((b * self.num_draws,), self.timestep, dtype=torch.long, device=x.device)
         noise = draw_noise(x, self.num_classes, range(self.seed, self.seed + self.num_draws))
         xs = x.repeat(self.num_draws, *([1] * (x.ndim - 1)))
-        probs = segment_noised_background(self.mask_net, self.scheduler, xs, self.num_classes, t,
-                                          noise).float().softmax(1)
+        if self.sampler == "ddim":
+            logits = ddim_segment(self.mask_net, self.scheduler, self.ddim, xs, self.num_classes, noise,
+                                  self.ddim_timesteps)
+        else:
+            logits = segment_noised_background(self.mask_net, self.scheduler, xs, self.num_classes, t, noise)
+        probs = logits.float().softmax(1)
         return probs.reshape(self.num_draws, b, *probs.shape[1:]).mean(0)

@@ -25,6 +25,8 @@ __all__ = [
     "background_mask",
     "build_backbone",
     "check_spatial_size",
+    "ddim_scheduler",
+    "ddim_segment",
     "draw_noise",
     "make_noise",
     "segment_noised_background",
@@ -145,6 +147,62 @@ def segment_noised_background(
     """
     m_t = scheduler.add_noise(background_mask(x, num_classes), noise, t)
     return mask_net(torch.cat([m_t, x], dim=1), t)
+
+
+def ddim_scheduler(num_train_timesteps: int, schedule: str, schedule_args: dict | None, num_steps: int
+                   ) -> DDIMScheduler:
+    """MONAI's ``DDIMScheduler`` for the mask pathway (``prediction_type="sample"``: ``S`` predicts the clean mask),
+    with ``num_steps`` inference timesteps set.
+
+    Args:
+        num_train_timesteps: ``T`` of the schedule the pathway was trained with.
+        schedule: that MONAI schedule's name.
+        schedule_args: its keyword arguments.
+        num_steps: number of DDIM steps (``>= 1``).
+
+    Raises:
+        ValueError: ``num_steps < 1``.
+    """
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be >= 1, got {num_steps}.")
+    ddim = DDIMScheduler(num_train_timesteps=num_train_timesteps, schedule=schedule, clip_sample=True,
+                         prediction_type="sample", **(schedule_args or {}))
+    ddim.set_timesteps(num_steps)
+    return ddim
+
+
+def ddim_segment(
+    mask_net: nn.Module, scheduler: DDPMScheduler, ddim: DDIMScheduler, x: torch.Tensor, num_classes: int,
+    noise: torch.Tensor, timesteps: Sequence[int]
+) -> torch.Tensor:
+    """Multi-step DDIM refinement of the mask (METHOD.md, mask pathway), returning the last step's logits.
+
+    Starts from the all-background mask noised to ``timesteps[0]`` with ``noise``; at each step ``t`` the mask
+    pathway's current estimate ``2 softmax(S(concat[m_t, x], t)) - 1`` is given to ``ddim.step`` as the clean-sample
+    prediction, which returns ``m`` at the next (smaller) timestep. The timesteps are Python ints, so a traced graph
+    unrolls the loop.
+
+    Args:
+        mask_net: the mask backbone ``S``.
+        scheduler: the noise scheduler it was trained with (noises the start mask).
+        ddim: a ``DDIMScheduler`` of the same schedule with its inference timesteps set (:func:`ddim_scheduler`).
+        x: images ``(B, C, *spatial)``.
+        num_classes: ``K``.
+        noise: the start noise ``(B, K, *spatial)``.
+        timesteps: the DDIM timesteps, largest first.
+    """
+    if len(timesteps) == 0:
+        raise ValueError("ddim_segment: no timesteps.")
+    b = x.shape[0]
+    t0 = torch.full((b,), int(timesteps[0]), dtype=torch.long, device=x.device)
+    m_t = scheduler.add_noise(background_mask(x, num_classes), noise, t0)
+    logits = None
+    for t in timesteps:
+        tb = torch.full((b,), int(t), dtype=torch.long, device=x.device)
+        logits = mask_net(torch.cat([m_t, x], dim=1), tb)
+        m0 = probabilities_to_mask(logits.float().softmax(1))
+        m_t, _ = ddim.step(m0.to(x.dtype), int(t), m_t)
+    return logits
 
 
 def check_spatial_size(spatial_shape: Sequence[int], num_levels: int, where: str = "input") -> None:
@@ -385,31 +443,12 @@ class DiffusionTeacher(nn.Module):
             seed: noise seed; ``None``: ``infer_seed``.
             mask_net: run this mask backbone instead of ``self.mask_net``.
         """
-        if num_steps < 1:
-            raise ValueError(f"num_steps must be >= 1, got {num_steps}.")
-        ddim = DDIMScheduler(
-            num_train_timesteps=self.num_train_timesteps,
-            schedule=self.schedule,
-            clip_sample=True,
-            prediction_type="sample",
-            **self.schedule_args,
-        )
-        ddim.set_timesteps(num_steps, device=x.device)
-        timesteps = ddim.timesteps
+        ddim = ddim_scheduler(self.num_train_timesteps, self.schedule, self.schedule_args, num_steps)
+        timesteps = [int(t) for t in ddim.timesteps]
         if start_timestep is not None:
-            timesteps = timesteps[timesteps <= start_timestep]
-            if len(timesteps) == 0:
-                timesteps = torch.tensor([start_timestep], device=x.device)
+            timesteps = [t for t in timesteps if t <= start_timestep] or [int(start_timestep)]
         net = self.mask_net if mask_net is None else mask_net
-        noise = self.fixed_noise(x, seed)
-        t0 = timesteps[0].long().expand(x.shape[0])
-        m_t = self.scheduler.add_noise(background_mask(x, self.num_classes), noise, t0)
-        logits = None
-        for t in timesteps:
-            tb = t.long().expand(x.shape[0])
-            logits = net(torch.cat([m_t, x], dim=1), tb)
-            m0 = probabilities_to_mask(logits.float().softmax(1))
-            m_t, _ = ddim.step(m0.to(x.dtype), int(t), m_t)
+        logits = ddim_segment(net, self.scheduler, ddim, x, self.num_classes, self.fixed_noise(x, seed), timesteps)
         return logits.float().softmax(1)
 
     # ------------------------------------------------------------------ image pathway

@@ -85,11 +85,13 @@ def _check_outputs(models: Path, wf, spatial_dims: int) -> None:
     assert (models / "train_state.pt").is_file()
 
 
-@pytest.mark.parametrize("rounds,round_mode", [(1, "independent"), (2, "chained")])
-def test_train_2d_from_teacher_checkpoint(rounds, round_mode, tiny_dataset_2d, tmp_path, make_bundle_workflow):
+@pytest.mark.parametrize("rounds,round_mode,round_scale", [(1, "independent", 1.0), (2, "chained", 0.5)])
+def test_train_2d_from_teacher_checkpoint(rounds, round_mode, round_scale, tiny_dataset_2d, tmp_path,
+                                          make_bundle_workflow):
     data = tiny_dataset_2d(num_cases=6, size=24)
     ckpt = _fresh_teacher(tmp_path / "phase1" / "teacher.pt", 2, 3)
-    overrides = _train_overrides(data, tmp_path, [16, 16], str(ckpt), rounds=rounds, round_mode=round_mode)
+    overrides = _train_overrides(data, tmp_path, [16, 16], str(ckpt), rounds=rounds, round_mode=round_mode,
+                                 round_scale=round_scale)
     wf = make_bundle_workflow(BUNDLE, ["train"], "train", **overrides)
     wf.initialize()
     assert wf.check_properties() == []
@@ -104,6 +106,7 @@ def test_train_2d_from_teacher_checkpoint(rounds, round_mode, tiny_dataset_2d, t
     wf.finalize()
     trainer = wf.parser.get_parsed_content("train#trainer")
     assert trainer.state.epoch == 1 and trainer.rounds == rounds and trainer.round_mode == round_mode
+    assert trainer.round_scale == round_scale
     out = trainer.state.output
     assert float(out["loss_rec"]) > 0 and torch.isfinite(out["loss"])
     _check_outputs(tmp_path / "models", wf, 2)
@@ -197,6 +200,27 @@ def test_evaluate_writes_metrics(spatial_dims, tiny_dataset_2d, tiny_dataset_3d,
     assert (tmp_path / "eval" / "metrics.json").is_file()
     assert not (tmp_path / "models" / "train_state.pt").exists(), "evaluation must not train"
     assert not (tmp_path / "models" / "teacher.pt").exists(), "evaluation must not write a teacher"
+
+
+def test_evaluate_and_inference_with_the_ddim_sampler(tiny_dataset_2d, tmp_path, make_bundle_workflow, run_bundle):
+    """The inference setting is a top-level id of evaluate.json and inference.json: ``--sampler ddim --ddim_steps N``
+    (with ``--num_draws``) builds the deployable model with that sampler from the same model.pt."""
+    data = tiny_dataset_2d(num_cases=8, size=(20, 28))
+    _fresh_deployable(tmp_path / "models" / "model.pt", 2, 3)
+    overrides = _train_overrides(data, tmp_path, [16, 16], "", sampler="ddim", ddim_steps=2, num_draws=2)
+    wf = make_bundle_workflow(BUNDLE, ["train", "evaluate"], "eval", **overrides)
+    wf.initialize()
+    net = wf.parser.get_parsed_content("deployable")
+    assert (net.sampler, net.ddim_timesteps, net.num_draws) == ("ddim", [999, 0], 2)
+    wf.run()
+    wf.finalize()
+    assert len(json.loads((tmp_path / "eval" / "metrics.json").read_text())["per_case"]) == 2
+    infer = make_bundle_workflow(BUNDLE, ["inference"], "infer", **_inference_overrides(tmp_path, [16, 16],
+                                 dataset_dir=str(data), sampler="ddim", ddim_steps=3))
+    infer.initialize()
+    assert infer.parser.get_parsed_content("network").ddim_timesteps == [999, 500, 0]
+    infer.run()
+    assert len(list((tmp_path / "pred").glob("*_seg.png"))) == 2  # the test key
 
 
 def _inference_overrides(tmp_path: Path, roi: list[int], **extra) -> dict:

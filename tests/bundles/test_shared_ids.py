@@ -49,6 +49,7 @@ def test_the_deployable_model_is_built_alike_in_training_and_inference():
     train, infer = _load("cotrain/configs/train.json"), _load("cotrain/configs/inference.json")
     net = dict(infer["network_def"])
     assert net.pop("num_draws") == "@num_draws"  # inference may ensemble; the saved weights are the same
+    assert net.pop("sampler") == "@sampler" and net.pop("ddim_steps") == "@ddim_steps"  # or refine by DDIM
     assert train["deployable_def"] == net
 
 

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from custom_components.data.synthetic import make_synthetic_dataset, synth_case
+from custom_components.data.synthetic import make_synthetic_dataset, make_synthetic_folders, synth_case
 
 
 def test_2d_binary_layout_and_metadata(tmp_path):
@@ -123,3 +123,28 @@ def test_distractors_present_in_background():
 def test_invalid_arguments(tmp_path, kwargs, msg):
     with pytest.raises(ValueError, match=msg):
         make_synthetic_dataset(tmp_path, **kwargs)
+
+
+@pytest.mark.parametrize("nd", [2, 3])
+def test_folders_are_a_users_raw_data(tmp_path, nd):
+    """``--folders``: images/ + masks/ (same names), unlabelled/ and new/ (images only), no datalist; the cases
+    are make_synthetic_dataset's (labelled first, then unlabelled, then new)."""
+    kw = dict(spatial_dims=nd, image_size=16, num_classes=4, seed=2, spacing=0.5)
+    w = make_synthetic_folders(tmp_path / "raw", num_labelled=3, num_unlabelled=2, num_new=1, **kw)
+    ds = make_synthetic_dataset(tmp_path / "ds", num_cases=6, **kw).parent
+    ext = ".png" if nd == 2 else ".nii.gz"
+    assert [p.name for p in w["images"]] == [p.name for p in w["masks"]] == [f"case_{i:04d}{ext}" for i in range(3)]
+    assert [p.parent.name for p in w["unlabelled"] + w["new"]] == ["unlabelled", "unlabelled", "new"]
+    assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == ["images", "masks", "new", "unlabelled"]
+
+    def read(p):
+        return np.array(Image.open(p)) if nd == 2 else np.asarray(nib.load(p).dataobj)
+
+    for i, p in enumerate(w["images"] + w["unlabelled"] + w["new"]):
+        assert np.array_equal(read(p), read(ds / f"imagesTr/case_{i:04d}{ext}")), p
+    for i, p in enumerate(w["masks"]):
+        assert np.array_equal(read(p), read(ds / f"labelsTr/case_{i:04d}{ext}")), p
+    if nd == 3:
+        assert np.allclose(nib.load(w["new"][0]).header.get_zooms(), 0.5)
+    with pytest.raises(ValueError, match="num_labelled"):
+        make_synthetic_folders(tmp_path / "bad", num_labelled=0)

@@ -75,9 +75,10 @@ def make_trainer(teacher, student, loader=None, max_epochs: int = 1, **kw) -> Co
 
 # ------------------------------------------------------------------------------------------- gradient routing
 @functools.lru_cache(maxsize=None)
-def _losses_for_routing(batch_rounds: bool):
+def _losses_for_routing(batch_rounds: bool, round_scale: float = 1.0):
     teacher, student = nets()
-    trainer = make_trainer(teacher, student, rounds=2, batch_rounds=batch_rounds, unsup_weight=lambda e: 1.0)
+    trainer = make_trainer(teacher, student, rounds=2, batch_rounds=batch_rounds, unsup_weight=lambda e: 1.0,
+                           round_scale=round_scale)
     x_l, y, x_u = batch()
     torch.manual_seed(0)
     out = trainer.compute_losses(x_l, y, x_u, epoch=0)
@@ -89,9 +90,9 @@ def _losses_for_routing(batch_rounds: bool):
     return out, groups
 
 
-def grad_norms(term: str, batch_rounds: bool = True) -> dict[str, float]:
+def grad_norms(term: str, batch_rounds: bool = True, round_scale: float = 1.0) -> dict[str, float]:
     """|d term / d params| summed per parameter group (0 where a group is not in the term's graph)."""
-    out, groups = _losses_for_routing(batch_rounds)
+    out, groups = _losses_for_routing(batch_rounds, round_scale)
     loss = out[term]
     names = list(groups)
     params = [p for n in names for p in groups[n]]
@@ -123,6 +124,31 @@ def test_rec_trains_only_the_teacher_image_pathway(batch_rounds: bool) -> None:
     g = grad_norms("loss_rec", batch_rounds)
     assert g["G_T"] > 0
     assert g["S_T"] == 0 and g["S_S"] == 0
+
+
+def test_half_resolution_rounds_keep_the_gradient_routing() -> None:
+    align, rec = grad_norms("loss_align", round_scale=0.5), grad_norms("loss_rec", round_scale=0.5)
+    assert align["S_T"] > 0 and align["S_S"] == 0 and align["G_T"] == 0
+    assert rec["G_T"] > 0 and rec["S_T"] == 0 and rec["S_S"] == 0
+
+
+def test_round_scale_runs_the_rounds_at_the_lower_resolution_and_aligns_at_full_size(monkeypatch) -> None:
+    teacher, student = nets()
+    trainer = make_trainer(teacher, student, rounds=2, round_scale=0.5, unsup_weight=lambda e: 1.0)
+    seen = {"image_net": [], "mask_net": []}
+    for name in seen:
+        getattr(teacher, name).register_forward_pre_hook(lambda m, a, n=name: seen[n].append(tuple(a[0].shape[2:])))
+    aligned = []
+    orig = trainer.seg_loss.forward
+    monkeypatch.setattr(trainer.seg_loss, "forward", lambda lg, t: aligned.append(tuple(lg.shape[2:])) or orig(lg, t))
+    x_l, y, x_u = batch()
+    out = trainer.compute_losses(x_l, y, x_u, epoch=0)
+    half = (SIZE // 2, SIZE // 2)
+    assert seen["image_net"] == [half]  # the batched rounds: one pass of G_T at half size
+    assert seen["mask_net"] == [(SIZE, SIZE), half]  # P_T at full size, the re-segmentation at half size
+    assert set(aligned) == {(SIZE, SIZE)}  # every Dice (sup, CPS, align) against full-resolution targets
+    ref = make_trainer(*nets(), rounds=2, unsup_weight=lambda e: 1.0).compute_losses(x_l, y, x_u, epoch=0)
+    assert torch.isfinite(out["loss"]) and float(out["loss_rec"]) != float(ref["loss_rec"])
 
 
 def test_supervised_dice_trains_both_mask_pathways() -> None:
@@ -370,12 +396,22 @@ def test_trainer_rejects_batches_without_paired_streams() -> None:
     [
         (dict(rounds=-1), "rounds must be >= 0, got -1"),
         (dict(round_mode="serial"), "round_mode must be 'independent' or 'chained', got 'serial'"),
+        (dict(round_scale=0.0), r"round_scale must be in \(0, 1\], got 0.0"),
+        (dict(round_scale=2), r"round_scale must be in \(0, 1\], got 2"),
     ],
 )
 def test_invalid_arguments_rejected(kwargs: dict, msg: str) -> None:
     teacher, student = nets()
     with pytest.raises(ValueError, match=msg):
         make_trainer(teacher, student, **kwargs)
+
+
+def test_round_scale_the_backbone_cannot_take_is_named() -> None:
+    teacher, student = nets()
+    trainer = make_trainer(teacher, student, rounds=1, round_scale=0.25)  # 16 -> 4 is fine, 0.3 -> 5 is not
+    trainer.round_scale = 0.3
+    with pytest.raises(ValueError, match=r"round_scale 0.3 of \(16, 16\): spatial size \(5, 5\) cannot be taken"):
+        trainer.compute_losses(*batch(), epoch=0)
 
 
 def test_student_must_match_teacher() -> None:

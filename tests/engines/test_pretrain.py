@@ -245,18 +245,25 @@ def test_monitor_evaluator_reports_probe_and_permutation_dice() -> None:
         assert evaluator.state.metrics[key] == pytest.approx(first[key], abs=1e-7)
 
 
-def test_all_foreground_baseline_and_probe_warning(tmp_path, caplog) -> None:
-    from custom_components.engines.pretrain import all_foreground_dice, phase1_warnings, probe_warning
+def test_all_foreground_baseline_and_structure_warning(tmp_path, caplog) -> None:
+    from custom_components.engines.pretrain import all_foreground_dice, phase1_warnings, structure_warning
 
     y = torch.zeros(2, 1, 4, 4, dtype=torch.long)
     y[0, :, :2] = 1  # half foreground: all-foreground Dice 2*8/(8+16)
     torch.testing.assert_close(all_foreground_dice(y, 2), torch.tensor([2 * 8 / 24, 0.0], dtype=torch.float64))
-    w = probe_warning(0.40, 0.45)
-    assert w and "probe Dice 0.4000 does not beat the all-foreground baseline 0.4500" in w
-    assert probe_warning(0.5, 0.45) is None
+    w = structure_warning(0.40, 0.45)
+    assert w and "best-assignment Dice 0.4000 does not beat the all-foreground baseline 0.4500" in w
+    assert structure_warning(0.5, 0.45) is None
     (tmp_path / "metrics.csv").write_text("val_probe_dice,0.3\nval_all_foreground_dice,0.35\n")
-    assert phase1_warnings(tmp_path / "metrics.csv") == [probe_warning(0.3, 0.35)]
+    assert phase1_warnings(tmp_path / "metrics.csv") == [structure_warning(0.3, 0.35, "probe Dice")]
     assert phase1_warnings(tmp_path / "missing.csv") == []
+    # the teacher's own channels decide, not the lagging online probe (PH2 32x32 seed 0: probe 0.15, channels 0.61)
+    (tmp_path / "metrics.csv").write_text("val_probe_dice,0.1456\nval_best_assignment_dice,0.6086\n"
+                                          "val_all_foreground_dice,0.4517\n")
+    assert phase1_warnings(tmp_path / "metrics.csv") == []
+    (tmp_path / "metrics.csv").write_text("val_probe_dice,0.9\nval_best_assignment_dice,0.40\n"
+                                          "val_all_foreground_dice,0.4517\n")
+    assert phase1_warnings(tmp_path / "metrics.csv") == [structure_warning(0.40, 0.4517)]
     # the evaluator computes the baseline before its handlers run and logs the warning when the probe loses
     teacher, probe, _, _ = build()
     evaluator = TeacherMonitorEvaluator("cpu", DataLoader(make_data(labels="real"), batch_size=2), teacher, probe,
@@ -265,7 +272,7 @@ def test_all_foreground_baseline_and_probe_warning(tmp_path, caplog) -> None:
         evaluator.run()
     m = evaluator.state.metrics
     assert 0 < m["val_all_foreground_dice"] < 1
-    expected = probe_warning(m["val_probe_dice"], m["val_all_foreground_dice"])
+    expected = structure_warning(m["val_probe_dice"], m["val_all_foreground_dice"], "probe Dice")
     assert evaluator.state.warnings == ([expected] if expected else [])
     all_fg = [dict(d, label=torch.ones_like(d["label"])) for d in make_data(labels="real")]  # baseline 1: never beaten
     evaluator = TeacherMonitorEvaluator("cpu", DataLoader(all_fg, batch_size=2), teacher, probe,
@@ -274,6 +281,15 @@ def test_all_foreground_baseline_and_probe_warning(tmp_path, caplog) -> None:
         evaluator.run()
     assert evaluator.state.metrics["val_all_foreground_dice"] == pytest.approx(1.0)
     assert len(evaluator.state.warnings) == 1 and evaluator.state.warnings[0] in caplog.text
+    # with the best-assignment Dice among the metrics (the bundle's monitor), it is the one judged
+    evaluator = TeacherMonitorEvaluator("cpu", DataLoader(make_data(labels="real"), batch_size=2), teacher, probe,
+                                        key_val_metric={"val_probe_dice": OutputAverage("probe_dice")},
+                                        additional_metrics={"val_best_assignment_dice":
+                                                            BestAssignmentDice("assignment_dice")})
+    evaluator.run()
+    m = evaluator.state.metrics
+    expected = structure_warning(m["val_best_assignment_dice"], m["val_all_foreground_dice"])
+    assert evaluator.state.warnings == ([expected] if expected else [])
 
 
 def test_best_assignment_is_chosen_over_the_whole_validation_set() -> None:

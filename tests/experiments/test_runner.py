@@ -378,3 +378,32 @@ def test_seed_ratios_restrict_a_seed_and_alternate_seeds_among_equal_runs(tmp_pa
     assert set(order[:2]) == {("full", 0.1, 0), ("full", 0.2, 1)}  # the two phase-1 runs start together
     with pytest.raises(RunnerError, match="seed-ratios"):
         RunnerSettings(dataset=dl, seeds=[0], ratios=[0.1], seed_ratios={1: [0.1]})
+
+
+def test_phase1_ratio_lets_an_ablation_reuse_an_earlier_calls_phase1(tmp_path, monkeypatch):
+    """A table at 5/10/20 % trains phase 1 on the 5 % split; an ablation at 10 % alone with ``--phase1-ratio 0.05``
+    asks for the same folder (same split, same settings hash) instead of training a phase 1 of its own."""
+    dl = _cases_datalist(tmp_path, 40)
+
+    def phase1_dirs(**kw) -> list[Path]:
+        exp = Experiment(_args(tmp_path, dl, methods=["full"], **kw), "cmd")
+        calls: list[Path] = []
+
+        def fake_run_phase(phase_dir, bundle, settings, label):
+            if bundle == "teacher_pretrain":
+                calls.append(phase_dir)
+            phase_dir.mkdir(parents=True, exist_ok=True)
+            return {"wall_time_s": 1.0, "fingerprint": f"fp-{bundle}"}
+
+        monkeypatch.setattr(exp, "run_phase", fake_run_phase)
+        monkeypatch.setattr(exp, "evaluate_phase", lambda *a, **k: (tmp_path / "metrics.json", 0.0))
+        monkeypatch.setattr(exp, "report", lambda total, splits: exp.runs)
+        exp.run()
+        return calls
+
+    table = phase1_dirs(ratios=[0.05, 0.1, 0.2])
+    assert len(set(table)) == 1 and table[0].parent.name.startswith("r0.05_s0_")
+    assert phase1_dirs(ratios=[0.1], rounds=1, phase1_ratio=0.05) == [table[0]]
+    assert phase1_dirs(ratios=[0.1], rounds=1)[0] != table[0]  # without it: the 10 % split, another phase 1
+    with pytest.raises(RunnerError, match=r"--phase1-ratio 0.2: must be in \(0, 0.1\]"):
+        RunnerSettings(dataset=dl, ratios=[0.1], phase1_ratio=0.2)

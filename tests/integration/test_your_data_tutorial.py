@@ -1,10 +1,11 @@
 """``docs/your_data.md`` run as written: the commands are extracted from the markdown, so doc and test cannot drift.
 
 The test makes the raw folders the tutorial describes (a user's labelled images, masks, images without a mask and
-new images) in a temporary working folder, links ``scripts/`` there, and runs every ``bash`` block between
+new images) in a temporary working folder, unless the section makes them itself with its first command
+(``scripts/make_synthetic.py --folders``), links ``scripts/`` there, and runs every ``bash`` block between
 ``<!-- tutorial:NAME -->`` and ``<!-- /tutorial:NAME -->`` in order. The default-suite version appends a tiny
 training budget to the runner command (``TINY_RUNNER_ARGS``); the ``slow`` version runs the commands unchanged.
-A further tutorial section (e.g. a multi-class one) is covered by adding its name and a data maker to ``SECTIONS``.
+A further tutorial section is covered by adding its name (and a data maker, or None) to ``SECTIONS``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pytest
 from PIL import Image
@@ -72,28 +72,12 @@ def make_raw_2d(root: Path, n_labelled: int = 6, n_unlabelled: int = 20, n_new: 
         png(root / "my_data" / "new" / f"new_{i}.png", case()[0])
 
 
-def make_raw_3d(root: Path, n_labelled: int = 6, n_unlabelled: int = 8, n_new: int = 2, size: int = 24) -> None:
-    """``my_vols/{images,masks,unlabelled,new}``: one-channel NIfTI volumes, masks with the images' names."""
-    rng = np.random.default_rng(1)
-    aff = np.diag([0.8, 0.8, 1.2, 1.0])
-
-    def nii(path: Path, arr: np.ndarray) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        nib.save(nib.Nifti1Image(arr, aff), str(path))
-
-    for i in range(n_labelled):
-        img, lab = synth_case(rng, (size, size, size))
-        nii(root / "my_vols" / "images" / f"vol_{i:02d}.nii.gz", img[0])
-        nii(root / "my_vols" / "masks" / f"vol_{i:02d}.nii.gz", lab.astype(np.uint8))
-    for d, n in (("unlabelled", n_unlabelled), ("new", n_new)):
-        for i in range(n):
-            nii(root / "my_vols" / d / f"{d}_{i:02d}.nii.gz", synth_case(rng, (size, size, size))[0][0])
-
-
-#: section name -> (data maker, raw folder of the new images, output folder of the predictions, extension)
-SECTIONS: dict[str, tuple[Callable[[Path], None], str, str, str]] = {
+#: section name -> (data maker or None when the section's first command makes its folders, raw folder of the new
+#: images, output folder of the predictions, extension)
+SECTIONS: dict[str, tuple[Callable[[Path], None] | None, str, str, str]] = {
     "2d": (make_raw_2d, "my_data/new", "predictions/mine", ".png"),
-    "3d": (make_raw_3d, "my_vols/new", "predictions/vols", ".nii.gz"),
+    "4class": (None, "my_data4/new", "predictions/mine4", ".png"),
+    "3d": (None, "my_vols/new", "predictions/vols", ".nii.gz"),
 }
 
 
@@ -110,7 +94,8 @@ def run_tutorial(section: str, cwd: Path, tiny: bool, until_training: bool = Fal
         until_training: stop before the first runner command (the data steps only).
     """
     maker = SECTIONS[section][0]
-    maker(cwd)
+    if maker is not None:
+        maker(cwd)
     (cwd / "scripts").symlink_to(REPO / "scripts")
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
@@ -128,15 +113,35 @@ def run_tutorial(section: str, cwd: Path, tiny: bool, until_training: bool = Fal
     return cmds
 
 
+#: what the prepared dataset of a section must say: (spatial_dims, num_classes)
+EXPECTED_DATASET = {"2d": (2, 2), "4class": (2, 4), "3d": (3, 2)}
+
+
+def _check_dataset(section: str, cwd: Path) -> dict:
+    dl = json.loads(next((cwd / "data").glob("*/datalist.json")).read_text())
+    assert dl["cases"] and dl["unlabeled"] and all("label" not in e for e in dl["unlabeled"])
+    assert (dl["spatial_dims"], dl["num_classes"]) == EXPECTED_DATASET[section], dl
+    return dl
+
+
 def _check_outputs(section: str, cwd: Path) -> None:
+    from monai.transforms import LoadImage
+
     _, new_dir, pred_dir, ext = SECTIONS[section]
     new = sorted((cwd / new_dir).glob("*" + ext))
     segs = sorted((cwd / pred_dir).glob("*_seg" + ext))
     assert len(new) > 0 and len(segs) == len(new), (new, segs)
-    dl = json.loads(next((cwd / "data").glob("*/datalist.json")).read_text())
-    assert dl["unlabeled"] and all("label" not in e for e in dl["unlabeled"])
+    dl = _check_dataset(section, cwd)
+    load = LoadImage(image_only=True)
+    for img_f, seg_f in zip(new, segs):
+        img, seg = load(str(img_f)), np.asarray(load(str(seg_f)))
+        assert seg.shape[: dl["spatial_dims"]] == tuple(img.shape[: dl["spatial_dims"]]), (img_f, seg.shape)
+        assert seg.min() >= 0 and seg.max() < dl["num_classes"], (seg_f, np.unique(seg))
     results = list((cwd / "runs" / "results").glob("*.md"))
-    assert results and "full" in results[0].read_text()
+    text = results[0].read_text() if results else ""
+    assert "full" in text, results
+    if dl["num_classes"] > 2:
+        assert all(f"class{c}" in text for c in range(1, dl["num_classes"])), "no per-class Dice in the report"
 
 
 def test_tutorial_commands_are_extracted():
@@ -147,8 +152,7 @@ def test_tutorial_commands_are_extracted():
     assert (REPO / "README.md").read_text().count("docs/your_data.md") >= 1
 
 
-@pytest.mark.parametrize("section", [pytest.param(s, marks=[pytest.mark.slow] if s != "2d" else [])
-                                     for s in sorted(SECTIONS)])
+@pytest.mark.parametrize("section", sorted(SECTIONS))
 def test_tutorial_data_steps_and_command_consistency(section, tmp_path):
     """Default suite: the data steps run as written; the training and prediction commands parse and agree.
 
@@ -162,8 +166,7 @@ def test_tutorial_data_steps_and_command_consistency(section, tmp_path):
     from custom_components.experiments.runner import OVERRIDES_FILE
 
     run_tutorial(section, tmp_path, tiny=False, until_training=True)
-    dl = json.loads(next((tmp_path / "data").glob("*/datalist.json")).read_text())
-    assert dl["cases"] and dl["unlabeled"] and all("label" not in e for e in dl["unlabeled"])
+    _check_dataset(section, tmp_path)
     spec = importlib.util.spec_from_file_location("rx_tutorial", REPO / "scripts" / "run_experiments.py")
     rx = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(rx)
@@ -184,21 +187,16 @@ def test_tutorial_data_steps_and_command_consistency(section, tmp_path):
 
 
 @pytest.mark.slow
-def test_tutorial_2d_tiny(tmp_path):
-    """The 2D tutorial (6 labelled + 20 mask-less images -> predictions) with a one-epoch budget (~4 min on 2 cores)."""
-    run_tutorial("2d", tmp_path, tiny=True)
-    _check_outputs("2d", tmp_path)
+@pytest.mark.parametrize("section", sorted(SECTIONS))
+def test_tutorial_tiny(section, tmp_path):
+    """Every tutorial section (folders -> predictions) with a one-epoch budget, tiny networks."""
+    run_tutorial(section, tmp_path, tiny=True)
+    _check_outputs(section, tmp_path)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("section", sorted(SECTIONS))
 def test_tutorial_full(section, tmp_path):
-    """Every tutorial section exactly as written (the quick profile's budget)."""
+    """Every tutorial section exactly as written (the budget the page states)."""
     run_tutorial(section, tmp_path, tiny=False)
     _check_outputs(section, tmp_path)
-
-
-@pytest.mark.slow
-def test_tutorial_3d_tiny(tmp_path):
-    run_tutorial("3d", tmp_path, tiny=True)
-    _check_outputs("3d", tmp_path)

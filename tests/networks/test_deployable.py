@@ -103,3 +103,45 @@ def test_state_dict_loads_with_weights_only(tmp_path) -> None:
     x = images(2, 3)
     with torch.no_grad():
         torch.testing.assert_close(fresh(x), seg(x))
+
+
+@pytest.mark.parametrize("num_draws", [1, 2])
+def test_ddim_sampler_equals_the_teachers_ddim_and_differs_from_one_pass(num_draws: int) -> None:
+    """``sampler="ddim"`` runs the teacher's DDIM refinement (one implementation, ``teacher.ddim_segment``): with one
+    draw it is ``predict_ddim`` exactly; draw ``i`` of an ensemble is ``predict_ddim`` with seed ``seed + i``."""
+    teacher = tiny_teacher(2, 3, 2, infer_seed=4)
+    ddim = MaskPathwaySegmenter(2, 3, 2, **TINY, mask_net=teacher.mask_net, seed=4, num_draws=num_draws,
+                                sampler="ddim", ddim_steps=4).eval()
+    one = MaskPathwaySegmenter(2, 3, 2, **TINY, mask_net=teacher.mask_net, seed=4, num_draws=num_draws).eval()
+    x = images(2, 3)
+    with torch.no_grad():
+        out = ddim(x)
+        expected = torch.stack([teacher.predict_ddim(x, num_steps=4, seed=4 + i) for i in range(num_draws)]).mean(0)
+        other_steps = MaskPathwaySegmenter(2, 3, 2, **TINY, mask_net=teacher.mask_net, seed=4, num_draws=num_draws,
+                                           sampler="ddim", ddim_steps=2).eval()(x)
+        torch.testing.assert_close(out, expected, atol=1e-6, rtol=1e-5)
+        assert not torch.allclose(out, one(x), atol=1e-3)
+        assert not torch.allclose(out, other_steps, atol=1e-3)
+    torch.testing.assert_close(out.sum(1), torch.ones(2, SIZE, SIZE))
+    assert set(ddim.state_dict()) == set(one.state_dict())  # the same model.pt serves every sampler
+
+
+def test_ddim_sampler_traces_at_any_size() -> None:
+    """TorchScript export of the deployable model traces (MONAI's DiffusionModelUNet cannot be scripted): the DDIM
+    loop is unrolled over fixed timesteps and the seeded noise is computed in the graph, so a model traced at one
+    size predicts what the eager model does at another."""
+    teacher = tiny_teacher(2, 1, 2)
+    seg = MaskPathwaySegmenter(2, 1, 2, **TINY, mask_net=teacher.mask_net, sampler="ddim", ddim_steps=3).eval()
+    traced = torch.jit.trace(seg, images(2, 1, batch=1), check_trace=False)
+    x = torch.randn(2, 1, 2 * SIZE, SIZE, generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        torch.testing.assert_close(traced(x), seg(x), atol=1e-5, rtol=1e-5)
+
+
+def test_bad_sampler_settings_fail_clearly() -> None:
+    with pytest.raises(ValueError, match=r"sampler must be one of \['one_pass', 'ddim'\], got 'ensemble'"):
+        MaskPathwaySegmenter(2, 1, 2, **TINY, sampler="ensemble")
+    with pytest.raises(ValueError, match="num_steps must be >= 1, got 0"):
+        MaskPathwaySegmenter(2, 1, 2, **TINY, sampler="ddim", ddim_steps=0)
+    with pytest.raises(ValueError, match=r"timestep must be in \[0, 1000\), got 1000"):
+        MaskPathwaySegmenter(2, 1, 2, **TINY, timestep=1000)

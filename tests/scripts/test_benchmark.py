@@ -144,6 +144,15 @@ def test_cpu_table_ratios_and_cotrain_over_supervised(tmp_path, monkeypatch, cap
     assert res["device"].startswith("CPU: ") and res["threads"] == 1
 
 
+def test_cpu_switches_option_times_only_the_named_switches_and_the_reference(tmp_path, monkeypatch):
+    bench = _load()
+    monkeypatch.setattr(bench, "cpu_plan", lambda with_compile: [
+        ("ph2_cpu", "sup", 0, ["reference", "bf16", "cpu_fast"]), ("ph2_cpu", "p2", 3, ["reference", "bf16"])])
+    res, _ = _cpu_run(bench, tmp_path, ["--no-rss", "--switches", "cpu_fast"])
+    assert [c["case"] for c in res["cases"]] == ["ph2_cpu/sup/reference", "ph2_cpu/sup/cpu_fast",
+                                                 "ph2_cpu/p2_R3/reference"]
+
+
 @pytest.mark.slow
 def test_cpu_quick_runs_every_group_with_peak_rss(tmp_path):
     res, _ = _cpu_run(_load(), tmp_path, [])

@@ -41,3 +41,44 @@ def test_phase1_report_writes_table_monitor_curve_and_figures(tmp_path):
     assert md.count("\n| 1 | ") == 1 and md.count("\n| 2 | ") == 1  # the monitor table in the report
     for png in ("phase1_loss.png", "phase1_masks.png", "phase1_validation.png"):
         assert (out / png).stat().st_size > 1000, png
+
+
+def test_score_runs_ranks_finished_phase1_folders(tmp_path, capsys):
+    """``--score-runs`` trains nothing: it scores finished folders (one tiny run of this script, listed twice) and
+    writes the ranking page with the measures of each run and the per-dataset rank correlations."""
+    import importlib.util
+
+    from custom_components.errors import run_cli
+
+    data = tmp_path / "data"
+    make_synthetic_dataset(data, spatial_dims=2, num_cases=16, image_size=16, seed=0, name="tiny_lesions")
+    split = write_split(make_split(data / "datalist.json", 0.25, 0), data)
+    cmd = [sys.executable, str(ROOT / "scripts" / "phase1_report.py"), "--dataset-dir", str(data), "--datalist",
+           str(split), "--epochs", "1", "--validations", "1", "--probe-steps", "2", "--roi", "16", "16",
+           "--channels", "8", "16", "--batch-size", "4", "--work-dir", str(tmp_path / "a"), "--out",
+           str(tmp_path / "a" / "report"), "--seed", "3"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, cwd=ROOT)
+    assert res.returncode == 0, res.stderr[-3000:]
+    folder = tmp_path / "a" / "teacher_pretrain"
+    assert json.loads((folder / "configs" / "report_overrides.json").read_text())["max_epochs"] == 1
+    mtimes = {p: p.stat().st_mtime for p in folder.rglob("*")}
+    spec = importlib.util.spec_from_file_location("phase1_report", ROOT / "scripts" / "phase1_report.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "ranking"
+    assert run_cli(module.main, ["--score-runs", str(folder), str(folder), "--probe-steps", "2", "--out",
+                                 str(out)]) == 0
+    assert {p: p.stat().st_mtime for p in folder.rglob("*")} == mtimes  # scored, not retrained
+    payload = json.loads((out / "ranking.json").read_text())
+    assert [r["max_epochs"] for r in payload["runs"]] == [1, 1]
+    for r in payload["runs"]:
+        assert r["dataset"] == "tiny_lesions" and 0.0 <= r["best_assignment_dice"] <= 1.0
+        assert isinstance(r["rec_gain_blank"], float) and isinstance(r["found_lesion"], bool)
+        assert len(r["history"]) == 1  # the bundle's monitor, read back from report/phase1.json
+    assert payload["runs"][0]["rec_gain_blank"] == payload["runs"][1]["rec_gain_blank"]  # seeded: same folder
+    assert payload["across_runs"]["tiny_lesions"]["rec_gain_blank vs best_assignment_dice"]["n"] == 2
+    md = (out / "ranking.md").read_text()
+    assert md.count("| tiny_lesions |") >= 2 and (out / "ranking.png").stat().st_size > 1000
+    capsys.readouterr()
+    assert run_cli(module.main, ["--score-runs", str(tmp_path / "nothing"), "--out", str(tmp_path / "o2")]) == 2
+    assert "not a finished phase-1 folder" in capsys.readouterr().err.strip().splitlines()[-1]

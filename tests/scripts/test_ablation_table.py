@@ -1,0 +1,62 @@
+"""``scripts/ablation_table.py``: one page from the runs of several runner calls in one work folder, paired against
+supervised-only and plain CPS on the seeds both have."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from custom_components.errors import run_cli
+
+ROOT = Path(__file__).resolve().parents[2]
+spec = importlib.util.spec_from_file_location("ablation_table", ROOT / "scripts" / "ablation_table.py")
+ablation_table = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(ablation_table)
+
+
+def _run(work: Path, method: str, ratio: float, seed: int, dice: list[float]) -> None:
+    folder = work / method / f"r{ratio:g}_s{seed}"
+    rows = [{"case": f"c{i}", "dice_class1": d, "jaccard_class1": d, "hd95_class1": 1.0, "asd_class1": 1.0}
+            for i, d in enumerate(dice)]
+    summary = {"protocol": "clean", "distance_unit": "voxel",
+               "metrics": {"class1": {"dice": {"mean": sum(dice) / len(dice)}}}}
+    metrics = folder / "cotrain" / "eval" / "test_clean" / "metrics.json"
+    metrics.parent.mkdir(parents=True)
+    metrics.write_text(json.dumps({"protocol": "clean", "per_case": rows, "summary": summary}))
+    (folder / "run.json").write_text(json.dumps({"method": method, "base_method": method.split("_")[0],
+                                                 "ratio": ratio, "seed": seed, "metrics": {"clean": str(metrics)},
+                                                 "train_time_s": 10.0}))
+
+
+def test_page_merges_the_ablations_of_separate_calls(tmp_path, capsys):
+    work = tmp_path / "ph2"
+    for s in (0, 1, 2):
+        _run(work, "supervised", 0.1, s, [0.5, 0.6, 0.7])
+        _run(work, "cps", 0.1, s, [0.6, 0.7, 0.8])
+        _run(work, "upper", 1.0, s, [0.9, 0.9, 0.9])
+    _run(work, "full_R1", 0.1, 0, [0.7, 0.8, 0.9])  # one seed finished
+    _run(work, "full_R1", 0.2, 0, [0.1, 0.1, 0.1])  # another ratio: left out
+    page = tmp_path / "abl.md"
+    assert run_cli(ablation_table.main, ["--work-dir", str(work), "--ratio", "0.1", "--methods", "supervised", "cps",
+                                         "full_R1", "full_nopretrain", "upper", "--page", str(page)]) == 0
+    md = page.read_text()
+    assert "- `full_R1`: seeds 0" in md and "- `full_nopretrain`: seeds none finished" in md
+    rows = {r["method"]: r for r in json.loads(page.with_suffix(".json").read_text())["rows"]}
+    assert set(rows) == {"supervised", "cps", "full_R1", "upper"}
+    r1 = rows["full_R1"]
+    assert r1["seeds"] == [0] and r1["paired"]["supervised"]["n"] == 3  # paired on seed 0's cases only
+    assert r1["paired"]["supervised"]["mean_diff"] == pytest.approx(0.2)
+    assert r1["paired"]["cps"]["mean_diff"] == pytest.approx(0.1)
+    assert r1["gap_closed"] == pytest.approx((0.8 - 0.6) / (0.9 - 0.6))
+    assert "| full_R1 | 10 % | 0 | 3 |" in md
+
+
+def test_no_finished_run_is_an_error_naming_the_folder(tmp_path, capsys):
+    (tmp_path / "w").mkdir()
+    assert run_cli(ablation_table.main, ["--work-dir", str(tmp_path / "w"), "--ratio", "0.1", "--methods", "cps",
+                                         "--page", str(tmp_path / "p.md")]) == 2
+    assert str(tmp_path / "w") in capsys.readouterr().err.strip().splitlines()[-1]
+    assert not (tmp_path / "p.md").exists()
