@@ -186,3 +186,20 @@ def tiny_dataset_3d(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., P
         return write_tiny_dataset(out, 3, num_cases, size, num_classes, in_channels, **kwargs)
 
     return make
+
+
+def write_cases_datalist(folder: Path, n: int = 20) -> Path:
+    """A prepared dataset's ``datalist.json`` (``"cases"`` only, no image files) of ``n`` 2D RGB binary cases under
+    ``folder/ds``; for runner and split tests that never read the images."""
+    ds = folder / "ds"
+    ds.mkdir(parents=True)
+    cases = [{"image": f"imagesTr/case_{i:03d}.png", "label": f"labelsTr/case_{i:03d}.png"} for i in range(n)]
+    p = ds / "datalist.json"
+    p.write_text(json.dumps({"name": "fake", "spatial_dims": 2, "num_classes": 2, "in_channels": 3, "cases": cases}))
+    return p
+
+
+@pytest.fixture
+def cases_datalist() -> Callable[..., Path]:
+    """``cases_datalist(folder, n=20) -> datalist.json``: see ``write_cases_datalist``."""
+    return write_cases_datalist

@@ -42,17 +42,9 @@ def test_overrides_for_phase_specific_wins_over_star():
 
 
 # ---------------------------------------------------------------------------------------------- splits, settings
-def _cases_datalist(tmp_path: Path, n: int = 20) -> Path:
-    ds = tmp_path / "ds"
-    ds.mkdir()
-    cases = [{"image": f"imagesTr/case_{i:03d}.png", "label": f"labelsTr/case_{i:03d}.png"} for i in range(n)]
-    p = ds / "datalist.json"
-    p.write_text(json.dumps({"name": "fake", "spatial_dims": 2, "num_classes": 2, "in_channels": 3, "cases": cases}))
-    return p
 
-
-def test_write_splits_deterministic_and_relative_to_dataset(tmp_path):
-    dl = _cases_datalist(tmp_path)
+def test_write_splits_deterministic_and_relative_to_dataset(cases_datalist, tmp_path):
+    dl = cases_datalist(tmp_path)
     out = tmp_path / "work" / "splits"
     a = rx.write_splits(dl, out, [0.1, 1.0], [0, 1])
     first = {k: p.read_text() for k, p in a.items()}
@@ -73,8 +65,8 @@ def _args(tmp_path: Path, dl: Path, **kw) -> RunnerSettings:
     return RunnerSettings(dataset=dl, work_dir=tmp_path / "wd", results_dir=tmp_path / "res", **kw)
 
 
-def test_phase_settings_budget_and_overrides(tmp_path):
-    dl = _cases_datalist(tmp_path, 40)
+def test_phase_settings_budget_and_overrides(cases_datalist, tmp_path):
+    dl = cases_datalist(tmp_path, 40)
     exp = Experiment(_args(tmp_path, dl, override=["cotrain:max_epochs=3", "*:num_workers=1"]), "cmd")
     split = json.loads(rx.write_splits(dl, tmp_path / "sp", [0.25], [0])[(0.25, 0)].read_text())
     n_lab = len(split["labeled"])
@@ -96,8 +88,8 @@ def test_experiment_rejects_split_datalist(tmp_path):
         Experiment(_args(tmp_path, p), "cmd")
 
 
-def test_run_phase_refuses_changed_settings(tmp_path):
-    dl = _cases_datalist(tmp_path)
+def test_run_phase_refuses_changed_settings(cases_datalist, tmp_path):
+    dl = cases_datalist(tmp_path)
     exp = Experiment(_args(tmp_path, dl), "cmd")
     phase = tmp_path / "phase"
     phase.mkdir()
@@ -106,8 +98,8 @@ def test_run_phase_refuses_changed_settings(tmp_path):
         exp.run_phase(phase, "supervised", {"max_epochs": 1}, "[t]")
 
 
-def test_run_phase_skips_finished(tmp_path):
-    dl = _cases_datalist(tmp_path)
+def test_run_phase_skips_finished(cases_datalist, tmp_path):
+    dl = cases_datalist(tmp_path)
     exp = Experiment(_args(tmp_path, dl), "cmd")
     phase = tmp_path / "phase"
     phase.mkdir()
@@ -161,11 +153,11 @@ def test_run_tasks_failure_lets_the_others_finish_and_names_every_failure():
     assert done == []
 
 
-def test_threads_per_run_share_the_cores(tmp_path, monkeypatch):
+def test_threads_per_run_share_the_cores(cases_datalist, tmp_path, monkeypatch):
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(rx.os, "cpu_count", lambda: 16)
-    dl = _cases_datalist(tmp_path)
+    dl = cases_datalist(tmp_path)
     assert Experiment(_args(tmp_path, dl, profile="ph2", jobs=4), "cmd").env["OMP_NUM_THREADS"] == "4"
     assert "OMP_NUM_THREADS" not in Experiment(_args(tmp_path, dl, profile="ph2"), "cmd").env  # torch decides
     for prof in ("quick", "ph2_cpu"):  # small CPU runs (the budget file's num_threads): one thread each
@@ -173,11 +165,11 @@ def test_threads_per_run_share_the_cores(tmp_path, monkeypatch):
     assert Experiment(_args(tmp_path, dl, profile="ph2", jobs=4, num_threads=3), "cmd").env["OMP_NUM_THREADS"] == "3"
 
 
-def test_phase1_is_shared_by_every_ratio_and_trained_one_run_at_a_time(tmp_path, monkeypatch):
+def test_phase1_is_shared_by_every_ratio_and_trained_one_run_at_a_time(cases_datalist, tmp_path, monkeypatch):
     import threading
     import time
 
-    dl = _cases_datalist(tmp_path, 40)
+    dl = cases_datalist(tmp_path, 40)
     exp = Experiment(_args(tmp_path, dl, methods=["full"], ratios=[0.2, 0.1], jobs=2), "cmd")
     calls: list[tuple[str, Path, dict]] = []
     inside = {"now": 0, "max": 0}
@@ -222,8 +214,8 @@ def test_console_line_filter():
 
 
 # ---------------------------------------------------------------------------------------------- issue #15 runner points
-def test_iterations_are_converted_with_the_batch_size_actually_used(tmp_path):
-    dl = _cases_datalist(tmp_path, 40)
+def test_iterations_are_converted_with_the_batch_size_actually_used(cases_datalist, tmp_path):
+    dl = cases_datalist(tmp_path, 40)
     split = json.loads(rx.write_splits(dl, tmp_path / "sp", [0.5], [0])[(0.5, 0)].read_text())
     n_lab = len(split["labeled"])
     prof = load_profile("quick").phases["supervised"]
@@ -237,8 +229,8 @@ def test_iterations_are_converted_with_the_batch_size_actually_used(tmp_path):
     assert tp.phase_settings("teacher_pretrain", split, {})["max_epochs"] == math.ceil(40 / (n_all // 3))
 
 
-def test_3d_runs_stack_profile_3d_and_validate_one_volume_at_a_time(tmp_path):
-    dl = _cases_datalist(tmp_path, 20)
+def test_3d_runs_stack_profile_3d_and_validate_one_volume_at_a_time(cases_datalist, tmp_path):
+    dl = cases_datalist(tmp_path, 20)
     meta = json.loads(dl.read_text())
     meta.update(spatial_dims=3, in_channels=1)
     dl.write_text(json.dumps(meta))
@@ -252,12 +244,12 @@ def test_3d_runs_stack_profile_3d_and_validate_one_volume_at_a_time(tmp_path):
     assert files == ["p/configs/train.json", "p/configs/profile_3d.json", "p/configs/evaluate.json",
                      "p/configs/profiles/quick.json", f"p/configs/{rx.OVERRIDES_FILE}"]
     (tmp_path / "b").mkdir()
-    two_d = Experiment(_args(tmp_path, _cases_datalist(tmp_path / "b", 20)), "cmd")
+    two_d = Experiment(_args(tmp_path, cases_datalist(tmp_path / "b", 20)), "cmd")
     assert "val_batch_size" not in two_d.phase_settings("supervised", split, {})  # the profile's 8 stays in 2D
 
 
-def test_settings_reject_bad_values(tmp_path):
-    dl = _cases_datalist(tmp_path)
+def test_settings_reject_bad_values(cases_datalist, tmp_path):
+    dl = cases_datalist(tmp_path)
     for kw, msg in [({"ratios": [0]}, r"--ratios must be in \(0, 1\]"), ({"jobs": 0}, "--jobs must be >= 1"),
                     ({"methods": ["mt"]}, "unknown; registered"), ({"profile": "nope"}, "unknown; available"),
                     ({"rounds": -1}, "--rounds must be >= 0")]:
@@ -267,13 +259,13 @@ def test_settings_reject_bad_values(tmp_path):
         rx.parse_iterations(["cotrain=0"])
 
 
-def test_a_registered_method_runs_its_phases_with_its_ids(tmp_path, monkeypatch):
+def test_a_registered_method_runs_its_phases_with_its_ids(cases_datalist, tmp_path, monkeypatch):
     """The docs/ARCHITECTURE.md example: one registry entry is all a new method needs."""
     from custom_components.experiments.methods import METHODS, Method
 
     monkeypatch.setitem(METHODS, "cps_pretrained", Method("cps_pretrained", bundle="cotrain", settings={"rounds": 0},
                                                           pretrain=True, cost=3))
-    dl = _cases_datalist(tmp_path, 40)
+    dl = cases_datalist(tmp_path, 40)
     exp = Experiment(_args(tmp_path, dl, methods=["cps_pretrained", "cps"]), "cmd")
     calls = []
 
@@ -294,8 +286,8 @@ def test_a_registered_method_runs_its_phases_with_its_ids(tmp_path, monkeypatch)
 
 
 # ---------------------------------------------------------------------------------------------- 3D: la_uamt, profiles
-def _datalist_3d(tmp_path: Path, n: int = 20) -> Path:
-    dl = _cases_datalist(tmp_path, n)
+def _as_3d(dl: Path) -> Path:
+    """Rewrite a ``cases_datalist`` as a 3D single-channel dataset."""
     meta = json.loads(dl.read_text())
     meta.update(spatial_dims=3, in_channels=1)
     dl.write_text(json.dumps(meta))
@@ -337,10 +329,12 @@ def _evaluate_capturing(exp: Experiment, tmp_path: Path, bundle: str, protocol: 
 @pytest.mark.parametrize("bundle", ["cotrain", "supervised"])
 @pytest.mark.parametrize("profile,window,strides", [("la_cpu", (56, 56, 40), (9, 9, 2)),
                                                     ("la", (112, 112, 80), (18, 18, 4))])
-def test_la_uamt_evaluation_uses_the_uamt_window(tmp_path, monkeypatch, bundle, profile, window, strides):
+def test_la_uamt_evaluation_uses_the_uamt_window(
+    cases_datalist, tmp_path, monkeypatch, bundle, profile, window, strides
+):
     from custom_components.inferers import UAMTSlidingWindowInferer
 
-    exp = Experiment(_args(tmp_path, _datalist_3d(tmp_path), profile=profile, protocols=["la_uamt"]), "cmd")
+    exp = Experiment(_args(tmp_path, _as_3d(cases_datalist(tmp_path)), profile=profile, protocols=["la_uamt"]), "cmd")
     seen = _evaluate_capturing(exp, tmp_path, bundle, "la_uamt", monkeypatch)
     inf = seen["inferer"]
     assert isinstance(inf, UAMTSlidingWindowInferer), type(inf)
@@ -357,16 +351,16 @@ def test_la_uamt_evaluation_uses_the_uamt_window(tmp_path, monkeypatch, bundle, 
     assert clean.get("softmax", True) is True
 
 
-def test_la_uamt_refuses_2d_data_and_3d_profiles_refuse_2d(tmp_path):
-    exp = Experiment(_args(tmp_path, _cases_datalist(tmp_path), protocols=["la_uamt"]), "cmd")
+def test_la_uamt_refuses_2d_data_and_3d_profiles_refuse_2d(cases_datalist, tmp_path):
+    exp = Experiment(_args(tmp_path, cases_datalist(tmp_path), protocols=["la_uamt"]), "cmd")
     with pytest.raises(RunnerError, match="3D protocol"):
         exp.eval_ids("la_uamt")
     with pytest.raises(RunnerError, match="made for 3D data"):
         Experiment(_args(tmp_path, tmp_path / "ds" / "datalist.json", profile="la_cpu"), "cmd")
 
 
-def test_seed_ratios_restrict_a_seed_and_alternate_seeds_among_equal_runs(tmp_path):
-    dl = _cases_datalist(tmp_path, 40)
+def test_seed_ratios_restrict_a_seed_and_alternate_seeds_among_equal_runs(cases_datalist, tmp_path):
+    dl = cases_datalist(tmp_path, 40)
     exp = Experiment(_args(tmp_path, dl, methods=["supervised", "full", "upper"], ratios=[0.1, 0.2], seeds=[0, 1],
                            seed_ratios={1: [0.2]}), "cmd")
     splits = rx.write_splits(dl, exp.work / "splits", [0.1, 0.2, 1.0], [0, 1])
@@ -380,10 +374,10 @@ def test_seed_ratios_restrict_a_seed_and_alternate_seeds_among_equal_runs(tmp_pa
         RunnerSettings(dataset=dl, seeds=[0], ratios=[0.1], seed_ratios={1: [0.1]})
 
 
-def test_phase1_ratio_lets_an_ablation_reuse_an_earlier_calls_phase1(tmp_path, monkeypatch):
+def test_phase1_ratio_lets_an_ablation_reuse_an_earlier_calls_phase1(cases_datalist, tmp_path, monkeypatch):
     """A table at 5/10/20 % trains phase 1 on the 5 % split; an ablation at 10 % alone with ``--phase1-ratio 0.05``
     asks for the same folder (same split, same settings hash) instead of training a phase 1 of its own."""
-    dl = _cases_datalist(tmp_path, 40)
+    dl = cases_datalist(tmp_path, 40)
 
     def phase1_dirs(**kw) -> list[Path]:
         exp = Experiment(_args(tmp_path, dl, methods=["full"], **kw), "cmd")

@@ -24,21 +24,13 @@ def _load():
 rx = _load()
 
 
-def _cases_datalist(tmp_path: Path, n: int = 20) -> Path:
-    ds = tmp_path / "ds"
-    ds.mkdir()
-    cases = [{"image": f"imagesTr/case_{i:03d}.png", "label": f"labelsTr/case_{i:03d}.png"} for i in range(n)]
-    p = ds / "datalist.json"
-    p.write_text(json.dumps({"name": "fake", "spatial_dims": 2, "num_classes": 2, "in_channels": 3, "cases": cases}))
-    return p
-
 
 @pytest.mark.parametrize("args, msg", [(["--ratios", "0"], "--ratios must be in (0, 1]"),
                                        (["--jobs", "0"], "--jobs must be >= 1"),
                                        (["--override", "max_epochs=5"], "expected PHASE:KEY=VALUE"),
                                        (["--iterations", "cotrain=x"], "expected PHASE=N")])
-def test_main_rejects_bad_arguments_last_on_stderr(tmp_path, capsys, args, msg):
-    dl = _cases_datalist(tmp_path)
+def test_main_rejects_bad_arguments_last_on_stderr(cases_datalist, tmp_path, capsys, args, msg):
+    dl = cases_datalist(tmp_path)
     assert rx.main(["--dataset", str(dl), "--work-dir", str(tmp_path), *args]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert msg in err[-1] and err[-1].startswith("scripts/run_experiments.py:")
