@@ -149,7 +149,7 @@ def validation_threshold(phase_dir: Path, ids: Mapping[str, Any], device: torch.
     Returns:
         ``(threshold, validation Dice at it)``.
     """
-    from custom_components.engines.selection import dice_per_threshold, pick_threshold
+    from custom_components.engines.selection import dice_per_threshold, pick_threshold, threshold_grid
 
     files = train_stack(phase_dir) + [str(phase_dir / "configs" / OVERRIDES_FILE)]
     over = {"bundle_root": str(phase_dir), "ckpt_dir": str(phase_dir / "models"), "device": str(device),
@@ -158,8 +158,7 @@ def validation_threshold(phase_dir: Path, ids: Mapping[str, Any], device: torch.
     parser = _parser(files, over)
     net = parser.get_parsed_content("deployable_def").to(device).eval()
     net.load_state_dict(torch.load(phase_dir / "models" / "model.pt", map_location=device, weights_only=True))
-    step = float(parser.get_parsed_content("threshold_step"))
-    thresholds = torch.tensor([i * step for i in range(1, int(round(1 / step)))])
+    thresholds = threshold_grid(float(parser.get_parsed_content("threshold_step")))
     loader = parser.get_parsed_content("validate#dataloader")
     inferer = parser.get_parsed_content("validate#inferer")
     per_case = []

@@ -11,7 +11,7 @@ from .pretrain import (
     permutation_dice,
     shuffled_masks,
 )
-from .selection import DualNetworkEvaluator, dice_per_threshold, pick_threshold, selected_threshold
+from .selection import DualNetworkEvaluator, dice_per_threshold, pick_threshold, selected_threshold, threshold_grid
 
 __all__ = [
     "CoTrainer",
@@ -28,5 +28,6 @@ __all__ = [
     "plain",
     "selected_threshold",
     "shuffled_masks",
+    "threshold_grid",
     "to_device",
 ]

@@ -29,6 +29,7 @@ __all__ = [
     "foreground_warning",
     "pick_threshold",
     "selected_threshold",
+    "threshold_grid",
 ]
 
 #: Dice of an empty prediction of an empty reference during selection: a correct answer (see ``metrics/dice.py``)
@@ -116,6 +117,17 @@ def foreground_warning(predicted: float, reference: float, factor: float = 4.0, 
         return None
     return (f"degenerate result: the selected model predicts {100 * predicted:.1f} % foreground on validation, "
             f"the validation labels have {100 * reference:.1f} %.")
+
+
+def threshold_grid(step: float) -> torch.Tensor:
+    """The binary threshold sweep ``step, 2 step, ... < 1`` (float64; 0.02 in METHOD.md gives 0.02 ... 0.98).
+
+    Raises:
+        ValueError: for a ``step`` outside (0, 1).
+    """
+    if not 0 < step < 1:
+        raise ValueError(f"threshold_step must be in (0, 1), got {step}.")
+    return torch.tensor([i * step for i in range(1, int(round(1 / step)))], dtype=torch.float64)
 
 
 def pick_threshold(thresholds: torch.Tensor, mean_dice: torch.Tensor, atol: float = 1e-9) -> int:
@@ -217,14 +229,7 @@ class DualNetworkEvaluator(Evaluator):
         self.networks = dict(networks)
         self.network = next(iter(self.networks.values()))
         self.inferer = inferer or SimpleInferer()
-        if threshold_step is not None:
-            if not 0 < threshold_step < 1:
-                raise ValueError(f"threshold_step must be in (0, 1), got {threshold_step}.")
-            n = int(round(1 / threshold_step))
-            self.thresholds: torch.Tensor | None = torch.tensor([i * threshold_step for i in range(1, n)],
-                                                                dtype=torch.float64)
-        else:
-            self.thresholds = None
+        self.thresholds = None if threshold_step is None else threshold_grid(threshold_step)
         self._curves: dict[str, list[torch.Tensor]] = {}
         self._fg: dict[str, list[torch.Tensor]] = {}
         self._ref_fg: list[torch.Tensor] = []
