@@ -276,6 +276,9 @@ def write_markdown(path: Path, dataset: str, tables: Mapping[str, Sequence[Mappi
         sel = r.get("selection") or {}
         seltxt = (f"{sel.get('network')} @ {float(sel.get('threshold', 0.5)):.2f} (val Dice "
                   f"{100 * float(sel.get('dice', float('nan'))):.2f}, epoch {sel.get('epoch')})") if sel else "-"
+        for proto, cal in (r.get("test_thresholds") or {}).items():  # chosen again under the test window
+            seltxt += (f"; `{proto}`: threshold {float(cal['threshold']):.2f} chosen again on validation with the "
+                       f"test window (val Dice {100 * float(cal['dice']):.2f})")
         tt = r.get("train_time_s")
         et = r.get("eval_time_s")
         ttxt = "n/a" if tt is None else f"{tt:.0f}" + (" (resumed: last part only)"
