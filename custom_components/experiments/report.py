@@ -97,7 +97,10 @@ def aggregate(runs: Sequence[Mapping[str, Any]], protocol: str) -> list[dict[str
                 pooled_d.append(sum(_finite([p.get("dice") for p in pooled.values()])) / max(1, len(pooled)))
                 pooled_j.append(sum(_finite([p.get("jaccard") for p in pooled.values()])) / max(1, len(pooled)))
         times = _finite([it.get("train_time_s") for it in items])
-        sels = [it.get("selection") for it in items if it.get("selection")]
+        # the selection of each run, with the threshold chosen again under the test window where there is one
+        sels = [{**it["selection"], **({"test_threshold": it["test_thresholds"][protocol]["threshold"]}
+                                       if protocol in (it.get("test_thresholds") or {}) else {})}
+                for it in items if it.get("selection")]
         rows.append({
             "method": method,
             "base_method": bases[method],
@@ -174,7 +177,9 @@ def format_markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
             cells.append("-" if pb.get("mean_diff") is None else
                          f"{100 * pb['mean_diff']:+.2f} [{100 * pb['ci_low']:+.2f}, {100 * pb['ci_high']:+.2f}]")
         sels = r.get("selection") or []
-        cells.append(", ".join(f"{s.get('network')} @ {float(s.get('threshold', 0.5)):.2f}" for s in sels) or "-")
+        cells.append(", ".join(f"{s.get('network')} @ {float(s.get('threshold', 0.5)):.2f}"
+                               + (f" (test window: {float(s['test_threshold']):.2f})" if "test_threshold" in s else "")
+                               for s in sels) or "-")
         t = r.get("train_time_s") or {}
         cells.append("n/a" if t.get("mean") is None else f"{t['mean']:.0f}")
         lines.append("| " + " | ".join(cells) + " |")

@@ -110,7 +110,7 @@ def test_runs_table_names_a_threshold_chosen_again_under_the_test_window(tmp_pat
              "test_thresholds": {"la_uamt": {"threshold": 0.42, "dice": 0.7}}}]
     text = rx.write_markdown(tmp_path / "x.md", "x", {"la_uamt": rx.aggregate(runs, "la_uamt")}, {}, "cmd", {},
                              runs).read_text()
-    assert "student @ 0.88" in text
+    assert "student @ 0.88 (test window: 0.42)" in text  # the table's cell
     assert "`la_uamt`: threshold 0.42 chosen again on validation with the test window (val Dice 70.00)" in text
 def _fake_multiclass_metrics(path: Path, per_class: dict[str, list[float | None]]) -> Path:
     names = list(per_class)
