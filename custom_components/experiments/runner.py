@@ -802,6 +802,9 @@ class Experiment:
         run = cands[0]
         phase_dir = Path(run["folder"]) / "cotrain"
         files = self.config_list(phase_dir, "cotrain", ["train.json", OVERRIDES_FILE])
+        proto = self.settings.protocols[0]
+        selection = dict(run.get("selection") or {})
+        if proto in (run.get("test_thresholds") or {}):  # the figure applies the threshold the test applied
+            selection["threshold"] = run["test_thresholds"][proto]["threshold"]
         return report.qualitative_figure(files, phase_dir / "models", self.results_dir / f"{self.name}_qualitative.png",
-                                         self.settings.num_qualitative, run.get("selection"),
-                                         self.settings.protocols[0])
+                                         self.settings.num_qualitative, selection or None, proto)
