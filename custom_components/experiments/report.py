@@ -152,7 +152,10 @@ def format_markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
     per_class = any(r.get("class_dice") for r in rows)
     if per_class:
         head += ["Dice per class (%)"]
-    refs = [ref for ref in ("supervised", "cps") if any(ref in (r.get("paired") or {}) for r in rows)]
+    seen = {ref for r in rows for ref in (r.get("paired") or {})}  # compare_rows' references
+    refs = [ref for ref in ("supervised", "cps") if ref in seen]
+    for r in rows:  # any further reference (ablation_table.py --references ... full) after those two
+        refs += [ref for ref in (r.get("paired") or {}) if ref not in refs]
     head += ["Dice over seeds (%)", "gap closed"] + [f"Δ Dice vs {ref} [95 % CI] (%)" for ref in refs]
     head += ["selected network @ threshold", "train time (s)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
