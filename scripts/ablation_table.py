@@ -12,7 +12,7 @@ paired per-case bootstrap interval on the test cases both methods have, gap clos
 Example::
 
     python scripts/ablation_table.py --work-dir work_dirs/ph2_32_cpu_3seeds --ratio 0.1 \\
-        --methods supervised cps full full_R1 full_nopretrain full_R0 full_chained upper \\
+        --methods supervised cps full full_R1 full_nopretrain full_R0 full_chained upper --references supervised cps full \\
         --inference docs/results/ph2_32_cpu_inference.md --page docs/results/ph2_32_cpu_ablation.md
 """
 
@@ -65,6 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--methods", nargs="+", required=True, help="folder names (the runner's run names)")
     p.add_argument("--protocol", default="clean")
     p.add_argument("--inference", default=None, help="an inference-settings page to include")
+    p.add_argument("--references", nargs="+", default=["supervised", "cps"],
+                   help="methods every row is compared with (paired per-case intervals), e.g. add 'full' to see what "
+                        "removing each part of the method costs")
     p.add_argument("--page", required=True)
     args = p.parse_args(argv)
     work = Path(args.work_dir).resolve()
@@ -73,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs = collect(work, args.methods, args.ratio, args.protocol)
     if not runs:
         raise UserError(f"{work}: no finished run of {args.methods} at ratio {args.ratio:g}.")
-    rows = compare_rows(report.aggregate(runs, args.protocol))
+    rows = compare_rows(report.aggregate(runs, args.protocol), references=args.references)
     command = "python scripts/ablation_table.py " + shlex.join(
         relative_path(a) if a.startswith("/") else a for a in (sys.argv[1:] if argv is None else argv))
     found = {m: sorted(int(r["seed"]) for r in runs if r["method"] == m) for m in args.methods}

@@ -149,7 +149,7 @@ def validation_threshold(phase_dir: Path, ids: Mapping[str, Any], device: torch.
     Returns:
         ``(threshold, validation Dice at it)``.
     """
-    from custom_components.engines.selection import dice_per_threshold, pick_threshold, threshold_grid
+    from custom_components.engines.selection import sweep_threshold
 
     files = train_stack(phase_dir) + [str(phase_dir / "configs" / OVERRIDES_FILE)]
     over = {"bundle_root": str(phase_dir), "ckpt_dir": str(phase_dir / "models"), "device": str(device),
@@ -158,17 +158,10 @@ def validation_threshold(phase_dir: Path, ids: Mapping[str, Any], device: torch.
     parser = _parser(files, over)
     net = parser.get_parsed_content("deployable_def").to(device).eval()
     net.load_state_dict(torch.load(phase_dir / "models" / "model.pt", map_location=device, weights_only=True))
-    thresholds = threshold_grid(float(parser.get_parsed_content("threshold_step")))
-    loader = parser.get_parsed_content("validate#dataloader")
-    inferer = parser.get_parsed_content("validate#inferer")
-    per_case = []
-    with torch.no_grad():
-        for batch in loader:
-            probs = inferer(batch["image"].to(device), net).float().cpu()
-            per_case.append(dice_per_threshold(probs, batch["label"].cpu(), thresholds))
-    mean = torch.cat(per_case).double().mean(0)
-    i = pick_threshold(thresholds, mean)
-    return float(thresholds[i]), float(mean[i])
+    res = sweep_threshold(net, parser.get_parsed_content("validate#dataloader"),
+                          parser.get_parsed_content("validate#inferer"), device,
+                          float(parser.get_parsed_content("threshold_step")))
+    return float(res["threshold"]), float(res["dice"])
 
 
 def evaluate_setting(phase_dir: Path, setting: Mapping[str, Any], threshold: float, protocol: str, out: Path,

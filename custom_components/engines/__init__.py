@@ -11,7 +11,16 @@ from .pretrain import (
     permutation_dice,
     shuffled_masks,
 )
-from .selection import DualNetworkEvaluator, dice_per_threshold, pick_threshold, selected_threshold, threshold_grid
+from .selection import (
+    DualNetworkEvaluator,
+    dice_per_threshold,
+    evaluation_threshold,
+    pick_threshold,
+    selected_threshold,
+    sweep_threshold,
+    threshold_grid,
+    validation_threshold,
+)
 
 __all__ = [
     "CoTrainer",
@@ -23,11 +32,14 @@ __all__ = [
     "assignment_dice",
     "class_fractions",
     "dice_per_threshold",
+    "evaluation_threshold",
     "permutation_dice",
     "pick_threshold",
     "plain",
     "selected_threshold",
     "shuffled_masks",
+    "sweep_threshold",
     "threshold_grid",
+    "validation_threshold",
     "to_device",
 ]

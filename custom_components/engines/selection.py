@@ -26,11 +26,18 @@ __all__ = [
     "SELECTION_EMPTY_DICE",
     "class_overlap_counts",
     "dice_per_threshold",
+    "evaluation_threshold",
     "foreground_warning",
     "pick_threshold",
     "selected_threshold",
+    "sweep_threshold",
     "threshold_grid",
+    "validation_threshold",
 ]
+
+#: where an evaluation takes its binary threshold from: training's selection file, or a sweep on the validation
+#: split under the evaluation's own inferer (``evaluation_threshold``)
+THRESHOLD_SOURCES = ("selection", "validation")
 
 #: Dice of an empty prediction of an empty reference during selection: a correct answer (see ``metrics/dice.py``)
 SELECTION_EMPTY_DICE = 1.0
@@ -176,6 +183,133 @@ def selected_threshold(selection_file: str | os.PathLike, num_classes: int) -> f
     if not 0.0 < thr < 1.0:
         raise ValueError(f"{path}: threshold must be in (0, 1), got {thr}.")
     return thr
+
+
+def sweep_threshold(
+    network: nn.Module, loader: Iterable, inferer: Inferer | None, device: torch.device | str, threshold_step: float
+) -> dict:
+    """The binary threshold sweep of model selection for one ``image -> probabilities`` network on one loader.
+
+    Per-case foreground Dice at every threshold of :func:`threshold_grid`, mean over the cases, best one chosen
+    by :func:`pick_threshold` (ties nearest 0.5): the same rule as training's selection.
+
+    Args:
+        network: ``image -> class probabilities`` (eval mode is set here).
+        loader: batches with ``image`` and ``label`` (validation split).
+        inferer: how the network is applied (e.g. the evaluation's sliding window); default ``SimpleInferer``.
+        device: device.
+        threshold_step: sweep step (0.02 in METHOD.md).
+
+    Returns:
+        ``{"threshold", "dice", "num_cases", "curve": {"thresholds", "dice"}}``.
+
+    Raises:
+        ValueError: an empty loader or a network that is not binary.
+    """
+    thresholds = threshold_grid(threshold_step)
+    inferer = inferer or SimpleInferer()
+    network.eval()
+    per_case = []
+    with torch.no_grad():
+        for batch in loader:
+            x = plain(batch[CommonKeys.IMAGE]).to(device).float()
+            probs = inferer(x, network).float().cpu()
+            if probs.shape[1] != 2:
+                raise ValueError(f"the threshold sweep is for binary tasks; the network returns {probs.shape[1]} "
+                                 "classes (multi-class tasks use argmax).")
+            per_case.append(dice_per_threshold(probs, plain(batch[CommonKeys.LABEL]).cpu(), thresholds))
+    if not per_case:
+        raise ValueError("the threshold sweep got an empty validation loader.")
+    cases = torch.cat(per_case).double()
+    mean = cases.mean(0)
+    i = pick_threshold(thresholds, mean)
+    return {
+        "threshold": round(float(thresholds[i]), 4),
+        "dice": float(mean[i]),
+        "num_cases": int(cases.shape[0]),
+        "curve": {"thresholds": [round(float(t), 4) for t in thresholds], "dice": [round(float(d), 6) for d in mean]},
+    }
+
+
+def validation_threshold(
+    network: nn.Module,
+    loader: Iterable,
+    inferer: Inferer | None,
+    device: torch.device | str,
+    num_classes: int,
+    threshold_step: float,
+    weights: nn.Module,
+    ckpt_path: str | os.PathLike,
+    selection_file: str | os.PathLike,
+    output_file: str | os.PathLike | None = None,
+) -> float:
+    """The foreground threshold chosen again on the validation split **under the evaluation's own inferer**.
+
+    Training's selection sweeps the threshold with the validation inferer of training (a cheap window in 3D);
+    a test evaluation with another inferer (the ``la_uamt`` UA-MT window, whose dense overlap averages many
+    windows into flatter probabilities) must not reuse a threshold tuned for other probabilities. This loads the
+    selected weights, sweeps on the validation split with ``inferer`` (:func:`sweep_threshold`) and returns the
+    best threshold; the record (with training's threshold beside it) goes to ``output_file``.
+
+    Args:
+        network: ``image -> probabilities`` as ``inferer`` expects it (the deployable model; for a logits network
+            whose inferer does not apply softmax, the network followed by softmax).
+        loader: validation batches, preprocessed as the evaluation preprocesses its images.
+        inferer: the evaluation's inferer.
+        device: device.
+        num_classes: ``K``; multi-class tasks use argmax and return 0.5 without a sweep.
+        threshold_step: sweep step.
+        weights: the module the checkpoint is loaded into (``network`` itself or the logits network it wraps).
+        ckpt_path: the selected weights (``model.pt``).
+        selection_file: training's ``model_selection.json`` (its threshold is recorded beside the new one).
+        output_file: where the record is written (JSON); ``None``: not written.
+    """
+    if int(num_classes) != 2:
+        return 0.5
+    from ..networks.io import check_weights
+
+    weights.load_state_dict(check_weights(weights, ckpt_path))
+    result = sweep_threshold(network.to(device), loader, inferer, device, threshold_step)
+    result["threshold_of_training_selection"] = selected_threshold(selection_file, num_classes)
+    result["inferer"] = type(inferer).__name__ if inferer is not None else "SimpleInferer"
+    result["split"] = "validation"
+    if output_file is not None:
+        Path(output_file).parent.mkdir(parents=True, exist_ok=True)
+        Path(output_file).write_text(json.dumps(result, indent=2))
+    return float(result["threshold"])
+
+
+def evaluation_threshold(
+    source: str,
+    selection_file: str | os.PathLike,
+    num_classes: int,
+    network: nn.Module | None = None,
+    loader: Iterable | None = None,
+    inferer: Inferer | None = None,
+    device: torch.device | str = "cpu",
+    threshold_step: float = 0.02,
+    weights: nn.Module | None = None,
+    ckpt_path: str | os.PathLike | None = None,
+    output_file: str | os.PathLike | None = None,
+) -> float:
+    """The foreground threshold of an evaluation (the ``threshold`` id of the ``evaluate.json`` configs).
+
+    ``source="selection"``: the one training's selection chose (:func:`selected_threshold`); ``"validation"``:
+    chosen again on the validation split under the evaluation's inferer (:func:`validation_threshold`, with the
+    remaining arguments). Multi-class tasks use argmax (0.5, no sweep) either way.
+
+    Raises:
+        ValueError: an unknown ``source``, or ``"validation"`` without a network, loader, weights or checkpoint.
+    """
+    if source not in THRESHOLD_SOURCES:
+        raise ValueError(f"threshold_source must be one of {THRESHOLD_SOURCES}, got {source!r}.")
+    if source == "selection" or int(num_classes) != 2:
+        return selected_threshold(selection_file, num_classes)
+    if network is None or loader is None or weights is None or ckpt_path is None:
+        raise ValueError("threshold_source 'validation' needs the network, the validation loader, the weights module "
+                         "and the checkpoint.")
+    return validation_threshold(network, loader, inferer, device, num_classes, threshold_step, weights, ckpt_path,
+                                selection_file, output_file)
 
 
 class DualNetworkEvaluator(Evaluator):

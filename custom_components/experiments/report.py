@@ -97,7 +97,10 @@ def aggregate(runs: Sequence[Mapping[str, Any]], protocol: str) -> list[dict[str
                 pooled_d.append(sum(_finite([p.get("dice") for p in pooled.values()])) / max(1, len(pooled)))
                 pooled_j.append(sum(_finite([p.get("jaccard") for p in pooled.values()])) / max(1, len(pooled)))
         times = _finite([it.get("train_time_s") for it in items])
-        sels = [it.get("selection") for it in items if it.get("selection")]
+        # the selection of each run, with the threshold chosen again under the test window where there is one
+        sels = [{**it["selection"], **({"test_threshold": it["test_thresholds"][protocol]["threshold"]}
+                                       if protocol in (it.get("test_thresholds") or {}) else {})}
+                for it in items if it.get("selection")]
         rows.append({
             "method": method,
             "base_method": bases[method],
@@ -149,7 +152,10 @@ def format_markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
     per_class = any(r.get("class_dice") for r in rows)
     if per_class:
         head += ["Dice per class (%)"]
-    refs = [ref for ref in ("supervised", "cps") if any(ref in (r.get("paired") or {}) for r in rows)]
+    seen = {ref for r in rows for ref in (r.get("paired") or {})}  # compare_rows' references
+    refs = [ref for ref in ("supervised", "cps") if ref in seen]
+    for r in rows:  # any further reference (ablation_table.py --references ... full) after those two
+        refs += [ref for ref in (r.get("paired") or {}) if ref not in refs]
     head += ["Dice over seeds (%)", "gap closed"] + [f"Δ Dice vs {ref} [95 % CI] (%)" for ref in refs]
     head += ["selected network @ threshold", "train time (s)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
@@ -174,7 +180,9 @@ def format_markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
             cells.append("-" if pb.get("mean_diff") is None else
                          f"{100 * pb['mean_diff']:+.2f} [{100 * pb['ci_low']:+.2f}, {100 * pb['ci_high']:+.2f}]")
         sels = r.get("selection") or []
-        cells.append(", ".join(f"{s.get('network')} @ {float(s.get('threshold', 0.5)):.2f}" for s in sels) or "-")
+        cells.append(", ".join(f"{s.get('network')} @ {float(s.get('threshold', 0.5)):.2f}"
+                               + (f" (test window: {float(s['test_threshold']):.2f})" if "test_threshold" in s else "")
+                               for s in sels) or "-")
         t = r.get("train_time_s") or {}
         cells.append("n/a" if t.get("mean") is None else f"{t['mean']:.0f}")
         lines.append("| " + " | ".join(cells) + " |")
@@ -276,6 +284,9 @@ def write_markdown(path: Path, dataset: str, tables: Mapping[str, Sequence[Mappi
         sel = r.get("selection") or {}
         seltxt = (f"{sel.get('network')} @ {float(sel.get('threshold', 0.5)):.2f} (val Dice "
                   f"{100 * float(sel.get('dice', float('nan'))):.2f}, epoch {sel.get('epoch')})") if sel else "-"
+        for proto, cal in (r.get("test_thresholds") or {}).items():  # chosen again under the test window
+            seltxt += (f"; `{proto}`: threshold {float(cal['threshold']):.2f} chosen again on validation with the "
+                       f"test window (val Dice {100 * float(cal['dice']):.2f})")
         tt = r.get("train_time_s")
         et = r.get("eval_time_s")
         ttxt = "n/a" if tt is None else f"{tt:.0f}" + (" (resumed: last part only)"

@@ -584,7 +584,9 @@ class Experiment:
 
     def eval_ids(self, protocol: str, bundle: str = "cotrain") -> dict[str, Any]:
         """Bundle ids of the test evaluation under ``protocol``: ``la_uamt`` swaps the inferer for the bundles'
-        ``uamt_inferer`` (the UA-MT window of ``profile_3d.json``, scaled by a reduced-resolution profile), and
+        ``uamt_inferer`` (the UA-MT window of ``profile_3d.json``, scaled by a reduced-resolution profile) and
+        chooses the binary threshold again on the validation split under that window (``threshold_source``:
+        training's selection swept it with the cheaper validation window, whose probabilities differ), and
         ``largest_cc`` is passed when set.
 
         Raises:
@@ -596,6 +598,8 @@ class Experiment:
                 raise RunnerError(f"--protocol la_uamt: a 3D protocol (the UA-MT sliding window), but {self.datalist} "
                                   f"is {self.spatial_dims}D.")
             out["eval_inferer"] = "@uamt_inferer"
+            # training selected its threshold with the cheaper validation window: choose it again under this one
+            out["threshold_source"] = "validation"
             if bundle == "supervised":  # the UA-MT window already averages softmax probabilities of the logits
                 out["pred_softmax"] = False
         if self.settings.largest_cc is not None:
@@ -686,6 +690,9 @@ class Experiment:
         for proto in s.protocols:
             path, t = self.evaluate_phase(run_dir / bundle, bundle, proto, f"{label}[{bundle}]")
             run["metrics"][proto] = str(path)
+            cal = path.parent / "threshold_calibration.json"  # threshold_source "validation" (la_uamt)
+            if cal.is_file():
+                run.setdefault("test_thresholds", {})[proto] = json.loads(cal.read_text())
             eval_t += t or 0.0
             evaluated |= t is not None
         run["eval_time_s"] = eval_t if evaluated else None
@@ -795,6 +802,9 @@ class Experiment:
         run = cands[0]
         phase_dir = Path(run["folder"]) / "cotrain"
         files = self.config_list(phase_dir, "cotrain", ["train.json", OVERRIDES_FILE])
+        proto = self.settings.protocols[0]
+        selection = dict(run.get("selection") or {})
+        if proto in (run.get("test_thresholds") or {}):  # the figure applies the threshold the test applied
+            selection["threshold"] = run["test_thresholds"][proto]["threshold"]
         return report.qualitative_figure(files, phase_dir / "models", self.results_dir / f"{self.name}_qualitative.png",
-                                         self.settings.num_qualitative, run.get("selection"),
-                                         self.settings.protocols[0])
+                                         self.settings.num_qualitative, selection or None, proto)

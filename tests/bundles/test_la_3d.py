@@ -105,12 +105,19 @@ def test_la_cpu_profile_runs_end_to_end_with_the_uamt_window(tiny_dataset_3d, tm
     wf.finalize()
     ev = ConfigWorkflow(config_file=config_paths(BUNDLE, ["train", "profile_3d", "evaluate", "profiles/la_cpu"]),
                         workflow_type="eval", **{**common, "output_dir": str(p2 / "eval" / "test"),
-                                                 "eval_protocol": "la_uamt", "eval_inferer": "@uamt_inferer"})
+                                                 "eval_protocol": "la_uamt", "eval_inferer": "@uamt_inferer",
+                                                 "threshold_source": "validation"})
     ev.initialize()
     inferer = ev.parser.get_parsed_content("validate#inferer")
     assert isinstance(inferer, UAMTSlidingWindowInferer) and inferer.strides == (4, 4, 2)
     ev.run()
     ev.finalize()
+    # the threshold was chosen again on the validation split under the UA-MT window, and that one was applied
+    cal = json.loads((p2 / "eval" / "test" / "threshold_calibration.json").read_text())
+    assert cal["inferer"] == "UAMTSlidingWindowInferer" and cal["split"] == "validation"
+    assert cal["num_cases"] == len(json.loads((data / "datalist.json").read_text())["validation"])
+    applied = ev.parser.get_parsed_content("validate#postprocessing#transforms#2#threshold")
+    assert applied == pytest.approx(cal["threshold"])
     with open(p2 / "eval" / "test" / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == len(json.loads((data / "datalist.json").read_text())["test"])

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 from custom_components.engines import (
     DualNetworkEvaluator,
     dice_per_threshold,
+    evaluation_threshold,
     pick_threshold,
     selected_threshold,
 )
@@ -184,6 +185,54 @@ def test_pick_threshold_ties_go_to_the_threshold_nearest_half() -> None:
     near = plateau.clone()
     near[0] += 1e-6
     assert pick_threshold(GRID, near) == 0
+
+
+class _Level(torch.nn.Module):
+    """``image -> probabilities`` with foreground probability ``level`` where the image is 1, 0 elsewhere."""
+
+    def __init__(self, level: float) -> None:
+        super().__init__()
+        self.level = torch.nn.Parameter(torch.tensor(level))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fg = self.level * (x[:, :1] > 0.5).float()
+        return torch.cat([1 - fg, fg], 1)
+
+
+def test_evaluation_threshold_is_chosen_again_on_validation_with_the_evaluations_inferer(tmp_path) -> None:
+    """``threshold_source="validation"`` loads the checkpoint, sweeps on the validation loader under the evaluation's
+    inferer (ties nearest 0.5, as training's selection) and records it; ``"selection"`` reads training's file."""
+    y = torch.zeros(4, 1, 8, 8)
+    y[:, :, 2:6, 2:6] = 1
+    loader = [{"image": y.clone(), "label": y.clone()}]
+    sel = tmp_path / "model_selection.json"
+    sel.write_text(json.dumps({"network": "teacher", "threshold": 0.9}))
+    ckpt = tmp_path / "model.pt"
+    torch.save(_Level(0.4).state_dict(), ckpt)
+
+    def run(inferer=None, out=None):
+        net = _Level(0.9)  # the checkpoint (0.4) must replace these weights
+        return evaluation_threshold("validation", sel, 2, net, loader, inferer, "cpu", 0.02, net, ckpt, out)
+
+    # foreground probability 0.4: every threshold <= 0.4 gives Dice 1; the one nearest 0.5 is 0.4
+    assert run(out=tmp_path / "cal.json") == pytest.approx(0.4)
+    record = json.loads((tmp_path / "cal.json").read_text())
+    assert record["threshold"] == pytest.approx(0.4) and record["dice"] == pytest.approx(1.0)
+    assert record["threshold_of_training_selection"] == pytest.approx(0.9) and record["num_cases"] == 4
+    assert len(record["curve"]["thresholds"]) == len(record["curve"]["dice"]) == 49
+
+    # an inferer that flattens the probabilities (as a dense window average does) moves the threshold with them
+    def halve(x, net):
+        p = net(x)
+        return torch.cat([1 - p[:, 1:] / 2, p[:, 1:] / 2], 1)
+
+    assert run(halve) == pytest.approx(0.2)
+    assert evaluation_threshold("selection", sel, 2) == pytest.approx(0.9)
+    assert evaluation_threshold("validation", sel, 4) == 0.5  # multi-class: argmax, no sweep
+    with pytest.raises(ValueError, match="threshold_source must be one of"):
+        evaluation_threshold("val", sel, 2)
+    with pytest.raises(ValueError, match="needs the network"):
+        evaluation_threshold("validation", sel, 2)
 
 
 def test_selected_threshold_reads_the_selection_file(tmp_path) -> None:

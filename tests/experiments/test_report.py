@@ -101,6 +101,17 @@ def test_runs_table_and_paths_are_relative_to_the_repository(tmp_path):
     assert "`work_dirs/x/cps/r0.1_s0`" in text and str(REPO_ROOT) not in text
     assert relative_path(REPO_ROOT / "docs") == "docs"
     assert relative_path(REPO_ROOT.parent / "data" / "d.json") == "../data/d.json"
+
+
+def test_runs_table_names_a_threshold_chosen_again_under_the_test_window(tmp_path):
+    m = _fake_metrics(tmp_path / "a.json", "la_uamt", [0.5])
+    runs = [{"method": "cps", "ratio": 0.1, "seed": 0, "metrics": {"la_uamt": str(m)}, "train_time_s": 1.0,
+             "selection": {"network": "student", "threshold": 0.88, "dice": 0.67, "epoch": 4},
+             "test_thresholds": {"la_uamt": {"threshold": 0.42, "dice": 0.7}}}]
+    text = rx.write_markdown(tmp_path / "x.md", "x", {"la_uamt": rx.aggregate(runs, "la_uamt")}, {}, "cmd", {},
+                             runs).read_text()
+    assert "student @ 0.88 (test window: 0.42)" in text  # the table's cell
+    assert "`la_uamt`: threshold 0.42 chosen again on validation with the test window (val Dice 70.00)" in text
 def _fake_multiclass_metrics(path: Path, per_class: dict[str, list[float | None]]) -> Path:
     names = list(per_class)
     n = len(next(iter(per_class.values())))

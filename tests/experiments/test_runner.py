@@ -314,6 +314,7 @@ def _evaluate_capturing(exp: Experiment, tmp_path: Path, bundle: str, protocol: 
         parser.read_config([str(f) for f in files])
         seen["calls"] += 1
         seen["inferer"] = parser.get_parsed_content("validate#inferer")
+        seen["threshold_source"] = parser.get_parsed_content("threshold_source")
         if bundle == "supervised":  # the logits -> probabilities step of the post-processing
             seen["softmax"] = parser.get_parsed_content("validate#postprocessing#transforms#0#softmax")
         out = Path(parser.get_parsed_content("output_dir"))
@@ -344,10 +345,13 @@ def test_la_uamt_evaluation_uses_the_uamt_window(
     assert inf.apply_softmax is (bundle == "supervised")
     if bundle == "supervised":
         assert seen["softmax"] is False
+    # the threshold is chosen again on validation under this window, not taken from training's cheaper window
+    assert seen["threshold_source"] == "validation"
     # the same evaluation again is skipped; clean on the same run evaluates with the profile's validation window
     assert _evaluate_capturing(exp, tmp_path, bundle, "la_uamt", monkeypatch)["calls"] == 0
     clean = _evaluate_capturing(exp, tmp_path, bundle, "clean", monkeypatch)
     assert not isinstance(clean["inferer"], UAMTSlidingWindowInferer)
+    assert clean["threshold_source"] == "selection"
     assert clean.get("softmax", True) is True
 
 

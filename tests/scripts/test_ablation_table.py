@@ -54,6 +54,26 @@ def test_page_merges_the_ablations_of_separate_calls(tmp_path, capsys):
     assert "| full_R1 | 10 % | 0 | 3 |" in md
 
 
+def test_references_add_a_paired_column_per_reference(tmp_path, capsys):
+    """``--references ... full``: every row is also paired against the full method (what removing a part costs)."""
+    work = tmp_path / "ph2"
+    for s in (0, 1):
+        _run(work, "supervised", 0.1, s, [0.5, 0.6, 0.7])
+        _run(work, "cps", 0.1, s, [0.6, 0.7, 0.8])
+        _run(work, "full", 0.1, s, [0.7, 0.8, 0.9])
+        _run(work, "full_R1", 0.1, s, [0.65, 0.75, 0.85])
+    page = tmp_path / "abl.md"
+    assert run_cli(ablation_table.main, ["--work-dir", str(work), "--ratio", "0.1", "--methods", "supervised", "cps",
+                                         "full", "full_R1", "--references", "supervised", "cps", "full",
+                                         "--page", str(page)]) == 0
+    md = page.read_text()
+    header = next(ln for ln in md.splitlines() if ln.startswith("| method |"))
+    assert header.index("Δ Dice vs supervised") < header.index("Δ Dice vs cps") < header.index("Δ Dice vs full")
+    rows = {r["method"]: r for r in json.loads(page.with_suffix(".json").read_text())["rows"]}
+    assert rows["full_R1"]["paired"]["full"]["mean_diff"] == pytest.approx(-0.05)
+    assert "full" not in rows["full"]["paired"]  # no row is compared with itself
+
+
 def test_no_finished_run_is_an_error_naming_the_folder(tmp_path, capsys):
     (tmp_path / "w").mkdir()
     assert run_cli(ablation_table.main, ["--work-dir", str(tmp_path / "w"), "--ratio", "0.1", "--methods", "cps",
