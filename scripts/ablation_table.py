@@ -12,8 +12,9 @@ paired per-case bootstrap interval on the test cases both methods have, gap clos
 Example::
 
     python scripts/ablation_table.py --work-dir work_dirs/ph2_32_cpu_3seeds --ratio 0.1 \\
-        --methods supervised cps full full_R1 full_nopretrain full_R0 full_chained upper --references supervised cps full \\
-        --inference docs/results/ph2_32_cpu_inference.md --page docs/results/ph2_32_cpu_ablation.md
+        --methods supervised cps full full_R1 full_nopretrain full_R0 full_chained upper \\
+        --references supervised cps full --inference docs/results/ph2_32_cpu_inference.md \\
+        --page docs/results/ph2_32_cpu_ablation.md
 """
 
 from __future__ import annotations
