@@ -19,7 +19,6 @@ from .selection import (
     selected_threshold,
     sweep_threshold,
     threshold_grid,
-    validation_threshold,
 )
 
 __all__ = [
@@ -40,6 +39,5 @@ __all__ = [
     "shuffled_masks",
     "sweep_threshold",
     "threshold_grid",
-    "validation_threshold",
     "to_device",
 ]

@@ -32,7 +32,6 @@ __all__ = [
     "selected_threshold",
     "sweep_threshold",
     "threshold_grid",
-    "validation_threshold",
 ]
 
 #: where an evaluation takes its binary threshold from: training's selection file, or a sweep on the validation
@@ -231,54 +230,6 @@ def sweep_threshold(
     }
 
 
-def validation_threshold(
-    network: nn.Module,
-    loader: Iterable,
-    inferer: Inferer | None,
-    device: torch.device | str,
-    num_classes: int,
-    threshold_step: float,
-    weights: nn.Module,
-    ckpt_path: str | os.PathLike,
-    selection_file: str | os.PathLike,
-    output_file: str | os.PathLike | None = None,
-) -> float:
-    """The foreground threshold chosen again on the validation split **under the evaluation's own inferer**.
-
-    Training's selection sweeps the threshold with the validation inferer of training (a cheap window in 3D);
-    a test evaluation with another inferer (the ``la_uamt`` UA-MT window, whose dense overlap averages many
-    windows into flatter probabilities) must not reuse a threshold tuned for other probabilities. This loads the
-    selected weights, sweeps on the validation split with ``inferer`` (:func:`sweep_threshold`) and returns the
-    best threshold; the record (with training's threshold beside it) goes to ``output_file``.
-
-    Args:
-        network: ``image -> probabilities`` as ``inferer`` expects it (the deployable model; for a logits network
-            whose inferer does not apply softmax, the network followed by softmax).
-        loader: validation batches, preprocessed as the evaluation preprocesses its images.
-        inferer: the evaluation's inferer.
-        device: device.
-        num_classes: ``K``; multi-class tasks use argmax and return 0.5 without a sweep.
-        threshold_step: sweep step.
-        weights: the module the checkpoint is loaded into (``network`` itself or the logits network it wraps).
-        ckpt_path: the selected weights (``model.pt``).
-        selection_file: training's ``model_selection.json`` (its threshold is recorded beside the new one).
-        output_file: where the record is written (JSON); ``None``: not written.
-    """
-    if int(num_classes) != 2:
-        return 0.5
-    from ..networks.io import check_weights
-
-    weights.load_state_dict(check_weights(weights, ckpt_path))
-    result = sweep_threshold(network.to(device), loader, inferer, device, threshold_step)
-    result["threshold_of_training_selection"] = selected_threshold(selection_file, num_classes)
-    result["inferer"] = type(inferer).__name__ if inferer is not None else "SimpleInferer"
-    result["split"] = "validation"
-    if output_file is not None:
-        Path(output_file).parent.mkdir(parents=True, exist_ok=True)
-        Path(output_file).write_text(json.dumps(result, indent=2))
-    return float(result["threshold"])
-
-
 def evaluation_threshold(
     source: str,
     selection_file: str | os.PathLike,
@@ -294,9 +245,27 @@ def evaluation_threshold(
 ) -> float:
     """The foreground threshold of an evaluation (the ``threshold`` id of the ``evaluate.json`` configs).
 
-    ``source="selection"``: the one training's selection chose (:func:`selected_threshold`); ``"validation"``:
-    chosen again on the validation split under the evaluation's inferer (:func:`validation_threshold`, with the
-    remaining arguments). Multi-class tasks use argmax (0.5, no sweep) either way.
+    ``source="selection"``: the one training's selection chose (:func:`selected_threshold`). ``"validation"``: chosen
+    again on the validation split **under the evaluation's own inferer**. Training's selection sweeps with training's
+    validation inferer (a cheap window in 3D); a test with another inferer (the ``la_uamt`` UA-MT window, whose dense
+    overlap averages many windows into flatter probabilities) must not reuse a threshold tuned for other
+    probabilities. So the selected weights are loaded, :func:`sweep_threshold` runs on ``loader`` with ``inferer``,
+    and its record (training's threshold beside it) goes to ``output_file``. Multi-class tasks use argmax (0.5, no
+    sweep) either way.
+
+    Args:
+        source: ``"selection"`` or ``"validation"``.
+        selection_file: training's ``model_selection.json``.
+        num_classes: ``K``.
+        network: (validation) ``image -> probabilities`` as ``inferer`` expects it (the deployable model; for a
+            logits network whose inferer does not apply softmax, the network followed by softmax).
+        loader: (validation) validation batches, preprocessed as the evaluation preprocesses its images.
+        inferer: (validation) the evaluation's inferer.
+        device: device.
+        threshold_step: sweep step.
+        weights: (validation) the module the checkpoint is loaded into (``network`` or the logits network it wraps).
+        ckpt_path: (validation) the selected weights (``model.pt``).
+        output_file: (validation) where the record is written (JSON); ``None``: not written.
 
     Raises:
         ValueError: an unknown ``source``, or ``"validation"`` without a network, loader, weights or checkpoint.
@@ -308,8 +277,17 @@ def evaluation_threshold(
     if network is None or loader is None or weights is None or ckpt_path is None:
         raise ValueError("threshold_source 'validation' needs the network, the validation loader, the weights module "
                          "and the checkpoint.")
-    return validation_threshold(network, loader, inferer, device, num_classes, threshold_step, weights, ckpt_path,
-                                selection_file, output_file)
+    from ..networks.io import check_weights
+
+    weights.load_state_dict(check_weights(weights, ckpt_path))
+    result = sweep_threshold(network.to(device), loader, inferer, device, threshold_step)
+    result["threshold_of_training_selection"] = selected_threshold(selection_file, num_classes)
+    result["inferer"] = type(inferer).__name__ if inferer is not None else "SimpleInferer"
+    result["split"] = "validation"
+    if output_file is not None:
+        Path(output_file).parent.mkdir(parents=True, exist_ok=True)
+        Path(output_file).write_text(json.dumps(result, indent=2))
+    return float(result["threshold"])
 
 
 class DualNetworkEvaluator(Evaluator):
