@@ -20,6 +20,7 @@ background, so tiny networks learn something in a few iterations.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -28,6 +29,13 @@ import pytest
 import torch
 
 torch.set_num_threads(1)
+
+# The project runs pytest with --import-mode=importlib, which puts no test folder on sys.path: append this one so
+# that test modules in any subfolder can import the shared helpers next to this file
+# (``from script_loader import load_script``). Appended, not prepended, so that it never shadows an installed package.
+_HERE = str(Path(__file__).resolve().parent)
+if _HERE not in sys.path:
+    sys.path.append(_HERE)
 
 SPLIT_KEYS = ("labeled", "unlabeled", "validation", "test")
 

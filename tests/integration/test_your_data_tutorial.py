@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from script_loader import load_script
 
 from custom_components.data.synthetic import synth_case
 
@@ -159,17 +160,13 @@ def test_tutorial_data_steps_and_command_consistency(section, tmp_path):
     The prediction command must read the configs of the run folder the runner command creates
     (``<work-dir>/<name>/<method>/r<ratio>_s<seed>/cotrain/configs``).
     """
-    import importlib.util
-
     from custom_components.experiments.methods import METHODS, run_name
     from custom_components.experiments.report import ratio_tag
     from custom_components.experiments.runner import OVERRIDES_FILE
 
     run_tutorial(section, tmp_path, tiny=False, until_training=True)
     _check_dataset(section, tmp_path)
-    spec = importlib.util.spec_from_file_location("rx_tutorial", REPO / "scripts" / "run_experiments.py")
-    rx = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(rx)
+    rx = load_script("run_experiments")
     cmds = tutorial_commands(section)
     (train,) = [c for c in cmds if c.startswith(RUNNER)]
     a = rx.build_parser().parse_args(shlex.split(train)[2:])

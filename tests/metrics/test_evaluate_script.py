@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -12,11 +11,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 from PIL import Image
+from script_loader import load_script
 
-_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "evaluate.py"
-_spec = importlib.util.spec_from_file_location("evaluate_script", _SCRIPT)
-evaluate = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(evaluate)
+evaluate = load_script("evaluate")
 
 
 def _test_entries(root: Path) -> list[dict]:

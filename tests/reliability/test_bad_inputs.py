@@ -15,7 +15,6 @@ through their ``main(argv)``. The observed messages are recorded (see ``conftest
 from __future__ import annotations
 
 import errno
-import importlib.util
 import json
 import re
 from collections.abc import Callable
@@ -30,7 +29,6 @@ from monai.bundle import ConfigWorkflow
 from PIL import Image
 from rel_helpers import (
     BUNDLES_DIR,
-    REPO,
     TINY_DIFFUSION,
     TINY_SUPERVISED,
     assert_unchanged,
@@ -41,6 +39,7 @@ from rel_helpers import (
     load_weights_only,
     tree_hash,
 )
+from script_loader import load_script
 
 # ----------------------------------------------------------------------------------------------- bundle targets
 #: name -> (bundle, configs, workflow type, datalist key read, reads labels, checkpoint kind)
@@ -330,13 +329,6 @@ def test_disk_full_while_writing_checkpoint_keeps_previous_files(tiny_dataset_2d
 
 
 # ------------------------------------------------------------------------------------------ preparation scripts
-def _script(name: str) -> Callable[[list[str]], int]:
-    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)  # type: ignore[union-attr]
-    return mod.main
-
-
 def _rgb(h: int = 16, w: int = 16, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 255, (h, w, 3), dtype=np.uint8)
 
@@ -543,7 +535,7 @@ def test_script_bad_input(script: str, case: str, tmp_path: Path, record_message
         (out / "splits" / "old.json").write_text("{}")
     argv, names_file = _script_setup(script, case, raw, out)
     before = tree_hash(out) if out.is_dir() else {"<file>": out.read_text()}
-    main = _script(script)
+    main = load_script(script).main
     with pytest.raises((Exception, SystemExit)) as err:  # noqa: PT011
         main(argv)
     msg = full_message(err.value)

@@ -3,18 +3,15 @@ supervised-only and plain CPS on the seeds both have."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from script_loader import load_script
 
 from custom_components.errors import run_cli
 
-ROOT = Path(__file__).resolve().parents[2]
-spec = importlib.util.spec_from_file_location("ablation_table", ROOT / "scripts" / "ablation_table.py")
-ablation_table = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(ablation_table)
+ablation_table = load_script("ablation_table")
 
 
 def _run(work: Path, method: str, ratio: float, seed: int, dice: list[float]) -> None:

@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
-
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "benchmark.py"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("benchmark_script", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from script_loader import load_script
 
 
 @pytest.fixture(scope="module")
 def quick_result(tmp_path_factory):
-    bench = _load()
+    bench = load_script("benchmark")
     out = tmp_path_factory.mktemp("bench") / "bench.json"
     threads = torch.get_num_threads()
     try:
@@ -60,7 +50,7 @@ def test_quick_json_measures_data_loading(quick_result):
 
 
 def test_full_plan_measures_every_switch_against_eager_fp32():
-    bench = _load()
+    bench = load_script("benchmark")
     plan = bench.plan(False, torch.device("cuda"))
     la_p2 = {s for wl, ph, r, s in plan if wl == "la" and ph == "p2" and r == 3}
     assert {"eager_fp32", "tf32", "cudnn_benchmark", "bf16", "fp16", "channels_last", "batch_rounds_off",
@@ -70,7 +60,7 @@ def test_full_plan_measures_every_switch_against_eager_fp32():
 
 
 def test_hard_dice_and_fastpath_helpers():
-    bench = _load()
+    bench = load_script("benchmark")
     a = torch.tensor([[[0.9, 0.1]], [[0.1, 0.9]]]).permute(1, 0, 2)  # (B=1, K=2, 2)
     assert bench.hard_dice(a, a) == 1.0
     assert bench.hard_dice(a, a.flip(1)) == 0.0
@@ -123,7 +113,7 @@ def _cpu_run(bench, tmp_path, argv: list[str]) -> tuple[dict, str]:
 
 
 def test_cpu_table_ratios_and_cotrain_over_supervised(tmp_path, monkeypatch, capsys):
-    bench = _load()
+    bench = load_script("benchmark")
     monkeypatch.setattr(bench, "cpu_plan", lambda with_compile: [
         ("ph2_cpu", "p2", 3, ["reference", "cpu_fast"]), ("ph2_cpu", "sup", 0, ["reference", "cpu_fast"])])
     res, md = _cpu_run(bench, tmp_path, ["--no-rss"])
@@ -145,7 +135,7 @@ def test_cpu_table_ratios_and_cotrain_over_supervised(tmp_path, monkeypatch, cap
 
 
 def test_cpu_switches_option_times_only_the_named_switches_and_the_reference(tmp_path, monkeypatch):
-    bench = _load()
+    bench = load_script("benchmark")
     monkeypatch.setattr(bench, "cpu_plan", lambda with_compile: [
         ("ph2_cpu", "sup", 0, ["reference", "bf16", "cpu_fast"]), ("ph2_cpu", "p2", 3, ["reference", "bf16"])])
     res, _ = _cpu_run(bench, tmp_path, ["--no-rss", "--switches", "cpu_fast"])
@@ -155,7 +145,7 @@ def test_cpu_switches_option_times_only_the_named_switches_and_the_reference(tmp
 
 @pytest.mark.slow
 def test_cpu_quick_runs_every_group_with_peak_rss(tmp_path):
-    res, _ = _cpu_run(_load(), tmp_path, [])
+    res, _ = _cpu_run(load_script("benchmark"), tmp_path, [])
     phases = {(c["phase"], c["rounds"]) for c in res["cases"]}
     assert phases == {("p2", 3), ("p2", 0), ("p1", 0), ("sup", 0), ("infer", 0), ("infer_ens4", 0), ("ddim", 0)}
     rss = [c for c in res["cases"] if "peak_rss_mb" in c]

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import torch
+from script_loader import load_script
 
 from custom_components.networks import MaskPathwaySegmenter
 
@@ -84,13 +85,9 @@ def test_inference_ablation_page_from_copies(tiny_dataset_2d, tmp_path):
 
 
 def test_a_run_that_did_not_finish_is_named(tmp_path, capsys):
-    import importlib.util
-
     from custom_components.errors import run_cli
 
-    spec = importlib.util.spec_from_file_location("inference_ablation", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("inference_ablation")
     run = tmp_path / "full" / "r0.1_s0"
     (run / "cotrain" / "configs").mkdir(parents=True)
     code = run_cli(module.main, ["--runs", str(run), "--out", str(tmp_path / "o"), "--page", str(tmp_path / "p.md")])

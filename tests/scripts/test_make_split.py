@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from script_loader import load_script
 
 
 def test_make_synthetic_then_split(tmp_path, capsys):
-    assert _load("make_synthetic").main(["--out", str(tmp_path), "--num-cases", "20", "--image-size", "16"]) == 0
+    assert load_script("make_synthetic").main(["--out", str(tmp_path), "--num-cases", "20", "--image-size", "16"]) == 0
     assert "wrote 20 cases" in capsys.readouterr().out
-    assert _load("make_split").main([str(tmp_path / "datalist.json"), "--ratio", "0.1", "1.0", "--seed", "0", "1"]) == 0
+    assert load_script("make_split").main([str(tmp_path / "datalist.json"), "--ratio", "0.1", "1.0", "--seed", "0",
+                                           "1"]) == 0
     out = capsys.readouterr().out
     assert "ratio 0.1 seed 0: labeled 1, unlabeled 11, validation 2, test 6" in out
     for r in ("0.1", "1"):
@@ -36,9 +27,9 @@ def test_make_split_official_list_files(tmp_path, capsys):
     (tmp_path / "datalist.json").write_text(json.dumps({"cases": cases}))
     (tmp_path / "train.list").write_text("\n".join(f"P{i}" for i in range(2, 12)))
     (tmp_path / "test.list").write_text("P0\nP1\n")
-    _load("make_split").main([str(tmp_path / "datalist.json"), "--ratio", "0.2", "--official-test",
-                              str(tmp_path / "test.list"), "--official-train", str(tmp_path / "train.list"),
-                              "--out", str(tmp_path / "x.json")])
+    load_script("make_split").main([str(tmp_path / "datalist.json"), "--ratio", "0.2", "--official-test",
+                                    str(tmp_path / "test.list"), "--official-train", str(tmp_path / "train.list"),
+                                    "--out", str(tmp_path / "x.json")])
     d = json.loads((tmp_path / "x.json").read_text())
     assert [e["image"] for e in d["labeled"]] == ["imagesTr/P2.nii.gz", "imagesTr/P3.nii.gz"]
     assert [e["image"] for e in d["test"]] == ["imagesTr/P0.nii.gz", "imagesTr/P1.nii.gz"]
@@ -46,7 +37,7 @@ def test_make_split_official_list_files(tmp_path, capsys):
 
 def test_make_split_out_needs_single_regime(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
-        _load("make_split").main([str(tmp_path / "d.json"), "--ratio", "0.1", "0.2", "--out", "x.json"])
+        load_script("make_split").main([str(tmp_path / "d.json"), "--ratio", "0.1", "0.2", "--out", "x.json"])
     assert e.value.code == 2 and "--out needs exactly one --ratio and one --seed" in capsys.readouterr().err
 
 
@@ -56,8 +47,8 @@ def test_make_split_real_pool_and_id_lists(tmp_path, capsys):
     (tmp_path / "datalist.json").write_text(json.dumps({"cases": cases, "unlabeled": pool}))
     (tmp_path / "test.txt").write_text("c0\nc1\n")
     (tmp_path / "val.txt").write_text("c5\n")
-    assert _load("make_split").main([str(tmp_path / "datalist.json"), "--ratio", "1.0", "--test-list",
-                                     str(tmp_path / "test.txt"), "--val-list", str(tmp_path / "val.txt")]) == 0
+    assert load_script("make_split").main([str(tmp_path / "datalist.json"), "--ratio", "1.0", "--test-list",
+                                           str(tmp_path / "test.txt"), "--val-list", str(tmp_path / "val.txt")]) == 0
     assert "ratio 1 seed 0: labeled 3, unlabeled 20, validation 1, test 2" in capsys.readouterr().out
     d = json.loads((tmp_path / "splits" / "datalist_r1_s0.json").read_text())
     assert [e["id"] for e in d["test"]] == ["c0", "c1"] and [e["id"] for e in d["validation"]] == ["c5"]

@@ -3,25 +3,15 @@ label."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
 from pathlib import Path
 
 import pytest
+from script_loader import load_script
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("merge_pseudolabels", ROOT / "scripts" / "merge_pseudolabels.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-merge = _load()
+merge = load_script("merge_pseudolabels")
 
 
 def _pseudolabels(data: Path, out: Path, scores: dict[str, float],

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from script_loader import load_script
+
 from custom_components.data import make_split, make_synthetic_dataset, write_split
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,8 +48,6 @@ def test_phase1_report_writes_table_monitor_curve_and_figures(tmp_path):
 def test_score_runs_ranks_finished_phase1_folders(tmp_path, capsys):
     """``--score-runs`` trains nothing: it scores finished folders (one tiny run of this script, listed twice) and
     writes the ranking page with the measures of each run and the per-dataset rank correlations."""
-    import importlib.util
-
     from custom_components.errors import run_cli
 
     data = tmp_path / "data"
@@ -62,9 +62,7 @@ def test_score_runs_ranks_finished_phase1_folders(tmp_path, capsys):
     folder = tmp_path / "a" / "teacher_pretrain"
     assert json.loads((folder / "configs" / "report_overrides.json").read_text())["max_epochs"] == 1
     mtimes = {p: p.stat().st_mtime for p in folder.rglob("*")}
-    spec = importlib.util.spec_from_file_location("phase1_report", ROOT / "scripts" / "phase1_report.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("phase1_report")
     out = tmp_path / "ranking"
     assert run_cli(module.main, ["--score-runs", str(folder), str(folder), "--probe-steps", "2", "--out",
                                  str(out)]) == 0

@@ -2,27 +2,21 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
 from PIL import Image
+from script_loader import load_script
 
 from custom_components.data.datalist import validate_datalist
 from custom_components.data.prepare import PreparationError
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 def _main(argv):
-    spec = importlib.util.spec_from_file_location("prepare_folder", ROOT / "scripts" / "prepare_folder.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.main(argv)
+    return load_script("prepare_folder").main(argv)
 
 
 def _dirs(tmp_path):

@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from script_loader import load_script
 
 from custom_components.data.prepare import PreparationError
 from custom_components.data.splits import case_id, make_split
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 def _main(argv):
-    spec = importlib.util.spec_from_file_location("prepare_glas", ROOT / "scripts" / "prepare_glas.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.main(argv)
+    return load_script("prepare_glas").main(argv)
 
 
 def _pair(d: Path, name: str, h: int = 16, w: int = 20, anno_hw=None) -> None:

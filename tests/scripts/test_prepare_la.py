@@ -2,27 +2,21 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import h5py
 import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from script_loader import load_script
 
 from custom_components.data.prepare import PreparationError
 from custom_components.data.splits import case_id, make_split
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 def _main(argv):
-    spec = importlib.util.spec_from_file_location("prepare_la", ROOT / "scripts" / "prepare_la.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.main(argv)
+    return load_script("prepare_la").main(argv)
 
 
 def _vol(seed: int, shape=(12, 10, 8)) -> tuple[np.ndarray, np.ndarray]:

@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from script_loader import load_script
 
 from custom_components.data.datalist import validate_datalist
 from custom_components.data.prepare import PreparationError
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 def _main(argv):
-    spec = importlib.util.spec_from_file_location("prepare_ph2", ROOT / "scripts" / "prepare_ph2.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.main(argv)
+    return load_script("prepare_ph2").main(argv)
 
 
 def _case(base: Path, cid: str, h: int, w: int, mask24: bool = False, mask_hw=None) -> np.ndarray:
