@@ -179,7 +179,8 @@ def cost_section(cost: dict, cpu: str) -> list[str]:
              f"{cost['cases']} official test volumes, sizes {cost['rows'][0]['volumes']}), trained models of the "
              f"r{cost['ratio']:g} seed-{cost['seed']} runs, one thread, {cpu}; load average before / after "
              f"{cost['load_average_before']} / {cost['load_average_after']} (a shared machine: compare the rows, "
-             "measured side by side, rather than the absolute seconds). `scripts/la_results.py`.", "",
+             "measured side by side, rather than the absolute seconds). `scripts/la_results.py`."
+             + (f" {cost['note']}" if cost.get("note") else ""), "",
              "The test evaluation of this page ran in fp32 (the `evaluate.json` default); the bf16 rows measure what "
              "autocast would save (not a default: MONAI's evaluators autocast on CUDA only).", "",
              "| model | window | s / volume | vs supervised UNet, la_uamt window |", "|---|---|---:|---:|"]
@@ -236,6 +237,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                      f"({int(m.group(1)) / 60:.0f} min) on the hardware below (its console log: "
                      f"`{relative_path(log)}`); the page itself was then rewritten by a second call that found "
                      "everything done.", ""]
+    elif (payload.get("settings") or {}).get("wall time of this call (s)", 0) > 60:
+        wall = payload["settings"]["wall time of this call (s)"]
+        sections += ["## Wall time", "",
+                     f"The runner call that trained and evaluated every run of this page took **{wall:.0f} s** "
+                     f"({wall / 60:.0f} min) on the hardware below (its command is under 'Command').", ""]
     cost_json = js.with_name(js.stem + "_inference_cost.json")
     if a.cases > 0:
         cost = inference_cost(REPO_ROOT, payload, a.cases, a.ratio, a.seed)

@@ -2,20 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _mod():
-    spec = importlib.util.spec_from_file_location("la_results", ROOT / "scripts" / "la_results.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from script_loader import load_script
 
 
 def _row(method, n, dice, seeds=(0,)):
@@ -23,7 +13,7 @@ def _row(method, n, dice, seeds=(0,)):
 
 
 def test_published_numbers_beside_ours_inserted_after_the_verdict_and_replaced(tmp_path):
-    mod = _mod()
+    mod = load_script("la_results")
     payload = {"tables": {"la_uamt": [_row("supervised", 8, 0.5), _row("full", 8, 0.6, (0, 1)),
                                       _row("upper", 72, 0.8)]}, "runs": []}
     (tmp_path / "la.json").write_text(json.dumps(payload))
@@ -43,6 +33,19 @@ def test_published_numbers_beside_ours_inserted_after_the_verdict_and_replaced(t
 
 
 def test_missing_results_file_is_named(tmp_path):
-    mod = _mod()
+    mod = load_script("la_results")
     with pytest.raises(mod.LAResultsError, match="la.json: missing"):
         mod.main([str(tmp_path / "la.json"), "--cases", "0"])
+
+
+@pytest.mark.parametrize("wall, shown", [(4916.3, True), (0.4, False)])
+def test_wall_time_of_the_training_call_comes_from_the_page_when_no_log_is_given(tmp_path, wall, shown):
+    """A call that trained (minutes) puts its wall time on the page; a rewrite-only call (0.4 s) does not."""
+    mod = load_script("la_results")
+    payload = {"tables": {"la_uamt": [_row("supervised", 8, 0.5)]}, "runs": [],
+               "settings": {"wall time of this call (s)": wall}}
+    (tmp_path / "la.json").write_text(json.dumps(payload))
+    md = tmp_path / "la.md"
+    md.write_text("# Results: la\n\n## In one line\n\nverdict\n\n## Command\n\ncmd\n")
+    assert mod.main([str(tmp_path / "la.json"), "--cases", "0"]) == 0
+    assert ("took **4916 s** (82 min)" in md.read_text()) is shown
