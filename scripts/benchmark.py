@@ -79,6 +79,9 @@ CPU_SWITCHES: dict[str, dict[str, Any]] = {
     "batch_rounds_off": {"batch_rounds": False},
     "cpu_fast_checkpoint_rounds": {"amp": "bfloat16", "fused_adam": True, "checkpoint_rounds": True},
     "cpu_fast_compile": {"amp": "bfloat16", "fused_adam": True, "compile": True},
+    # one run alone on the machine (the runner's --jobs 1): torch threads = the cores this process may use, where
+    # the others use --threads (the CPU profiles' one thread per run, what --jobs 2 gives each of two runs)
+    "cpu_fast_all_cores": {"amp": "bfloat16", "fused_adam": True, "threads": "all"},
     # changes the method (an option, off by default): the R rounds at half the input size
     "cpu_fast_round_scale_0.5": {"amp": "bfloat16", "fused_adam": True, "round_scale": 0.5},
 }
@@ -125,11 +128,12 @@ def cpu_plan(with_compile: bool) -> list[tuple[str, str, int, list[str]]]:
     comp = ["cpu_fast_compile"] if with_compile else []
     out = []
     for wl in ("ph2_cpu", "la_cpu"):
-        p2 = (["reference", "bf16", "fused_adam", "cpu_fast", "cpu_fast_channels_last", "batch_rounds_off",
-               "cpu_fast_checkpoint_rounds", "cpu_fast_round_scale_0.5"] if wl == "ph2_cpu"
-              else ["reference", "bf16", "cpu_fast", "cpu_fast_checkpoint_rounds"])
-        out += [(wl, "p2", 3, p2 + comp), (wl, "p2", 0, ["reference", "cpu_fast"]),
-                (wl, "p1", 0, ["reference", "bf16", "cpu_fast"]), (wl, "sup", 0, ["reference", "bf16", "cpu_fast"])]
+        p2 = (["reference", "bf16", "fused_adam", "cpu_fast", "cpu_fast_all_cores", "cpu_fast_channels_last",
+               "batch_rounds_off", "cpu_fast_checkpoint_rounds", "cpu_fast_round_scale_0.5"] if wl == "ph2_cpu"
+              else ["reference", "bf16", "cpu_fast", "cpu_fast_all_cores", "cpu_fast_checkpoint_rounds"])
+        fast = ["cpu_fast", "cpu_fast_all_cores"]
+        out += [(wl, "p2", 3, p2 + comp), (wl, "p2", 0, ["reference"] + fast),
+                (wl, "p1", 0, ["reference", "bf16"] + fast), (wl, "sup", 0, ["reference", "bf16"] + fast)]
         out += [(wl, ph, 0, ["reference", "bf16"]) for ph in ("infer", "infer_ens4", "ddim")]
     return out
 
@@ -667,6 +671,14 @@ def rss_of_case(wl: str, phase: str, rounds: int, swname: str, quick: bool = Fal
     return peak, peak - base
 
 
+def switch_threads(sw: dict, default: int) -> int:
+    """Torch threads of a ``--cpu`` switch: every core this process may use for ``threads: "all"``, else
+    ``default`` (``--threads``)."""
+    if sw.get("threads") == "all":
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return default
+
+
 def run_cpu(args: argparse.Namespace) -> dict:
     """``--cpu``: every group's switches built side by side and timed interleaved (one call of each in turn, so a
     changing load on a shared machine hits them alike); medians, ratios against ``reference`` of the same group.
@@ -701,6 +713,7 @@ def run_cpu(args: argparse.Namespace) -> dict:
         try:
             for swname in switches:
                 sw = CPU_SWITCHES[swname]
+                torch.set_num_threads(switch_threads(sw, args.threads))
                 if sw.get("compile"):
                     torch._dynamo.reset()
                 t0 = time.perf_counter()
@@ -717,9 +730,11 @@ def run_cpu(args: argparse.Namespace) -> dict:
         times: dict[str, list[float]] = {k: [] for k in steps}
         for _ in range(iters):
             for swname, step in steps.items():
+                torch.set_num_threads(switch_threads(CPU_SWITCHES[swname], args.threads))
                 t0 = time.perf_counter()
                 step()
                 times[swname].append((time.perf_counter() - t0) * 1e3)
+        torch.set_num_threads(args.threads)
         ref_ms = statistics.median(times["reference"])
         ref_first = firsts["reference"][0]
         for swname in switches:
@@ -727,7 +742,7 @@ def run_cpu(args: argparse.Namespace) -> dict:
             first, build_s = firsts[swname]
             entry = {"case": f"{group}/{swname}", "workload": wl, "phase": phase, "rounds": rounds, "switch": swname,
                      "ms_per_step": ms, "ms_all": times[swname], "samples_per_step": n, "first_call_s": build_s,
-                     "speedup_vs_reference": ref_ms / ms}
+                     "speedup_vs_reference": ref_ms / ms, "threads": switch_threads(CPU_SWITCHES[swname], args.threads)}
             if phase in ("sup", "p1", "p2"):
                 entry["first_loss"] = float(first)
                 entry["first_loss_rel_diff"] = abs(float(first) - float(ref_first)) / max(abs(float(ref_first)), 1e-12)
@@ -747,7 +762,7 @@ def run_cpu(args: argparse.Namespace) -> dict:
     by = {c["case"]: c for c in res["cases"]}
     res["cotrain_over_supervised"] = {}
     for wl in cfgs:
-        for sw in ("reference", "cpu_fast"):
+        for sw in ("reference", "cpu_fast", "cpu_fast_all_cores"):
             a, b = by.get(f"{wl}/p2_R3/{sw}"), by.get(f"{wl}/sup/{sw}")
             if a and b:
                 ratio = a["ms_per_step"] / b["ms_per_step"]

@@ -63,8 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-qualitative", type=int, default=4, help="test cases in the qualitative figure")
     p.add_argument("--num-threads", type=int, default=None,
                    help="OMP/MKL threads of each bundle process unless already set in the environment "
-                        "(default: the profile's num_threads, 1 for quick and ph2_cpu; else torch's default or the "
-                        "cores / --jobs; 0 = torch's default)")
+                        "(default: the profile's num_threads, 1 for quick; else the cores / --jobs with --jobs > 1 and "
+                        "torch's default, all cores, for one run at a time; 0 = torch's default)")
     p.add_argument("--jobs", type=int, default=1,
                    help="runs trained side by side (separate processes; one small 2D run leaves most of a GPU idle). "
                         "CPU threads per run default to the cores divided by --jobs")

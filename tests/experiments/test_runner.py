@@ -160,8 +160,14 @@ def test_threads_per_run_share_the_cores(cases_datalist, tmp_path, monkeypatch):
     dl = cases_datalist(tmp_path)
     assert Experiment(_args(tmp_path, dl, profile="ph2", jobs=4), "cmd").env["OMP_NUM_THREADS"] == "4"
     assert "OMP_NUM_THREADS" not in Experiment(_args(tmp_path, dl, profile="ph2"), "cmd").env  # torch decides
-    for prof in ("quick", "ph2_cpu"):  # small CPU runs (the budget file's num_threads): one thread each
-        assert Experiment(_args(tmp_path, dl, profile=prof, jobs=2), "cmd").env["MKL_NUM_THREADS"] == "1"
+    # quick (the main command's tiny runs; the budget file's num_threads): one thread each, whatever --jobs
+    assert Experiment(_args(tmp_path, dl, profile="quick", jobs=2), "cmd").env["MKL_NUM_THREADS"] == "1"
+    assert Experiment(_args(tmp_path, dl, profile="quick"), "cmd").env["OMP_NUM_THREADS"] == "1"
+    # the real-data CPU profiles (ph2_cpu here; la_cpu's budget file alike): the cores shared by the runs side by
+    # side, all of them for a run alone
+    assert Experiment(_args(tmp_path, dl, profile="ph2_cpu", jobs=2), "cmd").env["MKL_NUM_THREADS"] == "8"
+    assert "OMP_NUM_THREADS" not in Experiment(_args(tmp_path, dl, profile="ph2_cpu"), "cmd").env
+    assert load_profile("la_cpu").num_threads is None
     assert Experiment(_args(tmp_path, dl, profile="ph2", jobs=4, num_threads=3), "cmd").env["OMP_NUM_THREADS"] == "3"
 
 
