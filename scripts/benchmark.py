@@ -710,10 +710,11 @@ def run_cpu(args: argparse.Namespace) -> dict:
         switches = [s for s in switches if keep is None or s in keep]
         group = f"{wl}/{phase}{'_R' + str(rounds) if phase == 'p2' else ''}"
         steps, firsts = {}, {}
+        nthreads = {swname: switch_threads(CPU_SWITCHES[swname], args.threads) for swname in switches}
         try:
             for swname in switches:
                 sw = CPU_SWITCHES[swname]
-                torch.set_num_threads(switch_threads(sw, args.threads))
+                torch.set_num_threads(nthreads[swname])
                 if sw.get("compile"):
                     torch._dynamo.reset()
                 t0 = time.perf_counter()
@@ -730,7 +731,7 @@ def run_cpu(args: argparse.Namespace) -> dict:
         times: dict[str, list[float]] = {k: [] for k in steps}
         for _ in range(iters):
             for swname, step in steps.items():
-                torch.set_num_threads(switch_threads(CPU_SWITCHES[swname], args.threads))
+                torch.set_num_threads(nthreads[swname])
                 t0 = time.perf_counter()
                 step()
                 times[swname].append((time.perf_counter() - t0) * 1e3)
@@ -742,7 +743,7 @@ def run_cpu(args: argparse.Namespace) -> dict:
             first, build_s = firsts[swname]
             entry = {"case": f"{group}/{swname}", "workload": wl, "phase": phase, "rounds": rounds, "switch": swname,
                      "ms_per_step": ms, "ms_all": times[swname], "samples_per_step": n, "first_call_s": build_s,
-                     "speedup_vs_reference": ref_ms / ms, "threads": switch_threads(CPU_SWITCHES[swname], args.threads)}
+                     "speedup_vs_reference": ref_ms / ms, "threads": nthreads[swname]}
             if phase in ("sup", "p1", "p2"):
                 entry["first_loss"] = float(first)
                 entry["first_loss_rel_diff"] = abs(float(first) - float(ref_first)) / max(abs(float(ref_first)), 1e-12)
