@@ -225,6 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not md.is_file():
         raise LAResultsError(f"{md}: missing beside {js}.")
     sections = published_section(payload, a.protocol)
+    wall, source = None, "(its command is under 'Command')."
     if a.runner_log:
         import re
 
@@ -232,16 +233,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         m = re.search(r"total wall time (\d+) s", log.read_text()) if log.is_file() else None
         if m is None:
             raise LAResultsError(f"{log}: no 'total wall time' line (not a finished runner call's log).")
-        sections += ["## Wall time", "",
-                     f"The runner call that trained and evaluated every run of this page took **{int(m.group(1))} s** "
-                     f"({int(m.group(1)) / 60:.0f} min) on the hardware below (its console log: "
-                     f"`{relative_path(log)}`); the page itself was then rewritten by a second call that found "
-                     "everything done.", ""]
-    elif (payload.get("settings") or {}).get("wall time of this call (s)", 0) > 60:
+        wall = float(m.group(1))
+        source = (f"(its console log: `{relative_path(log)}`); the page itself was then rewritten by a second call "
+                  "that found everything done.")
+    elif (payload.get("settings") or {}).get("wall time of this call (s)", 0) > 60:  # a call that trained
         wall = payload["settings"]["wall time of this call (s)"]
+    if wall is not None:
         sections += ["## Wall time", "",
                      f"The runner call that trained and evaluated every run of this page took **{wall:.0f} s** "
-                     f"({wall / 60:.0f} min) on the hardware below (its command is under 'Command').", ""]
+                     f"({wall / 60:.0f} min) on the hardware below {source}", ""]
     cost_json = js.with_name(js.stem + "_inference_cost.json")
     if a.cases > 0:
         cost = inference_cost(REPO_ROOT, payload, a.cases, a.ratio, a.seed)
