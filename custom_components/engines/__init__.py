@@ -1,7 +1,15 @@
-"""Ignite/MONAI engines of the three phases: the shared trainer base, phase-1 pretraining and monitoring,
-phase-2 co-training, and phase-2 model selection."""
+"""Ignite/MONAI engines: the shared trainer base and the semi-supervised trainer API, phase-1 pretraining and
+monitoring, phase-2 co-training, the semi-supervised baselines, and model selection."""
 
-from .base import DiffusionTrainerBase, plain, to_device
+from .base import DiffusionTrainerBase, SemiSupervisedTrainer, plain, to_device
+from .baselines import (
+    CPSTrainer,
+    MeanTeacherTrainer,
+    SigmoidRampUp,
+    UAMTTrainer,
+    consistency_mse,
+    uncertainty_masked_mse,
+)
 from .cotrain import CoTrainer, LinearRampUp
 from .pretrain import (
     TeacherMonitorEvaluator,
@@ -22,10 +30,14 @@ from .selection import (
 )
 
 __all__ = [
+    "CPSTrainer",
     "CoTrainer",
     "DiffusionTrainerBase",
     "DualNetworkEvaluator",
     "LinearRampUp",
+    "MeanTeacherTrainer",
+    "SemiSupervisedTrainer",
+    "SigmoidRampUp",
     "TeacherMonitorEvaluator",
     "TeacherPretrainTrainer",
     "assignment_dice",
@@ -40,4 +52,7 @@ __all__ = [
     "sweep_threshold",
     "threshold_grid",
     "to_device",
+    "UAMTTrainer",
+    "consistency_mse",
+    "uncertainty_masked_mse",
 ]

@@ -1,4 +1,5 @@
-"""Shared plumbing of the phase-1 and phase-2 trainers: device moves, autocast, optimizer steps."""
+"""Shared plumbing of the trainers (device moves, autocast, optimizer steps) and the semi-supervised trainer API
+(:class:`SemiSupervisedTrainer`: a method is its ``compute_losses`` and ``post_step``)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
-from ignite.engine import Events
+from ignite.engine import Engine, Events
 from monai.data import MetaTensor
 from monai.engines import Trainer
+from monai.engines.utils import IterationEvents
 from monai.utils import CommonKeys
 
-__all__ = ["DiffusionTrainerBase", "plain", "to_device"]
+__all__ = ["DiffusionTrainerBase", "SemiSupervisedTrainer", "plain", "to_device"]
 
 
 def plain(t: torch.Tensor) -> torch.Tensor:
@@ -138,3 +140,112 @@ class DiffusionTrainerBase(Trainer):
         if y is not None:
             y = y.to(self.state.device, non_blocking=self.non_blocking)
         return plain(x).float(), None if y is None else plain(y)
+
+
+class SemiSupervisedTrainer(DiffusionTrainerBase):
+    """The semi-supervised trainer API: one iteration over a labelled + unlabelled batch, the method's maths in
+    :meth:`compute_losses`, its after-step work (EMA teachers, queues) in :meth:`post_step`.
+
+    The base does everything else: it reads a ``PairedLoader`` item, moves both batches to the device, puts
+    ``networks`` in train mode, runs :meth:`compute_losses` under autocast, zeroes the gradients of ``optimizers``,
+    backwards the total ``loss`` once, clips (``grad_clip_norm``, per optimizer over its parameters) and steps every
+    optimizer, calls :meth:`post_step`, fires MONAI's iteration events and returns the detached loss dict as
+    ``engine.state.output``. A method is a subclass with its networks and losses as constructor arguments (built
+    by the config) and these two methods.
+
+    Args:
+        device: training device.
+        max_epochs: number of epochs.
+        train_data_loader: a ``PairedLoader`` of labelled and unlabelled batches.
+        networks: the trained networks (put in train mode each iteration); the first is ``self.network``, the id
+            MONAI handlers look for.
+        optimizers: the optimizers stepped after the single backward pass.
+        sup_loss: the supervised loss (``loss(logits, labels)``, e.g. the bundle's ``DiceCELoss``) as
+            ``self.sup_loss``, for methods that use one.
+        epoch_length: iterations per epoch (default: the loader's length).
+        non_blocking: non-blocking copies.
+        amp: autocast on.
+        amp_dtype: ``"bfloat16"`` or ``"float16"``.
+        grad_clip_norm: gradient-norm clipping per optimizer (``None``: off).
+        train_handlers: Ignite handlers of the trainer.
+        image_key: image key.
+        label_key: label key.
+        labeled_key: key of the labelled batch in a paired item.
+        unlabeled_key: key of the unlabelled batch in a paired item.
+    """
+
+    def __init__(
+        self,
+        device: torch.device | str,
+        max_epochs: int,
+        train_data_loader: Iterable,
+        networks: Sequence[torch.nn.Module],
+        optimizers: Sequence[torch.optim.Optimizer],
+        sup_loss: torch.nn.Module | None = None,
+        epoch_length: int | None = None,
+        non_blocking: bool = False,
+        amp: bool = False,
+        amp_dtype: str = "bfloat16",
+        grad_clip_norm: float | None = None,
+        train_handlers: Sequence | None = None,
+        image_key: str = CommonKeys.IMAGE,
+        label_key: str = CommonKeys.LABEL,
+        labeled_key: str = "labeled",
+        unlabeled_key: str = "unlabeled",
+    ) -> None:
+        if not networks or not optimizers:
+            raise ValueError("a semi-supervised trainer needs at least one network and one optimizer.")
+        super().__init__(device, max_epochs, train_data_loader, epoch_length, non_blocking, amp, amp_dtype,
+                         grad_clip_norm, train_handlers, image_key, label_key)
+        self.networks = list(networks)
+        self.network = self.networks[0]  # the standard id MONAI handlers look for
+        self.optimizers = list(optimizers)
+        self.sup_loss = sup_loss
+        self.labeled_key = labeled_key
+        self.unlabeled_key = unlabeled_key
+
+    def compute_losses(self, x_l: torch.Tensor, y: torch.Tensor, x_u: torch.Tensor,
+                       epoch: int) -> dict[str, torch.Tensor]:
+        """The method's maths: every loss term of one iteration, the total under ``loss`` (no optimizer step).
+
+        Args:
+            x_l: labelled images ``(B_l, C, *spatial)``.
+            y: their labels ``(B_l, 1, *spatial)``.
+            x_u: unlabelled images ``(B_u, C, *spatial)``.
+            epoch: the 0-based epoch (:meth:`progress` gives the fraction of training done).
+        """
+        raise NotImplementedError
+
+    def post_step(self) -> None:
+        """Called after the optimizers stepped (an EMA teacher's update goes here); a no-op by default."""
+
+    def check_inputs(self, x_l: torch.Tensor, x_u: torch.Tensor) -> None:
+        """Reject batches the networks cannot take (a no-op by default)."""
+
+    def progress(self) -> float:
+        """The fraction of training done before the current iteration, in [0, 1] (for iteration ramp-ups)."""
+        total = max(1, int(self.state.max_epochs or 1) * int(self.state.epoch_length or 1))
+        return min(1.0, max(0, int(self.state.iteration) - 1) / total)
+
+    def _iteration(self, engine: Engine, batchdata: dict) -> dict:
+        if batchdata is None:
+            raise ValueError("Must provide batch data for current iteration.")
+        for key in (self.labeled_key, self.unlabeled_key):
+            if key not in batchdata:
+                raise KeyError(f"co-training batch has no '{key}' stream (keys: {sorted(batchdata)}); use a "
+                               "PairedLoader.")
+        x_l, y = self.split_image_label(batchdata[self.labeled_key])
+        x_u, _ = self.split_image_label(batchdata[self.unlabeled_key])
+        if y is None:
+            raise ValueError(f"the labelled batch has no '{self.label_key}'.")
+        self.check_inputs(x_l, x_u)
+        for net in self.networks:
+            net.train()
+        with self.autocast():
+            losses = self.compute_losses(x_l, y, x_u, engine.state.epoch - 1)
+        self.step(losses[CommonKeys.LOSS], self.optimizers,
+                  [[p for g in opt.param_groups for p in g["params"]] for opt in self.optimizers])
+        self.post_step()
+        engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
+        return {k: v.detach() for k, v in losses.items()}

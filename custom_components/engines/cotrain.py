@@ -7,7 +7,6 @@ from collections.abc import Callable, Iterable, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from ignite.engine import Engine
 from monai.engines.utils import IterationEvents
 from monai.utils import CommonKeys
 from torch.utils.checkpoint import checkpoint
@@ -15,7 +14,7 @@ from torch.utils.checkpoint import checkpoint
 from ..losses import CPSLoss, HardTargetDiceLoss, hard_labels
 from ..networks.rounds import RoundMode
 from ..networks.teacher import DiffusionTeacher, check_spatial_size, probabilities_to_mask
-from .base import DiffusionTrainerBase
+from .base import SemiSupervisedTrainer
 
 __all__ = ["CoTrainer", "LinearRampUp"]
 
@@ -43,8 +42,8 @@ class LinearRampUp:
         return self.lambda_max * min(1.0, (epoch + 1) / self.ramp_epochs)
 
 
-class CoTrainer(DiffusionTrainerBase):
-    """Teacher / twin-student co-training.
+class CoTrainer(SemiSupervisedTrainer):
+    """Teacher / twin-student co-training (the paper's method, one :class:`SemiSupervisedTrainer`).
 
     Every iteration takes a labelled batch ``(x_l, y)`` and an unlabelled batch ``x_u`` (a ``PairedLoader``
     item). Both networks segment both batches (``P_S``, ``P_T``, each with its own noise draw), then:
@@ -78,6 +77,7 @@ class CoTrainer(DiffusionTrainerBase):
         student_optimizer: optimizer of the student's mask-pathway parameters.
         seg_loss: ``Dice(P, target)`` against hard targets (default ``HardTargetDiceLoss()``; pass
             ``HardTargetDiceLoss(use_ce=True)`` for Dice + CE).
+        cps_loss: ``L_cps(P_S, P_T)`` (default ``CPSLoss(seg_loss)``).
         rounds: ``R >= 0``.
         round_mode: ``"independent"`` or ``"chained"``.
         w_d: weight ``w_d`` of the diffusion terms.
@@ -119,6 +119,7 @@ class CoTrainer(DiffusionTrainerBase):
         teacher_optimizer: torch.optim.Optimizer,
         student_optimizer: torch.optim.Optimizer,
         seg_loss: nn.Module | None = None,
+        cps_loss: nn.Module | None = None,
         rounds: int = 3,
         round_mode: str = "independent",
         w_d: float = 1.0,
@@ -149,16 +150,16 @@ class CoTrainer(DiffusionTrainerBase):
                 f"num_classes={student.num_classes})."
             )
         super().__init__(
-            device, max_epochs, train_data_loader, epoch_length, non_blocking, amp, amp_dtype, grad_clip_norm,
-            train_handlers, image_key, label_key,
+            device, max_epochs, train_data_loader, [teacher, student], [teacher_optimizer, student_optimizer], None,
+            epoch_length, non_blocking, amp, amp_dtype, grad_clip_norm, train_handlers, image_key, label_key,
+            labeled_key, unlabeled_key,
         )
         self.teacher = teacher
         self.student = student
-        self.network = teacher  # the standard id MONAI handlers look for
         self.teacher_optimizer = teacher_optimizer
         self.student_optimizer = student_optimizer
         self.seg_loss = seg_loss or HardTargetDiceLoss()
-        self.cps_loss = CPSLoss(self.seg_loss)
+        self.cps_loss = cps_loss or CPSLoss(self.seg_loss)
         self.rounds = rounds
         self.round_mode = round_mode
         self.w_d = w_d
@@ -166,8 +167,10 @@ class CoTrainer(DiffusionTrainerBase):
         self.batch_rounds = batch_rounds
         self.checkpoint_rounds = checkpoint_rounds
         self.round_scale = float(round_scale)
-        self.labeled_key = labeled_key
-        self.unlabeled_key = unlabeled_key
+
+    def check_inputs(self, x_l: torch.Tensor, x_u: torch.Tensor) -> None:
+        self.teacher.check_input(x_l, "labelled batch")
+        self.teacher.check_input(x_u, "unlabelled batch")
 
     def compute_losses(self, x_l: torch.Tensor, y: torch.Tensor, x_u: torch.Tensor,
                        epoch: int) -> dict[str, torch.Tensor]:
@@ -255,29 +258,3 @@ class CoTrainer(DiffusionTrainerBase):
         align_u = sum(seg(pt_r[j, n_l:], target[n_l:]) for j in range(repeats))
         rl = rec.loss.reshape(repeats, b)
         return align_l, align_u, rl[:, :n_l].mean(1).sum(), rl[:, n_l:].mean(1).sum(), pt_r[-1].detach()
-
-    def _iteration(self, engine: Engine, batchdata: dict) -> dict:
-        if batchdata is None:
-            raise ValueError("Must provide batch data for current iteration.")
-        for key in (self.labeled_key, self.unlabeled_key):
-            if key not in batchdata:
-                raise KeyError(f"co-training batch has no '{key}' stream (keys: {sorted(batchdata)}); use a "
-                               "PairedLoader.")
-        x_l, y = self.split_image_label(batchdata[self.labeled_key])
-        x_u, _ = self.split_image_label(batchdata[self.unlabeled_key])
-        if y is None:
-            raise ValueError(f"the labelled batch has no '{self.label_key}'.")
-        self.teacher.check_input(x_l, "labelled batch")
-        self.teacher.check_input(x_u, "unlabelled batch")
-        self.teacher.train()
-        self.student.train()
-        with self.autocast():
-            losses = self.compute_losses(x_l, y, x_u, engine.state.epoch - 1)
-        self.step(
-            losses[CommonKeys.LOSS],
-            [self.teacher_optimizer, self.student_optimizer],
-            [self.teacher.parameters(), self.student.mask_net.parameters()],
-        )
-        engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
-        engine.fire_event(IterationEvents.MODEL_COMPLETED)
-        return {k: v.detach() for k, v in losses.items()}

@@ -1,0 +1,187 @@
+"""The semi-supervised baselines, each one :class:`~custom_components.engines.base.SemiSupervisedTrainer`: its
+``compute_losses`` (the published formula) and, for teacher-student methods, the EMA update in ``post_step``.
+
+They train the supervised bundle's network (``@network``, the student) with the bundle's supervised loss
+(``sup_loss``) on the labelled batch; the bundles are ``bundles/supervised/configs/methods/<method>.json``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn as nn
+from monai.utils import CommonKeys
+from torch.optim.swa_utils import AveragedModel
+
+from ..losses import CPSLoss
+from .base import SemiSupervisedTrainer
+
+__all__ = ["CPSTrainer", "MeanTeacherTrainer", "SigmoidRampUp", "UAMTTrainer", "consistency_mse",
+           "uncertainty_masked_mse"]
+
+
+class SigmoidRampUp:
+    """``w(t) = w_max * exp(-5 (1 - min(1, t / ramp))^2)`` of the fraction ``t`` of training done (Laine & Aila
+    2017, used by mean teacher, UA-MT and CPS).
+
+    Args:
+        w_max: the final weight.
+        ramp: the fraction of training over which it ramps up (1.0: the whole run, as in the published code).
+
+    Raises:
+        ValueError: for ``w_max < 0`` or ``ramp`` outside (0, 1].
+    """
+
+    def __init__(self, w_max: float = 0.1, ramp: float = 1.0) -> None:
+        if w_max < 0 or not 0.0 < ramp <= 1.0:
+            raise ValueError(f"need w_max >= 0 and ramp in (0, 1], got w_max={w_max}, ramp={ramp}.")
+        self.w_max = w_max
+        self.ramp = ramp
+
+    def __call__(self, t: float) -> float:
+        phase = 1.0 - min(1.0, max(0.0, t) / self.ramp)
+        return self.w_max * math.exp(-5.0 * phase * phase)
+
+
+def consistency_mse(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference of the two softmax maps (the teacher's detached), over every voxel and class."""
+    return ((student_logits.float().softmax(1) - teacher_logits.detach().float().softmax(1)) ** 2).mean()
+
+
+def uncertainty_masked_mse(student_logits: torch.Tensor, teacher_logits: torch.Tensor, uncertainty: torch.Tensor,
+                           threshold: float) -> torch.Tensor:
+    """UA-MT's consistency: the squared softmax difference averaged over the voxels whose uncertainty is below
+    ``threshold`` (``sum(mask * d) / (K * sum(mask) + 1e-16)``, Yu et al. 2019).
+
+    Args:
+        student_logits: ``(B, K, *spatial)``.
+        teacher_logits: same shape (detached here).
+        uncertainty: ``(B, 1, *spatial)`` predictive entropy.
+        threshold: voxels with ``uncertainty < threshold`` count.
+    """
+    d = (student_logits.float().softmax(1) - teacher_logits.detach().float().softmax(1)) ** 2
+    mask = (uncertainty < threshold).float()
+    return (mask * d).sum() / (d.shape[1] * mask.sum() + 1e-16)
+
+
+class MeanTeacherTrainer(SemiSupervisedTrainer):
+    """Mean teacher (Tarvainen & Valpola 2017): ``L = sup_loss(S(x_l), y) + w(t) MSE(softmax S(x_u),
+    softmax T(x_u + n))`` with ``n = clip(0.1 N(0, 1), -0.2, 0.2)``; after each step ``T <- EMA(S)``.
+
+    ``engine.state.output``: ``loss``, ``loss_sup``, ``loss_cons``, ``unsup_weight``.
+
+    Args:
+        teacher: the EMA teacher (a ``torch.optim.swa_utils.AveragedModel`` of the student with an EMA
+            ``multi_avg_fn``); updated in :meth:`post_step`, never by an optimizer.
+        unsup_weight: ``w(t)`` of the fraction of training done (default ``SigmoidRampUp(0.1)``).
+        noise_std: std of the teacher's input noise (clipped at twice it; 0: none).
+        kwargs: :class:`SemiSupervisedTrainer` arguments (``networks`` = the student first).
+    """
+
+    def __init__(self, *, teacher: AveragedModel, unsup_weight: Callable[[float], float] | None = None,
+                 noise_std: float = 0.1, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.teacher = teacher
+        self.networks.append(teacher)  # train mode (dropout) like the published code; no optimizer
+        self.unsup_weight = unsup_weight or SigmoidRampUp(0.1)
+        self.noise_std = noise_std
+
+    def noisy(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` plus the clipped Gaussian noise of the teacher's input."""
+        if self.noise_std <= 0:
+            return x
+        return x + (self.noise_std * torch.randn_like(x)).clamp(-2 * self.noise_std, 2 * self.noise_std)
+
+    def supervised_and_unlabelled(self, x_l: torch.Tensor, y: torch.Tensor, x_u: torch.Tensor):
+        """``(sup_loss(S(x_l), y), S(x_u))`` from one student pass."""
+        p = self.network(torch.cat([x_l, x_u], 0))
+        return self.sup_loss(p[: x_l.shape[0]], y), p[x_l.shape[0]:]
+
+    def compute_losses(self, x_l, y, x_u, epoch):
+        loss_sup, p_u = self.supervised_and_unlabelled(x_l, y, x_u)
+        with torch.no_grad():
+            t_u = self.teacher(self.noisy(x_u))
+        loss_cons = consistency_mse(p_u, t_u)
+        w = float(self.unsup_weight(self.progress()))
+        return {CommonKeys.LOSS: loss_sup + w * loss_cons, "loss_sup": loss_sup, "loss_cons": loss_cons,
+                "unsup_weight": torch.tensor(w)}
+
+    def post_step(self) -> None:
+        self.teacher.update_parameters(self.network)
+
+
+class UAMTTrainer(MeanTeacherTrainer):
+    """Uncertainty-aware mean teacher (Yu et al. MICCAI 2019): the mean teacher whose consistency counts only the
+    voxels where the teacher is certain. ``mc_samples`` stochastic teacher passes (dropout on, noisy input) give
+    the mean softmax ``mu`` and the uncertainty ``U = -sum_c mu_c log(mu_c + 1e-6)``; the threshold ramps as
+    ``(0.75 + 0.25 r(t)) ln K`` with ``r(t) = exp(-5 (1 - t)^2)``; the consistency is
+    :func:`uncertainty_masked_mse` between the student and one noisy teacher pass.
+
+    ``engine.state.output``: those of :class:`MeanTeacherTrainer` plus ``mask_fraction``.
+
+    Args:
+        mc_samples: teacher passes ``T`` (8 in the paper); the network needs dropout (``network_def#dropout``).
+        kwargs: :class:`MeanTeacherTrainer` arguments.
+    """
+
+    def __init__(self, *, mc_samples: int = 8, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if mc_samples < 1:
+            raise ValueError(f"mc_samples must be >= 1, got {mc_samples}.")
+        self.mc_samples = mc_samples
+        self.threshold_ramp = SigmoidRampUp(1.0, 1.0)
+
+    def uncertainty(self, x_u: torch.Tensor) -> torch.Tensor:
+        """``(B, 1, *spatial)`` entropy of the teacher's mean softmax over ``mc_samples`` noisy passes."""
+        with torch.no_grad():
+            reps = x_u.repeat(self.mc_samples, *[1] * (x_u.ndim - 1))
+            probs = self.teacher(self.noisy(reps)).float().softmax(1)
+            mu = probs.reshape(self.mc_samples, *x_u.shape[:1], *probs.shape[1:]).mean(0)
+            return -(mu * torch.log(mu + 1e-6)).sum(1, keepdim=True)
+
+    def compute_losses(self, x_l, y, x_u, epoch):
+        loss_sup, p_u = self.supervised_and_unlabelled(x_l, y, x_u)
+        with torch.no_grad():
+            t_u = self.teacher(self.noisy(x_u))
+        unc = self.uncertainty(x_u)
+        t = self.progress()
+        threshold = (0.75 + 0.25 * self.threshold_ramp(t)) * math.log(p_u.shape[1])
+        loss_cons = uncertainty_masked_mse(p_u, t_u, unc, threshold)
+        w = float(self.unsup_weight(t))
+        return {CommonKeys.LOSS: loss_sup + w * loss_cons, "loss_sup": loss_sup, "loss_cons": loss_cons,
+                "unsup_weight": torch.tensor(w), "mask_fraction": (unc < threshold).float().mean()}
+
+
+class CPSTrainer(SemiSupervisedTrainer):
+    """Cross pseudo-supervision with two networks of the same architecture (Chen et al. CVPR 2021):
+    ``L = sup(A(x_l), y) + sup(B(x_l), y) + w(t) L_cps(A(x), B(x))`` over the labelled and unlabelled images
+    ``x``, with ``L_cps(P_A, P_B) = l(P_A, argmax P_B) + l(P_B, argmax P_A)`` (``cps_loss``).
+
+    ``engine.state.output``: ``loss``, ``loss_sup``, ``loss_cps``, ``unsup_weight``.
+
+    Args:
+        network_b: the second network (its parameters in one of ``optimizers``).
+        cps_loss: the CPS loss (default ``CPSLoss()``; the bundle passes Dice + CE against the hard targets).
+        unsup_weight: ``w(t)`` of the fraction of training done (default ``SigmoidRampUp(1.0)``).
+        kwargs: :class:`SemiSupervisedTrainer` arguments (``networks`` = network A first).
+    """
+
+    def __init__(self, *, network_b: nn.Module, cps_loss: nn.Module | None = None,
+                 unsup_weight: Callable[[float], float] | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.network_b = network_b
+        self.networks.append(network_b)
+        self.cps_loss = cps_loss or CPSLoss()
+        self.unsup_weight = unsup_weight or SigmoidRampUp(1.0)
+
+    def compute_losses(self, x_l, y, x_u, epoch):
+        n_l = x_l.shape[0]
+        x = torch.cat([x_l, x_u], 0)
+        p_a, p_b = self.network(x), self.network_b(x)
+        loss_sup = self.sup_loss(p_a[:n_l], y) + self.sup_loss(p_b[:n_l], y)
+        loss_cps = self.cps_loss(p_a, p_b)
+        w = float(self.unsup_weight(self.progress()))
+        return {CommonKeys.LOSS: loss_sup + w * loss_cps, "loss_sup": loss_sup, "loss_cps": loss_cps,
+                "unsup_weight": torch.tensor(w)}
