@@ -17,11 +17,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from .methods import PHASES
+
 __all__ = ["PROFILES_DIR", "PhaseBudget", "Profile", "available_profiles", "iterations_to_epochs", "load_profile",
            "schedule_ids"]
 
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
-PHASES = ("supervised", "teacher_pretrain", "cotrain")
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,21 @@
-"""The methods the runner can train: a small registry, one entry per method.
+"""The phases and the methods the runner can train: one declaration of each.
 
-A method names the bundle that trains it, the bundle ids that make it that method, whether phase 1
-(``teacher_pretrain``) runs before it, and, for the fully supervised upper bound, the labelled ratio it always
-uses. The runner, the ``--methods`` choices, the order of the results table and the order in which runs start
-side by side (``cost``) all read this registry, so adding a variant is one ``register(Method(...))`` call::
+``PHASES`` are the bundles a run trains (each with its own iteration budget in the profiles); the runner, the
+budgets and the methods read them from here. A method names the bundle of its (last) phase, the override files it
+stacks on that bundle's ``train.json`` (``configs/methods/*.json``), the bundle ids that make it that method,
+whether phase 1 (``teacher_pretrain``) runs before it, and, for the fully supervised upper bound, the labelled
+ratio it always uses. The runner, the ``--methods`` choices, the order of the results table and the order in
+which runs start side by side (``cost``) all read this registry, so adding a variant is one
+``register(Method(...))`` call::
 
     register(Method("cps_pretrained", bundle="cotrain", settings={"rounds": 0}, pretrain=True, cost=3,
                     description="plain CPS (R = 0) started from the phase-1 teacher"))
 
-A variant that needs other training logic adds one small trainer subclass and points the bundle at it through
-``settings`` (``{"train#trainer#_target_": "my_package.MyTrainer"}``).
+A method with other training logic is one :class:`~custom_components.engines.SemiSupervisedTrainer` subclass,
+trained by the supervised bundle with the semi-supervised wiring (``methods/semi_supervised.json``)::
+
+    register(Method("my_method", bundle="supervised", overrides=SEMI_SUPERVISED,
+                    settings={"train#trainer#_target_": "my_package.MyTrainer"}))
 """
 
 from __future__ import annotations
@@ -18,10 +24,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["DEFAULT_ROUND_MODE", "DEFAULT_ROUNDS", "METHODS", "Method", "get_method", "register", "run_name"]
+__all__ = ["DEFAULT_ROUND_MODE", "DEFAULT_ROUNDS", "METHODS", "PHASES", "PRETRAIN_PHASE", "SEMI_SUPERVISED",
+           "Method", "get_method", "register", "run_name"]
 
 DEFAULT_ROUNDS = 3
 DEFAULT_ROUND_MODE = "independent"
+
+#: the bundles a run trains, in the order a run can train them (phase 1 only before ``cotrain``)
+PHASES = ("supervised", "teacher_pretrain", "cotrain")
+PRETRAIN_PHASE = "teacher_pretrain"
+#: the override file that turns the supervised bundle into a semi-supervised one (labelled + unlabelled loader,
+#: ``SemiSupervisedTrainer``); a method's own file goes after it
+SEMI_SUPERVISED = ("methods/semi_supervised.json",)
 
 
 @dataclass(frozen=True)
@@ -30,7 +44,9 @@ class Method:
 
     Args:
         name: name on the command line, in folders and in tables.
-        bundle: the bundle of its (last) training phase: ``supervised`` or ``cotrain``.
+        bundle: the bundle of its (last) training phase: one of ``PHASES`` but phase 1.
+        overrides: config files under the bundle's ``configs/`` stacked after ``train.json`` (and
+            ``profile_3d.json``), before the profile and the runner's ids, in this order.
         settings: bundle ids that define the method (stacked after the profile, before user overrides).
         pretrain: run phase 1 first (shared per seed) and start from its ``teacher.pt``; without it the cotrain
             bundle gets ``teacher_ckpt=""``.
@@ -42,6 +58,7 @@ class Method:
 
     name: str
     bundle: str
+    overrides: tuple[str, ...] = ()
     settings: Mapping[str, Any] = field(default_factory=dict)
     pretrain: bool = False
     diffusion: bool = False
@@ -50,14 +67,16 @@ class Method:
     description: str = ""
 
     def __post_init__(self) -> None:
-        if self.bundle not in ("supervised", "cotrain"):
-            raise ValueError(f"method {self.name!r}: bundle must be 'supervised' or 'cotrain', got {self.bundle!r}.")
+        trainable = [p for p in PHASES if p != PRETRAIN_PHASE]
+        if self.bundle not in trainable:
+            raise ValueError(f"method {self.name!r}: bundle must be one of {trainable}, got {self.bundle!r}.")
         if self.pretrain and self.bundle != "cotrain":
             raise ValueError(f"method {self.name!r}: phase 1 only precedes the cotrain bundle.")
+        object.__setattr__(self, "overrides", tuple(self.overrides))
 
     def phases(self, pretrain: bool = True) -> tuple[str, ...]:
         """The bundles it trains, in order (``pretrain``: the runner's ``--no-pretrain`` for ``diffusion`` methods)."""
-        first = ("teacher_pretrain",) if self.pretrain and (pretrain or not self.diffusion) else ()
+        first = (PRETRAIN_PHASE,) if self.pretrain and (pretrain or not self.diffusion) else ()
         return (*first, self.bundle)
 
     def bundle_settings(self, rounds: int = DEFAULT_ROUNDS, round_mode: str = DEFAULT_ROUND_MODE) -> dict[str, Any]:
@@ -125,8 +144,17 @@ def run_name(method: Method, rounds: int = DEFAULT_ROUNDS, round_mode: str = DEF
 
 register(Method("supervised", bundle="supervised", cost=1,
                 description="the supervised bundle on the labelled subset"))
-register(Method("cps", bundle="cotrain", settings={"rounds": 0}, cost=2,
-                description="the cotrain bundle without phase 1 and with R = 0 (plain cross pseudo-supervision)"))
+register(Method("mean_teacher", bundle="supervised", overrides=(*SEMI_SUPERVISED, "methods/mean_teacher.json"),
+                cost=1, description="mean teacher (EMA teacher, softmax-MSE consistency with sigmoid ramp-up) on the "
+                "supervised bundle's UNet"))
+register(Method("cps", bundle="supervised", overrides=(*SEMI_SUPERVISED, "methods/cps.json"), cost=2,
+                description="cross pseudo-supervision of two plain UNets of the supervised bundle (Chen et al. 2021)"))
+register(Method("uamt", bundle="supervised",
+                overrides=(*SEMI_SUPERVISED, "methods/mean_teacher.json", "methods/uamt.json"), cost=2,
+                description="uncertainty-aware mean teacher (Monte-Carlo-dropout uncertainty mask, Yu et al. 2019)"))
+register(Method("cps_diffusion", bundle="cotrain", settings={"rounds": 0}, cost=2,
+                description="the cotrain bundle without phase 1 and with R = 0 (CPS on the diffusion backbone: the "
+                "paper's ablation)"))
 register(Method("full", bundle="cotrain", pretrain=True, diffusion=True, cost=3,
                 description="phase 1, then co-training with R diffusion rounds (the method of the paper)"))
 register(Method("upper", bundle="supervised", fixed_ratio=1.0, cost=1,

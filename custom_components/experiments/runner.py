@@ -44,14 +44,13 @@ from ..metrics.stats import compare_rows
 from . import report
 from .budget import Profile, available_profiles, load_profile, schedule_ids
 from .environment import REPO_ROOT, environment_info, relative_path
-from .methods import DEFAULT_ROUND_MODE, DEFAULT_ROUNDS, METHODS, Method, run_name
+from .methods import DEFAULT_ROUND_MODE, DEFAULT_ROUNDS, METHODS, PHASES, Method, run_name
 
 __all__ = ["BUNDLES_DIR", "DONE_MARKER", "Experiment", "PHASES", "PROTOCOL_NAMES", "RunnerError", "RunnerSettings",
            "SETTINGS_FILE", "fingerprint", "overrides_for", "parse_override", "run_bundle", "run_tasks",
            "write_splits"]
 
 BUNDLES_DIR = REPO_ROOT / "bundles"
-PHASES = ("supervised", "teacher_pretrain", "cotrain")
 PROTOCOL_NAMES = ("clean", "paper2d", "la_uamt")
 DONE_MARKER = "runner_done.json"
 SETTINGS_FILE = "runner_settings.json"
@@ -491,7 +490,8 @@ class Experiment:
         """The stacked config files of a phase's copy (``bundle_files`` under ``phase_dir/configs``)."""
         return self.bundle_files(bundle, phase_dir / "configs", files)
 
-    def run_phase(self, phase_dir: Path, bundle: str, settings: Mapping[str, Any], label: str) -> dict[str, Any]:
+    def run_phase(self, phase_dir: Path, bundle: str, settings: Mapping[str, Any], label: str,
+                  method_files: Sequence[str] = ()) -> dict[str, Any]:
         """Train one phase unless its marker says it is done with the same settings.
 
         Args:
@@ -499,6 +499,7 @@ class Experiment:
             bundle: bundle folder name under ``bundles/``.
             settings: ids for ``runner_overrides.json``.
             label: console prefix.
+            method_files: the method's override files (``Method.overrides``), stacked after ``train.json``.
 
         Returns:
             the marker record (``wall_time_s``, ``fingerprint``, ...).
@@ -508,7 +509,8 @@ class Experiment:
         """
         src = BUNDLES_DIR / bundle / "configs"
         configs = {p.relative_to(src).as_posix(): p.read_text() for p in sorted(src.rglob("*.json"))}
-        fp = fingerprint({"bundle": bundle, "profile": self.profile.name, "settings": settings, "configs": configs})
+        fp = fingerprint({"bundle": bundle, "profile": self.profile.name, "settings": settings, "configs": configs,
+                          **({"method_files": list(method_files)} if method_files else {})})
         marker, sfile = phase_dir / DONE_MARKER, phase_dir / SETTINGS_FILE
         if sfile.is_file():
             old = json.loads(sfile.read_text())
@@ -531,7 +533,7 @@ class Experiment:
         (phase_dir / "configs" / OVERRIDES_FILE).write_text(json.dumps(settings, indent=2))
         sfile.write_text(json.dumps({"fingerprint": fp, "bundle": bundle, "profile": self.profile.name,
                                      "settings": settings}, indent=2))
-        files = self.config_list(phase_dir, bundle, ["train.json", OVERRIDES_FILE])
+        files = self.config_list(phase_dir, bundle, ["train.json", *method_files, OVERRIDES_FILE])
         self._write_command(phase_dir / "command.sh", files)
         print(f"{label} training: {settings.get('max_epochs')} epochs -> {phase_dir}", flush=True)
         resumed = (phase_dir / "models" / "train_state.pt").is_file()
@@ -669,7 +671,7 @@ class Experiment:
         bundle = m.bundle
         settings = {"dataset_dir": str(self.datalist.parent), "datalist": str(split_path),
                     **self.phase_settings(bundle, split, extra)}
-        rec = self.run_phase(run_dir / bundle, bundle, settings, f"{label}[{bundle}]")
+        rec = self.run_phase(run_dir / bundle, bundle, settings, f"{label}[{bundle}]", m.overrides)
         times.append(rec["wall_time_s"])
         resumed |= bool(rec.get("resumed"))
         run: dict[str, Any] = {"train_time_covers_resumed_part_only": resumed, "method": name, "base_method": method,
