@@ -5,15 +5,15 @@ inference-settings table of ``scripts/inference_ablation.py``.
 
 The runner writes each ablation of a separate call into its own folder of the same work folder
 (``full_R1``, ``full_nopretrain``, ``full_R0``, ``full_chained``, ...; ``methods.run_name``), next to the table's
-``supervised``, ``cps``, ``full`` and ``upper``. This script reads their ``run.json`` (it trains nothing), aggregates
+``supervised``, ``cps_diffusion``, ``full`` and ``upper``. This script reads their ``run.json`` (it trains nothing), aggregates
 them with the runner's own code (``experiments.report.aggregate``, ``metrics.stats.compare_rows``: seed spread,
 paired per-case bootstrap interval on the test cases both methods have, gap closed) and writes the page.
 
 Example::
 
     python scripts/ablation_table.py --work-dir work_dirs/ph2_32_cpu_3seeds --ratio 0.1 \\
-        --methods supervised cps full full_R1 full_nopretrain full_R0 full_chained upper \\
-        --references supervised cps full --inference docs/results/ph2_32_cpu_inference.md \\
+        --methods supervised cps_diffusion full full_R1 full_nopretrain full_R0 full_chained upper \\
+        --references supervised cps_diffusion full --inference docs/results/ph2_32_cpu_inference.md \\
         --page docs/results/ph2_32_cpu_ablation.md
 """
 
@@ -66,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--methods", nargs="+", required=True, help="folder names (the runner's run names)")
     p.add_argument("--protocol", default="clean")
     p.add_argument("--inference", default=None, help="an inference-settings page to include")
-    p.add_argument("--references", nargs="+", default=["supervised", "cps"],
+    p.add_argument("--references", nargs="+", default=["supervised", "cps_diffusion"],
                    help="methods every row is compared with (paired per-case intervals), e.g. add 'full' to see what "
                         "removing each part of the method costs")
     p.add_argument("--page", required=True)

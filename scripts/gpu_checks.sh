@@ -10,7 +10,7 @@
 #   precision    the full method at 10 % with bf16 autocast in phases 1 and 2 (compare with the fp32/TF32 run), ~5 min
 #   p1_long      the full method at 10 % with the prototype's 1500 phase-1 iterations, ~6 min
 #   no_pretrain  the full method at 10 % without phase 1 (ablation), ~4 min
-#   seeds        full, cps, supervised at 10 % for split seeds 1 and 2, side by side, ~9 min
+#   seeds        full, cps_diffusion, supervised at 10 % for split seeds 1 and 2, side by side, ~9 min
 #   speed        issue #16 (not run yet; sized for 8 min, --time-budget 400 stops starting cases): co-training R = 3,
 #                PH2 128x128 and LA 96x96x80 batch 1+1, eager fp32 vs PyTorch defaults (tf32) vs fast vs
 #                torch.compile vs CUDA graphs, TFLOP/s and share of the card's bf16 peak; then the LA 24 GB memory
@@ -68,19 +68,19 @@ runner() {  # runner NAME ARGS... -> $RESULTS/NAME.{md,json,png}, log $RESULTS/N
   local name="$1"; shift
   "$PY" scripts/run_experiments.py --dataset "$DATA" --name "$name" --profile ph2 --results-dir "$RESULTS" \
     --work-dir "$WORK/$name" "${BUDGET[@]}" "$@" 2>&1 | grep -v -i warn | tee "$RESULTS/$name.log" \
-    | grep -E "finished|runner|rror|^method|^(full|cps|supervised|upper)" || true
+    | grep -E "finished|runner|rror|^method|^(full|cps_diffusion|cps|supervised|upper)" || true
 }
 
 for part in "$@"; do
   echo "[gpu_checks] part $part: $(date -u +%H:%M:%S)"
   case "$part" in
-    ph2_20)      runner ph2_128_r20 --methods full cps supervised --ratios 0.2 --jobs 3 ;;
+    ph2_20)      runner ph2_128_r20 --methods full cps_diffusion supervised --ratios 0.2 --jobs 3 ;;
     precision)   runner ph2_128_bf16 --methods full --ratios 0.1 --override "teacher_pretrain:amp=true" \
                    --override "cotrain:amp=true" ;;
     p1_long)     runner ph2_128_p1long --methods full --ratios 0.1 \
                    --iterations teacher_pretrain=1500 cotrain=500 supervised=800 ;;
     no_pretrain) runner ph2_128_nopretrain --methods full --ratios 0.1 --no-pretrain ;;
-    seeds)       runner ph2_128_seeds --methods full cps supervised --ratios 0.1 --seeds 1 2 --jobs 6 ;;
+    seeds)       runner ph2_128_seeds --methods full cps_diffusion supervised --ratios 0.1 --seeds 1 2 --jobs 6 ;;
     bench_2d)    "$PY" scripts/benchmark.py --only ph2 --time-budget 200 --output "$RESULTS/benchmark_2d.json" \
                    2>&1 | grep -v -i warn | tee "$RESULTS/benchmark_2d.log" | tail -40 ;;
     speed)       card="$("$PY" -c "import torch; print(torch.cuda.get_device_name(0).replace(' ', '_'))")"

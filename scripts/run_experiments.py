@@ -11,9 +11,9 @@ methods (``custom_components/experiments/methods.py``) with the bundles under a 
 Examples::
 
     python scripts/run_experiments.py --dataset work_dirs/default_data/synthetic_2d/datalist.json --profile quick \\
-        --methods supervised cps full upper --ratios 0.1 --seeds 0
+        --methods supervised cps_diffusion full upper --ratios 0.1 --seeds 0
     python scripts/run_experiments.py --dataset /work/data/ph2_128/datalist.json --profile ph2 \\
-        --methods supervised cps full upper --ratios 0.05 0.1 0.2 --seeds 0 1 2 --protocol paper2d clean
+        --methods supervised cps_diffusion full upper --ratios 0.05 0.1 0.2 --seeds 0 1 2 --protocol paper2d clean
     python scripts/run_experiments.py ... --methods full --rounds 1 --round-mode chained   # ablation
     python scripts/run_experiments.py ... --override cotrain:max_epochs=50 --override "*:num_workers=0"
 """

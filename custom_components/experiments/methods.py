@@ -147,11 +147,11 @@ register(Method("supervised", bundle="supervised", cost=1,
 register(Method("mean_teacher", bundle="supervised", overrides=(*SEMI_SUPERVISED, "methods/mean_teacher.json"),
                 cost=1, description="mean teacher (EMA teacher, softmax-MSE consistency with sigmoid ramp-up) on the "
                 "supervised bundle's UNet"))
-register(Method("cps", bundle="supervised", overrides=(*SEMI_SUPERVISED, "methods/cps.json"), cost=2,
-                description="cross pseudo-supervision of two plain UNets of the supervised bundle (Chen et al. 2021)"))
 register(Method("uamt", bundle="supervised",
                 overrides=(*SEMI_SUPERVISED, "methods/mean_teacher.json", "methods/uamt.json"), cost=2,
                 description="uncertainty-aware mean teacher (Monte-Carlo-dropout uncertainty mask, Yu et al. 2019)"))
+register(Method("cps", bundle="supervised", overrides=(*SEMI_SUPERVISED, "methods/cps.json"), cost=2,
+                description="cross pseudo-supervision of two plain UNets of the supervised bundle (Chen et al. 2021)"))
 register(Method("cps_diffusion", bundle="cotrain", settings={"rounds": 0}, cost=2,
                 description="the cotrain bundle without phase 1 and with R = 0 (CPS on the diffusion backbone: the "
                 "paper's ablation)"))

@@ -153,7 +153,7 @@ def format_markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
     if per_class:
         head += ["Dice per class (%)"]
     seen = {ref for r in rows for ref in (r.get("paired") or {})}  # compare_rows' references
-    refs = [ref for ref in ("supervised", "cps") if ref in seen]
+    refs = [ref for ref in ("supervised", "cps", "cps_diffusion") if ref in seen]
     for r in rows:  # any further reference (ablation_table.py --references ... full) after those two
         refs += [ref for ref in (r.get("paired") or {}) if ref not in refs]
     head += ["Dice over seeds (%)", "gap closed"] + [f"Δ Dice vs {ref} [95 % CI] (%)" for ref in refs]

@@ -165,7 +165,7 @@ class RunnerSettings:
     dataset: Path
     name: str | None = None
     profile: str = "quick"
-    methods: Sequence[str] = ("supervised", "cps", "full", "upper")
+    methods: Sequence[str] = ("supervised", "cps_diffusion", "full", "upper")
     ratios: Sequence[float] = (0.1,)
     seeds: Sequence[int] = (0,)
     seed_ratios: Mapping[int, Sequence[float]] = field(default_factory=dict)

@@ -80,7 +80,7 @@ def gap_closed(score: float | None, reference: float | None, upper: float | None
 
 def compare_rows(
     rows: Sequence[dict[str, Any]],
-    references: Sequence[str] = ("supervised", "cps"),
+    references: Sequence[str] = ("supervised", "cps", "cps_diffusion"),
     upper: str = "upper",
     gap_reference: str = "supervised",
     num_samples: int = 10000,

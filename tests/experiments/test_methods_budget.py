@@ -14,18 +14,20 @@ from custom_components.experiments.methods import METHODS, Method, run_name
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_registry_holds_the_four_methods_in_table_order():
-    assert list(METHODS) == ["supervised", "cps", "full", "upper"]
+def test_registry_holds_the_methods_in_table_order():
+    assert list(METHODS) == ["supervised", "mean_teacher", "uamt", "cps", "cps_diffusion", "full", "upper"]
     assert METHODS["full"].phases() == ("teacher_pretrain", "cotrain")
     assert METHODS["full"].phases(pretrain=False) == ("cotrain",)
-    assert METHODS["cps"].phases() == ("cotrain",) and METHODS["upper"].fixed_ratio == 1.0
-    assert METHODS["cps"].bundle_settings(rounds=5) == {"teacher_ckpt": "", "rounds": 0}  # --rounds is not for cps
+    assert METHODS["cps_diffusion"].phases() == ("cotrain",) and METHODS["upper"].fixed_ratio == 1.0
+    assert METHODS["cps_diffusion"].bundle_settings(rounds=5) == {"teacher_ckpt": "", "rounds": 0}  # not for cps
+    assert METHODS["cps"].phases() == ("supervised",) and METHODS["cps"].bundle_settings(rounds=5) == {}
+    assert METHODS["mean_teacher"].overrides == ("methods/semi_supervised.json", "methods/mean_teacher.json")
     assert METHODS["full"].bundle_settings(1, "chained") == {"teacher_ckpt": "", "rounds": 1, "round_mode": "chained"}
     assert METHODS["supervised"].bundle_settings() == {}
 
 
 def test_run_name_marks_ablations():
-    assert run_name(METHODS["cps"], rounds=1) == "cps"
+    assert run_name(METHODS["cps_diffusion"], rounds=1) == "cps_diffusion"
     assert run_name(METHODS["full"]) == "full"
     assert run_name(METHODS["full"], rounds=1) == "full_R1"
     assert run_name(METHODS["full"], round_mode="chained", pretrain=False) == "full_chained_nopretrain"
@@ -39,6 +41,8 @@ def test_register_one_entry_adds_a_method(monkeypatch):
         methods.register(Method("cps_pretrained", bundle="cotrain"))
     with pytest.raises(ValueError, match="phase 1 only precedes"):
         Method("x", bundle="supervised", pretrain=True)
+    with pytest.raises(ValueError, match=r"bundle must be one of \['supervised', 'cotrain'\]"):
+        Method("x", bundle="teacher_pretrain")
     with pytest.raises(KeyError, match="unknown method 'nope'"):
         methods.get_method("nope")
 

@@ -181,7 +181,7 @@ def test_phase1_is_shared_by_every_ratio_and_trained_one_run_at_a_time(cases_dat
     inside = {"now": 0, "max": 0}
     guard = threading.Lock()
 
-    def fake_run_phase(phase_dir, bundle, settings, label):
+    def fake_run_phase(phase_dir, bundle, settings, label, method_files=()):
         with guard:
             calls.append((bundle, phase_dir, dict(settings)))
             inside["now"] += bundle == "teacher_pretrain"
@@ -272,10 +272,10 @@ def test_a_registered_method_runs_its_phases_with_its_ids(cases_datalist, tmp_pa
     monkeypatch.setitem(METHODS, "cps_pretrained", Method("cps_pretrained", bundle="cotrain", settings={"rounds": 0},
                                                           pretrain=True, cost=3))
     dl = cases_datalist(tmp_path, 40)
-    exp = Experiment(_args(tmp_path, dl, methods=["cps_pretrained", "cps"]), "cmd")
+    exp = Experiment(_args(tmp_path, dl, methods=["cps_pretrained", "cps_diffusion"]), "cmd")
     calls = []
 
-    def fake_run_phase(phase_dir, bundle, settings, label):
+    def fake_run_phase(phase_dir, bundle, settings, label, method_files=()):
         calls.append((bundle, phase_dir.relative_to(exp.work).as_posix(), dict(settings)))
         phase_dir.mkdir(parents=True, exist_ok=True)
         return {"wall_time_s": 1.0, "fingerprint": "fp"}
@@ -284,7 +284,7 @@ def test_a_registered_method_runs_its_phases_with_its_ids(cases_datalist, tmp_pa
     monkeypatch.setattr(exp, "evaluate_phase", lambda *a, **k: (tmp_path / "metrics.json", 0.0))
     monkeypatch.setattr(exp, "report", lambda total, splits: exp.runs)
     runs = exp.run()
-    assert [r["method"] for r in runs] == ["cps_pretrained", "cps"]
+    assert [r["method"] for r in runs] == ["cps_pretrained", "cps_diffusion"]
     (p1, co, cps) = calls
     assert p1[0] == "teacher_pretrain" and co[1] == "cps_pretrained/r0.1_s0/cotrain"
     assert co[2]["rounds"] == 0 and co[2]["teacher_ckpt"].endswith("teacher.pt")
@@ -393,7 +393,7 @@ def test_phase1_ratio_lets_an_ablation_reuse_an_earlier_calls_phase1(cases_datal
         exp = Experiment(_args(tmp_path, dl, methods=["full"], **kw), "cmd")
         calls: list[Path] = []
 
-        def fake_run_phase(phase_dir, bundle, settings, label):
+        def fake_run_phase(phase_dir, bundle, settings, label, method_files=()):
             if bundle == "teacher_pretrain":
                 calls.append(phase_dir)
             phase_dir.mkdir(parents=True, exist_ok=True)

@@ -34,12 +34,12 @@ def test_runner_trained_cotrain_bundle_travels(tmp_path):
     # train with non-default settings (1 grey channel, 16x16, a 2-level backbone) through the runner
     dl = make_synthetic_dataset(tmp_path / "syn", num_cases=16, image_size=16, in_channels=1, seed=0)
     _run([sys.executable, str(ROOT / "scripts" / "run_experiments.py"), "--dataset", str(dl), "--name", "tiny",
-          "--work-dir", str(tmp_path / "wd"), "--results-dir", str(tmp_path / "res"), "--methods", "cps",
+          "--work-dir", str(tmp_path / "wd"), "--results-dir", str(tmp_path / "res"), "--methods", "cps_diffusion",
           "--ratios", "0.5", "--seeds", "0", "--num-qualitative", "1", "--override", "*:max_epochs=1",
           "--override", "*:roi_size=[16,16]", "--override", "cotrain:epoch_length=2",
           "--override", "cotrain:channels=[8,16]", "--override", "cotrain:norm_num_groups=4",
           "--override", "cotrain:num_workers=0"], ROOT)
-    trained = tmp_path / "wd" / "tiny" / "cps" / "r0.5_s0" / "cotrain"
+    trained = tmp_path / "wd" / "tiny" / "cps_diffusion" / "r0.5_s0" / "cotrain"
     assert (trained / "models" / "model.pt").is_file()
 
     # ... copied as it is to a new place

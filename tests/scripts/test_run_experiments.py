@@ -47,7 +47,7 @@ def test_end_to_end_tiny(tmp_path):
     dl = make_synthetic_dataset(tmp_path / "syn", num_cases=24, image_size=16, seed=0)
     res = tmp_path / "res"
     argv = ["--dataset", str(dl), "--name", "tiny", "--work-dir", str(tmp_path / "wd"), "--results-dir", str(res),
-            "--methods", "supervised", "cps", "full", "upper", "--ratios", "0.25", "--seeds", "0",
+            "--methods", "supervised", "cps_diffusion", "full", "upper", "--ratios", "0.25", "--seeds", "0",
             "--protocol", "clean", "paper2d", "--rounds", "1", "--num-qualitative", "2", "--jobs", "2",
             "--override", "*:max_epochs=1", "--override", "*:roi_size=[16,16]", "--override", "cotrain:epoch_length=2",
             "--override", "cotrain:channels=[8,16]", "--override", "teacher_pretrain:channels=[8,16]",
@@ -55,7 +55,7 @@ def test_end_to_end_tiny(tmp_path):
     assert rx.main(argv) == 0
     payload = json.loads((res / "tiny.json").read_text())
     methods = [r["method"] for r in payload["tables"]["clean"]]
-    assert methods == ["supervised", "cps", "full_R1", "upper"]  # the requested order, whatever finished first
+    assert methods == ["supervised", "cps_diffusion", "full_R1", "upper"]  # the requested order, whatever finished first
     assert all(r["dice"]["n"] > 0 for r in payload["tables"]["paper2d"])
     assert all(r["pooled_dice"] is not None for r in payload["tables"]["paper2d"])
     assert (res / "tiny.md").is_file() and (res / "tiny_dice_vs_ratio.png").is_file()
