@@ -55,7 +55,8 @@ def test_end_to_end_tiny(tmp_path):
     assert rx.main(argv) == 0
     payload = json.loads((res / "tiny.json").read_text())
     methods = [r["method"] for r in payload["tables"]["clean"]]
-    assert methods == ["supervised", "cps_diffusion", "full_R1", "upper"]  # the requested order, whatever finished first
+    assert methods == ["supervised", "cps_diffusion", "full_R1", "upper"]  # the requested order, whatever finished
+    # first
     assert all(r["dice"]["n"] > 0 for r in payload["tables"]["paper2d"])
     assert all(r["pooled_dice"] is not None for r in payload["tables"]["paper2d"])
     assert (res / "tiny.md").is_file() and (res / "tiny_dice_vs_ratio.png").is_file()
