@@ -6,8 +6,8 @@ inference-settings table of ``scripts/inference_ablation.py``.
 The runner writes each ablation of a separate call into its own folder of the same work folder
 (``full_R1``, ``full_nopretrain``, ``full_R0``, ``full_chained``, ...; ``methods.run_name``), next to the table's
 ``supervised``, ``cps_diffusion``, ``full`` and ``upper``. This script reads their ``run.json`` (it trains nothing),
-aggregates them with the runner's own code (``experiments.report.aggregate``, ``metrics.stats.compare_rows``: seed spread,
-paired per-case bootstrap interval on the test cases both methods have, gap closed) and writes the page.
+aggregates them with the runner's own code (``experiments.report.aggregate``, ``metrics.stats.compare_rows``: seed
+spread, paired per-case bootstrap interval on the test cases both methods have, gap closed) and writes the page.
 
 Example::
 
