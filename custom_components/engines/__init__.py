@@ -3,11 +3,14 @@ monitoring, phase-2 co-training, the semi-supervised baselines, and model select
 
 from .base import DiffusionTrainerBase, SemiSupervisedTrainer, plain, to_device
 from .baselines import (
+    BCPTrainer,
     CPSTrainer,
     MeanTeacherTrainer,
     SigmoidRampUp,
     UAMTTrainer,
     consistency_mse,
+    masked_dice_ce,
+    paste_mask,
     uncertainty_masked_mse,
 )
 from .cotrain import CoTrainer, LinearRampUp
@@ -30,6 +33,7 @@ from .selection import (
 )
 
 __all__ = [
+    "BCPTrainer",
     "CPSTrainer",
     "CoTrainer",
     "DiffusionTrainerBase",
@@ -54,5 +58,7 @@ __all__ = [
     "to_device",
     "UAMTTrainer",
     "consistency_mse",
+    "masked_dice_ce",
+    "paste_mask",
     "uncertainty_masked_mse",
 ]

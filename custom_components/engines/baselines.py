@@ -12,14 +12,15 @@ from collections.abc import Callable
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from monai.utils import CommonKeys
 from torch.optim.swa_utils import AveragedModel
 
 from ..losses import CPSLoss
 from .base import SemiSupervisedTrainer
 
-__all__ = ["CPSTrainer", "MeanTeacherTrainer", "SigmoidRampUp", "UAMTTrainer", "consistency_mse",
-           "uncertainty_masked_mse"]
+__all__ = ["BCPTrainer", "CPSTrainer", "MeanTeacherTrainer", "SigmoidRampUp", "UAMTTrainer", "consistency_mse",
+           "masked_dice_ce", "paste_mask", "uncertainty_masked_mse"]
 
 
 class SigmoidRampUp:
@@ -185,3 +186,108 @@ class CPSTrainer(SemiSupervisedTrainer):
         w = float(self.unsup_weight(self.progress()))
         return {CommonKeys.LOSS: loss_sup + w * loss_cps, "loss_sup": loss_sup, "loss_cps": loss_cps,
                 "unsup_weight": torch.tensor(w)}
+
+
+def paste_mask(spatial: tuple[int, ...], ratio: float = 2 / 3, generator: torch.Generator | None = None,
+               device: torch.device | str = "cpu") -> torch.Tensor:
+    """BCP's copy-paste mask ``M``: ``(1, 1, *spatial)`` ones with a zero box of ``round(ratio * size)`` per axis
+    at a uniformly random position (Bai et al. CVPR 2023).
+
+    Args:
+        spatial: the image's spatial shape.
+        ratio: the box's side as a fraction of the image's (2/3 in the paper).
+        generator: random generator of the position (default: torch's global one).
+        device: the mask's device.
+    """
+    m = torch.ones(1, 1, *spatial, device=device)
+    box = []
+    for s in spatial:
+        side = max(1, int(round(ratio * s)))
+        start = int(torch.randint(0, s - side + 1, (1,), generator=generator))
+        box.append(slice(start, start + side))
+    m[(slice(None), slice(None), *box)] = 0.0
+    return m
+
+
+def masked_dice_ce(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
+                   smooth: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(Dice, CE)`` of ``logits`` against hard ``target`` ``(B, 1, *spatial)`` over the voxels of ``weight``
+    (``(B or 1, 1, *spatial)`` in [0, 1]): CE ``= sum(w ce) / (sum(w) + 1e-16)``; Dice ``= mean_c [1 - (2 sum(w p_c
+    t_c) + s) / (sum(w p_c^2) + sum(w t_c^2) + s)]`` over the whole batch (BCP's masked losses)."""
+    logits = logits.float()
+    w = weight.expand(logits.shape[0], 1, *logits.shape[2:])
+    t = target.detach().long()
+    ce = F.cross_entropy(logits, t[:, 0], reduction="none").unsqueeze(1)
+    loss_ce = (w * ce).sum() / (w.sum() + 1e-16)
+    p = logits.softmax(1)
+    oh = F.one_hot(t[:, 0], logits.shape[1]).movedim(-1, 1).float()
+    dims = [0, *range(2, logits.ndim)]
+    inter = (w * p * oh).sum(dims)
+    den = (w * p * p).sum(dims) + (w * oh * oh).sum(dims)
+    return (1 - (2 * inter + smooth) / (den + smooth)).mean(), loss_ce
+
+
+class BCPTrainer(MeanTeacherTrainer):
+    """Bidirectional copy-paste (Bai et al. CVPR 2023) on a mean teacher.
+
+    With the box mask ``M`` (:func:`paste_mask`: 1 outside a random box of 2/3 of each side, 0 inside), labelled
+    pairs ``(x_a, y_a)``, ``(x_b, y_b)`` (the batch and the batch rolled by one) and unlabelled ``u_a``, ``u_b``
+    with the teacher's hard pseudo-labels ``p_a``, ``p_b``:
+
+    - ``X_in = x_a M + u_a (1 - M)``, ``X_out = u_b M + x_b (1 - M)``;
+    - ``L_in = l(S(X_in); y_a on M) + alpha l(S(X_in); p_a on 1 - M)``,
+      ``L_out = alpha l(S(X_out); p_b on M) + l(S(X_out); y_b on 1 - M)``, with ``l = (Dice + CE) / 2`` restricted to
+      the region (:func:`masked_dice_ce`) and ``alpha = u_weight`` (0.5);
+    - ``L = L_in + L_out``; the teacher is the EMA of the student.
+
+    The paper's pre-training stage (copy-paste between labelled images, then both networks start from it) runs
+    inside the same budget: for the first ``pretrain_frac`` of training the loss is ``l`` on
+    ``x_a M + x_b (1 - M)`` against ``y_a M + y_b (1 - M)`` and the teacher copies the student after each step.
+    Not done here: the paper's largest-connected-component filter of the pseudo-labels.
+
+    ``engine.state.output``: ``loss``, ``loss_in``, ``loss_out``, ``pretraining``.
+
+    Args:
+        u_weight: ``alpha``, the weight of the pseudo-labelled region.
+        box_ratio: the box side as a fraction of the image's.
+        pretrain_frac: the fraction of training spent in the pre-training stage.
+        kwargs: :class:`MeanTeacherTrainer` arguments (``unsup_weight`` and ``noise_std`` are unused).
+    """
+
+    def __init__(self, *, u_weight: float = 0.5, box_ratio: float = 2 / 3, pretrain_frac: float = 0.25,
+                 **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.u_weight = u_weight
+        self.box_ratio = box_ratio
+        self.pretrain_frac = pretrain_frac
+
+    def region_loss(self, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """``(Dice + CE) / 2`` over the voxels of ``weight``."""
+        return sum(masked_dice_ce(logits, target, weight)) / 2
+
+    def compute_losses(self, x_l, y, x_u, epoch):
+        n = min(len(x_l), len(x_u))
+        x_a, y_a, u_a = x_l[:n], y[:n], x_u[:n]
+        x_b, y_b, u_b = x_a.roll(1, 0), y_a.roll(1, 0), u_a.roll(1, 0)
+        m = paste_mask(tuple(x_l.shape[2:]), self.box_ratio, device=x_l.device)
+        if self.progress() < self.pretrain_frac:
+            p = self.network(x_a * m + x_b * (1 - m))
+            loss = self.region_loss(p, y_a, m) + self.region_loss(p, y_b, 1 - m)
+            zero = torch.zeros((), device=x_l.device)
+            return {CommonKeys.LOSS: loss, "loss_in": loss.detach(), "loss_out": zero, "pretraining": zero + 1}
+        with torch.no_grad():
+            pseudo = self.teacher(torch.cat([u_a, u_b])).argmax(1, keepdim=True)
+        p_a, p_b = pseudo[:n], pseudo[n:]
+        p = self.network(torch.cat([x_a * m + u_a * (1 - m), u_b * m + x_b * (1 - m)]))
+        loss_in = self.region_loss(p[:n], y_a, m) + self.u_weight * self.region_loss(p[:n], p_a, 1 - m)
+        loss_out = self.u_weight * self.region_loss(p[n:], p_b, m) + self.region_loss(p[n:], y_b, 1 - m)
+        return {CommonKeys.LOSS: loss_in + loss_out, "loss_in": loss_in, "loss_out": loss_out,
+                "pretraining": torch.zeros((), device=x_l.device)}
+
+    def post_step(self) -> None:
+        if self.progress() < self.pretrain_frac:  # pre-training: the teacher starts from the student
+            with torch.no_grad():
+                for t, s in zip(self.teacher.module.state_dict().values(), self.network.state_dict().values()):
+                    t.copy_(s)
+            return
+        super().post_step()

@@ -150,6 +150,9 @@ register(Method("mean_teacher", bundle="supervised", overrides=(*SEMI_SUPERVISED
 register(Method("uamt", bundle="supervised",
                 overrides=(*SEMI_SUPERVISED, "methods/mean_teacher.json", "methods/uamt.json"), cost=2,
                 description="uncertainty-aware mean teacher (Monte-Carlo-dropout uncertainty mask, Yu et al. 2019)"))
+register(Method("bcp", bundle="supervised",
+                overrides=(*SEMI_SUPERVISED, "methods/mean_teacher.json", "methods/bcp.json"), cost=1,
+                description="bidirectional copy-paste on a mean teacher (Bai et al. 2023)"))
 register(Method("cps", bundle="supervised", overrides=(*SEMI_SUPERVISED, "methods/cps.json"), cost=2,
                 description="cross pseudo-supervision of two plain UNets of the supervised bundle (Chen et al. 2021)"))
 register(Method("cps_diffusion", bundle="cotrain", settings={"rounds": 0}, cost=2,

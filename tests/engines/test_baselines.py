@@ -16,12 +16,15 @@ from torch.utils.data import DataLoader
 
 from custom_components.data.loaders import PairedLoader
 from custom_components.engines import (
+    BCPTrainer,
     CPSTrainer,
     MeanTeacherTrainer,
     SemiSupervisedTrainer,
     SigmoidRampUp,
     UAMTTrainer,
     consistency_mse,
+    masked_dice_ce,
+    paste_mask,
     uncertainty_masked_mse,
 )
 from custom_components.losses import CPSLoss, HardTargetDiceLoss
@@ -238,3 +241,76 @@ def test_cotrainer_takes_the_cps_loss_from_the_config():
     tr = CoTrainer("cpu", 1, paired(), t, s, *opts, cps_loss=Const(), rounds=0)
     x_l, y, x_u = batch()
     assert float(tr.compute_losses(x_l, y, x_u, 0)["loss_cps"]) == 1.25
+
+
+# ------------------------------------------------------------------------------------------- BCP
+def test_paste_mask_is_ones_with_one_zero_box_of_two_thirds():
+    g = torch.Generator().manual_seed(0)
+    for spatial in ((12, 9), (6, 6, 9)):
+        m = paste_mask(spatial, generator=g)
+        assert m.shape == (1, 1, *spatial) and set(m.unique().tolist()) == {0.0, 1.0}
+        zero = (m[0, 0] == 0).nonzero()
+        sides = [round(2 / 3 * s) for s in spatial]
+        assert int((m == 0).sum()) == math.prod(sides)
+        assert (zero.max(0).values - zero.min(0).values + 1).tolist() == sides  # one contiguous box
+
+
+def test_masked_dice_ce_formula_and_region():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 3, 4, 4, generator=g)
+    t = torch.randint(0, 3, (2, 1, 4, 4), generator=g)
+    w = torch.ones(1, 1, 4, 4)
+    w[..., :2] = 0
+    dice, ce = masked_dice_ce(logits, t, w)
+    p, oh = logits.softmax(1), torch.nn.functional.one_hot(t[:, 0], 3).movedim(-1, 1).float()
+    sel = (slice(None), slice(None), slice(None), slice(2, None))
+    inter = (p * oh)[sel].sum((0, 2, 3))
+    expected = (1 - (2 * inter + 1e-5) / ((p * p)[sel].sum((0, 2, 3)) + (oh * oh)[sel].sum((0, 2, 3)) + 1e-5)).mean()
+    torch.testing.assert_close(dice, expected)
+    torch.testing.assert_close(ce, torch.nn.functional.cross_entropy(logits[sel], t[:, 0][..., 2:]))
+    changed = logits.clone()
+    changed[..., :2] += 5 * torch.randn(2, 3, 4, 2, generator=g)  # outside the region: no effect
+    torch.testing.assert_close(masked_dice_ce(changed, t, w), (dice, ce))
+
+
+def _bcp(monkeypatch, progress: float):
+    from custom_components.engines import baselines
+
+    student, teacher_net = unet(0), unet(1)
+    tr = BCPTrainer(teacher=ema(teacher_net), **common(student))
+    m = torch.ones(1, 1, SIZE, SIZE)
+    m[..., 2:12, 5:15] = 0
+    monkeypatch.setattr(baselines, "paste_mask", lambda *a, **k: m)
+    monkeypatch.setattr(tr, "progress", lambda: progress)
+    return tr, student, tr.teacher.module, m
+
+
+def test_bcp_loss_equals_the_bidirectional_copy_paste_formula(monkeypatch):
+    tr, s, t, m = _bcp(monkeypatch, 0.5)
+    x_l, y, x_u = batch(3, 3)
+    out = tr.compute_losses(x_l, y, x_u, 0)
+
+    def ell(logits, target, w):
+        return sum(masked_dice_ce(logits, target, w)) / 2
+
+    xb, yb, ub = x_l.roll(1, 0), y.roll(1, 0), x_u.roll(1, 0)
+    pa, pb = t(x_u).argmax(1, keepdim=True), t(ub).argmax(1, keepdim=True)
+    q_in, q_out = s(x_l * m + x_u * (1 - m)), s(ub * m + xb * (1 - m))
+    loss_in = ell(q_in, y, m) + 0.5 * ell(q_in, pa, 1 - m)
+    loss_out = 0.5 * ell(q_out, pb, m) + ell(q_out, yb, 1 - m)
+    torch.testing.assert_close(out["loss_in"], loss_in)
+    torch.testing.assert_close(out["loss_out"], loss_out)
+    torch.testing.assert_close(out["loss"], loss_in + loss_out)
+
+
+def test_bcp_pretraining_stage_mixes_labelled_images_and_the_teacher_copies_the_student(monkeypatch):
+    tr, s, t, m = _bcp(monkeypatch, 0.1)
+    x_l, y, x_u = batch(3, 3)
+    out = tr.compute_losses(x_l, y, x_u, 0)
+    q = s(x_l * m + x_l.roll(1, 0) * (1 - m))
+    expected = sum(masked_dice_ce(q, y, m)) / 2 + sum(masked_dice_ce(q, y.roll(1, 0), 1 - m)) / 2
+    torch.testing.assert_close(out["loss"], expected)
+    assert float(out["pretraining"]) == 1.0
+    tr.post_step()
+    for a, b in zip(s.parameters(), t.parameters()):
+        torch.testing.assert_close(a, b)
