@@ -8,10 +8,14 @@ from .baselines import (
     MeanTeacherTrainer,
     SigmoidRampUp,
     UAMTTrainer,
+    UniMatchTrainer,
     consistency_mse,
+    cutmix_box,
     masked_dice_ce,
     paste_mask,
+    strong_intensity,
     uncertainty_masked_mse,
+    unet_encoder_blocks,
 )
 from .cotrain import CoTrainer, LinearRampUp
 from .pretrain import (
@@ -57,8 +61,12 @@ __all__ = [
     "threshold_grid",
     "to_device",
     "UAMTTrainer",
+    "UniMatchTrainer",
     "consistency_mse",
+    "cutmix_box",
     "masked_dice_ce",
     "paste_mask",
+    "strong_intensity",
     "uncertainty_masked_mse",
+    "unet_encoder_blocks",
 ]

@@ -19,8 +19,9 @@ from torch.optim.swa_utils import AveragedModel
 from ..losses import CPSLoss
 from .base import SemiSupervisedTrainer
 
-__all__ = ["BCPTrainer", "CPSTrainer", "MeanTeacherTrainer", "SigmoidRampUp", "UAMTTrainer", "consistency_mse",
-           "masked_dice_ce", "paste_mask", "uncertainty_masked_mse"]
+__all__ = ["BCPTrainer", "CPSTrainer", "MeanTeacherTrainer", "SigmoidRampUp", "UAMTTrainer", "UniMatchTrainer",
+           "consistency_mse", "cutmix_box", "masked_dice_ce", "paste_mask", "strong_intensity",
+           "uncertainty_masked_mse", "unet_encoder_blocks"]
 
 
 class SigmoidRampUp:
@@ -291,3 +292,133 @@ class BCPTrainer(MeanTeacherTrainer):
                     t.copy_(s)
             return
         super().post_step()
+
+
+def unet_encoder_blocks(net: nn.Module) -> list[nn.Module]:
+    """The encoder blocks of a MONAI ``UNet`` (each level's down block and the bottom block), whose outputs are the
+    features UniMatch perturbs.
+
+    Raises:
+        TypeError: for a network without MONAI ``UNet``'s ``model`` layout (pass ``fp_modules`` instead).
+    """
+    from monai.networks.layers import SkipConnection
+
+    seq, blocks = getattr(net, "model", None), []
+    while isinstance(seq, nn.Sequential) and len(seq) == 3 and isinstance(seq[1], SkipConnection):
+        blocks.append(seq[0])
+        seq = seq[1].submodule
+    if not blocks:
+        raise TypeError(f"{type(net).__name__} is not a MONAI UNet; name its encoder blocks in fp_modules.")
+    return [*blocks, seq]
+
+
+def cutmix_box(n: int, spatial: tuple[int, ...], p: float = 0.5, area: tuple[float, float] = (0.02, 0.4),
+               device: torch.device | str = "cpu") -> torch.Tensor:
+    """UniMatch's CutMix boxes: ``(n, 1, *spatial)``, per sample with probability ``p`` a box of a random fraction
+    of the image (uniform in ``area``; the same fraction per axis) at a random position set to 1, else all 0."""
+    out = torch.zeros(n, 1, *spatial, device=device)
+    for i in range(n):
+        if float(torch.rand(())) >= p:
+            continue
+        frac = float(torch.empty(()).uniform_(*area)) ** (1 / len(spatial))
+        box = []
+        for s in spatial:
+            side = max(1, int(round(frac * s)))
+            start = int(torch.randint(0, s - side + 1, (1,)))
+            box.append(slice(start, start + side))
+        out[(i, slice(None), *box)] = 1.0
+    return out
+
+
+def strong_intensity(x: torch.Tensor, p_jitter: float = 0.8, p_blur: float = 0.5) -> torch.Tensor:
+    """UniMatch's strong image perturbation for grey / colour medical images, per sample: with ``p_jitter`` a
+    brightness and contrast jitter (factors uniform in [0.5, 1.5]), with ``p_blur`` a Gaussian blur (sigma uniform in
+    [0.1, 2.0] voxels)."""
+    from monai.transforms import GaussianSmooth
+
+    out = []
+    for xi in x:
+        if float(torch.rand(())) < p_jitter:
+            b, c = torch.empty(2).uniform_(0.5, 1.5).tolist()
+            mean = xi.mean()
+            xi = (xi - mean) * c + mean * b
+        if float(torch.rand(())) < p_blur:
+            xi = GaussianSmooth(sigma=float(torch.empty(()).uniform_(0.1, 2.0)))(xi)
+        out.append(torch.as_tensor(xi))
+    return torch.stack(out)
+
+
+class UniMatchTrainer(SemiSupervisedTrainer):
+    """UniMatch (Yang et al. CVPR 2023, the medical-image variant): one network, weak / strong views of the
+    unlabelled images and a feature-perturbed stream.
+
+    The weak view ``x_w`` is the loaded unlabelled batch (the bundle's flips and rotations). Its prediction, taken
+    without gradient, gives the pseudo-label ``argmax`` and the confidence ``max softmax``; only voxels with
+    confidence ``>= threshold`` (0.95) count. Two strong views ``x_s1``, ``x_s2`` (:func:`strong_intensity`, then
+    CutMix with the batch rolled by one, :func:`cutmix_box`; the pasted region takes the partner's pseudo-label and
+    confidence) and the feature-perturbed prediction of ``x_w`` (channel dropout ``fp_dropout`` on every encoder
+    block's output, :func:`unet_encoder_blocks`) are trained on them:
+
+    ``L = (L_x + 0.25 L_s1 + 0.25 L_s2 + 0.5 L_fp) / 2`` with ``L_x = sup_loss(S(x_l), y)`` and each unlabelled
+    term the Dice of the softmax against the pseudo-label over the confident voxels (:func:`masked_dice_ce`'s Dice,
+    weight = the confidence mask).
+
+    ``engine.state.output``: ``loss``, ``loss_sup``, ``loss_s``, ``loss_fp``, ``mask_fraction``.
+
+    Args:
+        threshold: the confidence threshold.
+        fp_dropout: the feature dropout rate.
+        fp_modules: the modules whose outputs are perturbed (default: the encoder blocks of a MONAI ``UNet``).
+        kwargs: :class:`SemiSupervisedTrainer` arguments.
+    """
+
+    def __init__(self, *, threshold: float = 0.95, fp_dropout: float = 0.5, fp_modules: list[nn.Module] | None = None,
+                 **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.threshold = threshold
+        self.fp_dropout = fp_dropout
+        self._perturb = False
+        for module in fp_modules or unet_encoder_blocks(self.network):
+            module.register_forward_hook(self._feature_dropout)
+
+    def _feature_dropout(self, module, inputs, output):
+        if not self._perturb:
+            return None
+        drop = F.dropout2d if output.ndim == 4 else F.dropout3d
+        return drop(output, self.fp_dropout, training=True)
+
+    def perturbed(self, x: torch.Tensor) -> torch.Tensor:
+        """The network's prediction of ``x`` with its encoder features dropped out."""
+        self._perturb = True
+        try:
+            return self.network(x)
+        finally:
+            self._perturb = False
+
+    def unlabelled_dice(self, logits: torch.Tensor, pseudo: torch.Tensor, conf: torch.Tensor) -> torch.Tensor:
+        """Dice of ``logits`` against ``pseudo`` over the voxels with ``conf >= threshold``."""
+        return masked_dice_ce(logits, pseudo, (conf >= self.threshold).float())[0]
+
+    def compute_losses(self, x_l, y, x_u, epoch):
+        n_l = x_l.shape[0]
+        with torch.no_grad():
+            self.network.eval()
+            prob_w = self.network(x_u).float().softmax(1)
+            self.network.train()
+        conf, pseudo = prob_w.max(1, keepdim=True)
+        conf_mix, pseudo_mix = conf.roll(1, 0), pseudo.roll(1, 0)
+        strong, targets = [], []
+        for _ in range(2):
+            box = cutmix_box(x_u.shape[0], tuple(x_u.shape[2:]), device=x_u.device)
+            s = strong_intensity(x_u)
+            strong.append(s * (1 - box) + s.roll(1, 0) * box)
+            targets.append((torch.where(box > 0, pseudo_mix, pseudo), torch.where(box > 0, conf_mix, conf)))
+        p_fp = self.perturbed(x_u)
+        p_l, p_s1, p_s2 = self.network(torch.cat([x_l, *strong])).split([n_l, x_u.shape[0], x_u.shape[0]])
+        loss_sup = self.sup_loss(p_l, y)
+        loss_s1 = self.unlabelled_dice(p_s1, *targets[0])
+        loss_s2 = self.unlabelled_dice(p_s2, *targets[1])
+        loss_fp = self.unlabelled_dice(p_fp, pseudo, conf)
+        loss = (loss_sup + 0.25 * loss_s1 + 0.25 * loss_s2 + 0.5 * loss_fp) / 2
+        return {CommonKeys.LOSS: loss, "loss_sup": loss_sup, "loss_s": (loss_s1 + loss_s2) / 2, "loss_fp": loss_fp,
+                "mask_fraction": (conf >= self.threshold).float().mean()}

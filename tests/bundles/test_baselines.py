@@ -44,7 +44,7 @@ def overrides(data: Path, out: Path, dims: int = 2) -> dict:
 
 def test_every_baseline_is_registered_with_its_override_files() -> None:
     names = {m.name for m in BASELINES}
-    assert {"mean_teacher", "cps", "uamt", "bcp"} <= names
+    assert {"mean_teacher", "cps", "uamt", "bcp", "unimatch"} <= names
     for m in BASELINES:
         assert all((CONFIGS / f).is_file() for f in m.overrides), m.name
 

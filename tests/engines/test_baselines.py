@@ -22,10 +22,12 @@ from custom_components.engines import (
     SemiSupervisedTrainer,
     SigmoidRampUp,
     UAMTTrainer,
+    UniMatchTrainer,
     consistency_mse,
     masked_dice_ce,
     paste_mask,
     uncertainty_masked_mse,
+    unet_encoder_blocks,
 )
 from custom_components.losses import CPSLoss, HardTargetDiceLoss
 
@@ -314,3 +316,53 @@ def test_bcp_pretraining_stage_mixes_labelled_images_and_the_teacher_copies_the_
     tr.post_step()
     for a, b in zip(s.parameters(), t.parameters()):
         torch.testing.assert_close(a, b)
+
+
+# ------------------------------------------------------------------------------------------- UniMatch
+def _unimatch(monkeypatch, threshold: float, fp_dropout: float = 0.0):
+    from custom_components.engines import baselines
+
+    net = unet(0)
+    with torch.no_grad():  # confident predictions on part of the image
+        for p in net.parameters():
+            p.mul_(3.0)
+    tr = UniMatchTrainer(threshold=threshold, fp_dropout=fp_dropout, **common(net))
+    box = torch.zeros(2, 1, SIZE, SIZE)
+    box[0, :, 3:9, 4:12] = 1
+    monkeypatch.setattr(baselines, "cutmix_box", lambda *a, **k: box)
+    monkeypatch.setattr(baselines, "strong_intensity", lambda x: 0.5 * x + 0.1)
+    return tr, net, box
+
+
+def test_unimatch_loss_equals_its_formula_with_the_confidence_threshold(monkeypatch):
+    tr, net, box = _unimatch(monkeypatch, threshold=0.9)
+    x_l, y, x_u = batch()
+    out = tr.compute_losses(x_l, y, x_u, 0)
+    conf, pseudo = net(x_u).softmax(1).max(1, keepdim=True)
+    s = 0.5 * x_u + 0.1
+    x_s = s * (1 - box) + s.roll(1, 0) * box
+    pseudo_s = torch.where(box > 0, pseudo.roll(1, 0), pseudo)
+    conf_s = torch.where(box > 0, conf.roll(1, 0), conf)
+
+    def dice(logits, target, c):
+        return masked_dice_ce(logits, target, (c >= 0.9).float())[0]
+
+    l_s = dice(net(x_s), pseudo_s, conf_s)
+    l_fp = dice(net(x_u), pseudo, conf)
+    expected = (SUP(net(x_l), y) + 0.25 * l_s + 0.25 * l_s + 0.5 * l_fp) / 2
+    torch.testing.assert_close(out["loss"], expected)
+    assert 0.0 < float(out["mask_fraction"]) < 1.0  # the threshold matters on these inputs
+    torch.testing.assert_close(out["mask_fraction"], (conf >= 0.9).float().mean())
+
+
+def test_unimatch_feature_dropout_perturbs_only_its_own_stream():
+    net = unet(0)
+    tr = UniMatchTrainer(fp_dropout=0.5, **common(net))
+    assert len(unet_encoder_blocks(net)) == 2  # one down block and the bottom block
+    x = batch()[2]
+    plain = net(x)
+    torch.manual_seed(0)
+    assert not torch.allclose(tr.perturbed(x), plain)
+    torch.testing.assert_close(net(x), plain)  # the hook is off outside the perturbed stream
+    with pytest.raises(TypeError, match="not a MONAI UNet"):
+        unet_encoder_blocks(torch.nn.Conv2d(1, 2, 1))

@@ -15,8 +15,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_registry_holds_the_methods_in_table_order():
-    assert list(METHODS) == ["supervised", "mean_teacher", "uamt", "bcp", "cps", "cps_diffusion", "full",
-                             "upper"]
+    assert list(METHODS) == ["supervised", "mean_teacher", "uamt", "bcp", "unimatch", "cps", "cps_diffusion",
+                             "full", "upper"]
     assert METHODS["full"].phases() == ("teacher_pretrain", "cotrain")
     assert METHODS["full"].phases(pretrain=False) == ("cotrain",)
     assert METHODS["cps_diffusion"].phases() == ("cotrain",) and METHODS["upper"].fixed_ratio == 1.0
