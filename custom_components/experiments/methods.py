@@ -154,7 +154,8 @@ register(Method("bcp", bundle="supervised",
                 overrides=(*SEMI_SUPERVISED, "methods/mean_teacher.json", "methods/bcp.json"), cost=1,
                 description="bidirectional copy-paste on a mean teacher (Bai et al. 2023)"))
 register(Method("unimatch", bundle="supervised", overrides=(*SEMI_SUPERVISED, "methods/unimatch.json"), cost=2,
-                description="UniMatch: weak / strong views + feature-dropout stream, confidence 0.95 (Yang et al. 2023)"))
+                description="UniMatch: weak / strong views + feature-dropout stream, confidence 0.95 (Yang et al. "
+                "2023)"))
 register(Method("cps", bundle="supervised", overrides=(*SEMI_SUPERVISED, "methods/cps.json"), cost=2,
                 description="cross pseudo-supervision of two plain UNets of the supervised bundle (Chen et al. 2021)"))
 register(Method("cps_diffusion", bundle="cotrain", settings={"rounds": 0}, cost=2,
