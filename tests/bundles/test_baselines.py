@@ -13,6 +13,7 @@ import pytest
 import torch
 from monai.bundle import ConfigWorkflow
 
+from custom_components.engines import SemiSupervisedTrainer
 from custom_components.experiments.methods import METHODS
 
 CONFIGS = Path(__file__).resolve().parents[2] / "bundles" / "supervised" / "configs"
@@ -73,7 +74,7 @@ def test_baseline_properties_and_bundle_run_2d(method, tiny_dataset_2d, tmp_path
         assert "ema_network" in json.dumps(list(state)) or any("ema" in k for k in state)
 
 
-@pytest.mark.parametrize("name", ["mean_teacher"])
+@pytest.mark.parametrize("name", [m.name for m in BASELINES])
 def test_baseline_3d_smoke(name, tiny_dataset_3d, tmp_path) -> None:
     method = METHODS[name]
     data = tiny_dataset_3d(num_cases=6, size=16, splits={"labeled": 2, "unlabeled": 2, "validation": 1, "test": 1})
@@ -82,5 +83,8 @@ def test_baseline_3d_smoke(name, tiny_dataset_3d, tmp_path) -> None:
     wf.initialize()
     assert wf.check_properties() == []
     wf.run()
+    trainer = wf.parser.get_parsed_content("train#trainer")
+    assert isinstance(trainer, SemiSupervisedTrainer) and type(trainer) is not SemiSupervisedTrainer
+    assert trainer.state.iteration >= 1 and torch.isfinite(trainer.state.output["loss"])
     wf.finalize()
     assert (tmp_path / "models" / "model.pt").is_file()
