@@ -11,6 +11,7 @@ first ``train_state.pt`` exists, which is what ``chmod a-w`` does for another us
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from pathlib import Path
@@ -69,3 +70,35 @@ def test_unwritable_checkpoint_folder_is_named_in_the_last_lines(tiny_dataset_2d
     trainer = state["trainer"]
     assert trainer["iteration"] == trainer["epoch_length"], "the checkpoint of epoch 1 must be intact"
     load_weights_only(models / "model.pt")
+
+
+_NAN_LAUNCHER = '''
+import runpy, sys
+sys.path.insert(0, sys.argv.pop(1))  # rel_helpers.NaNAfterLoss
+sys.argv = ["monai.bundle", *sys.argv[1:]]
+runpy.run_module("monai.bundle", run_name="__main__", alter_sys=True)
+'''
+
+
+def test_nan_loss_names_the_batch_files_and_the_last_finite_loss(tiny_dataset_2d, tmp_path: Path,
+                                                                 record_message) -> None:
+    data = tiny_dataset_2d(num_cases=8, size=16, splits=SPLITS)
+    launcher = tmp_path / "launch_nan.py"
+    launcher.write_text(_NAN_LAUNCHER)
+    cmd = _train_command(tmp_path, data, max_epochs=2,
+                         loss={"_target_": "rel_helpers.NaNAfterLoss", "nan_from_call": 2})
+    rc, out = run_to_end([sys.executable, str(launcher), str(Path(__file__).parent), *cmd[3:]], tmp_path / "run.log")
+    last = _last_lines(out, 1)
+    record_message(last)
+    assert rc == 2, out[-3000:]
+    m = re.fullmatch(r"ERROR \(NonFiniteLossError\): Non-finite loss at epoch 1, iteration 2: (.*)\. Training stopped; "
+                     r"no checkpoint of this state was written\. Batch files: (.*)\. Last finite loss: (.*)\. Check .*",
+                     last)
+    assert m, last
+    assert re.search(r"(^|, )loss(\[\d+\])?=nan", m.group(1)), last
+    labeled = json.loads((data / "datalist.json").read_text())["labeled"]
+    paths = {str((data / e["image"]).resolve()) for e in labeled}
+    named = m.group(2).split(", ")
+    assert len(named) == 2 and set(named) <= paths, f"{named} are not two labelled images of {sorted(paths)}"
+    assert re.fullmatch(r"loss(\[0\])?=\d+\.\d+(e-?\d+)? at iteration 1", m.group(3)), last
+    assert not (tmp_path / "models" / "train_state.pt").exists(), "the broken state must not be written"
