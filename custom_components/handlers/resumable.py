@@ -170,8 +170,8 @@ class ResumableCheckpoint:
         """
         if self.engine_key is not None:
             self.save_dict[self.engine_key] = engine
-        if self.load_on_start:
-            engine.add_event_handler(Events.STARTED, self.load)
+        # at the start, what Ignite's Checkpoint believes is on disk is set from the files (load) or forgotten
+        engine.add_event_handler(Events.STARTED, self.load if self.load_on_start else self.checkpoint.reset)
         engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.save_interval_epochs), self.save)
         engine.add_event_handler(Events.COMPLETED, self._save_if_unsaved)
 
@@ -296,6 +296,7 @@ class ResumableCheckpoint:
         Args:
             engine: the trainer; its current ``max_epochs`` is kept.
         """
+        self.checkpoint.reset()
         found = self.read_latest()
         if found is None:
             logger.info(f"ResumableCheckpoint: no checkpoint at {self.path}, starting from scratch.")
