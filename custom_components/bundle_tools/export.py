@@ -7,10 +7,11 @@ network and falls back to tracing (at the metadata's input shape) when scripting
 including a seeded ``torch.Generator`` used inside ``forward`` (the traced graph keeps the generator and its
 seed, so the noise is identical and follows the input's shape).
 
-ONNX: :func:`export_onnx` uses ``torch.onnx.export`` (TorchScript-based exporter, ``dynamo=False``; the dynamo
-exporter needs ``onnxscript``). ONNX has no seeded ``torch.Generator``: a wrapper that draws its noise in
-``forward`` cannot be exported and raises :class:`ExportError` with that reason; a wrapper that keeps its noise in
-a registered buffer (cropped to the input's spatial shape) exports and matches eager outputs.
+ONNX: :func:`export_onnx` uses MONAI's ``convert_to_onnx`` (the converter of ``monai.bundle onnx_export``; traced
+by the TorchScript-based ``torch.onnx.export``, ``dynamo=False``: the dynamo exporter needs ``onnxscript``). ONNX
+has no seeded ``torch.Generator``: a wrapper that draws its noise in ``forward`` cannot be exported and raises
+:class:`ExportError` with that reason; a wrapper that keeps its noise in a registered buffer (cropped to the input's
+spatial shape) exports and matches eager outputs.
 
 Building the network from a bundle config runs the config's code: verify a received bundle first
 (:func:`~custom_components.bundle_tools.verify.verify_bundle`).
@@ -26,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from monai.networks.utils import convert_to_onnx
 
 __all__ = [
     "ExportError",
@@ -279,7 +281,12 @@ def export_onnx(
     dynamic_shapes: bool = True,
     record_in_metadata: bool = True,
 ) -> Path:
-    """Export a bundle's network or a module to ONNX with ``torch.onnx.export`` (input ``image``, output ``pred``).
+    """Export a bundle's network or a module to ONNX with MONAI's ``convert_to_onnx`` (input ``image``, output
+    ``pred``).
+
+    The converter of ``monai.bundle onnx_export``, called on the network built here: ``onnx_export`` itself loads the
+    weights with ``copy_model_state``, which skips keys that do not match, where :func:`build_bundle_network` loads
+    them strictly.
 
     Args:
         source: a bundle folder (network built from its config, weights ``models/model.pt``) or an ``nn.Module``.
@@ -314,11 +321,9 @@ def export_onnx(
     x = torch.rand(*input_shape)
     axes = {0: "batch", **{i: f"dim{i - 2}" for i in range(2, len(input_shape))}} if dynamic_shapes else None
     try:
-        with torch.no_grad():
-            torch.onnx.export(
-                net, (x,), str(out), input_names=["image"], output_names=["pred"], opset_version=opset_version,
-                dynamic_axes={"image": axes, "pred": axes} if axes else None, dynamo=False,
-            )
+        convert_to_onnx(net, [x], input_names=["image"], output_names=["pred"], opset_version=opset_version,
+                        dynamic_axes={"image": axes, "pred": axes} if axes else None, filename=str(out),
+                        use_trace=True, dynamo=False)
     except Exception as e:
         if out.exists():
             out.unlink()
@@ -333,7 +338,7 @@ def export_onnx(
         if rel is not None:
             record_export(root, "onnx", {
                 "file": rel,
-                "method": "torch.onnx.export(dynamo=False)",
+                "method": "monai.networks.utils.convert_to_onnx(use_trace=True, dynamo=False)",
                 "input_shape": [int(s) for s in input_shape],
                 "opset_version": opset_version,
                 "torch_version": torch.__version__.split("+")[0],

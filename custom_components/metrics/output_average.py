@@ -14,6 +14,11 @@ class OutputAverage(Metric):
 
     NaN entries (e.g. Dice of an empty reference) are skipped.
 
+    Not Ignite's ``Average``, whose semantics differ where these metrics need ours: it counts a ``(B,)`` output as
+    *one* example holding a ``B``-vector (the result would be a per-position vector, not the mean over samples), keeps
+    NaN (one empty reference would make the epoch's value NaN), and raises ``NotComputableError`` on an empty run
+    where this returns NaN; adapting it would take more overrides than these lines.
+
     Args:
         key: the output key to average.
         device: where the running sums live.

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 from monai.metrics.utils import get_edge_surface_distance
-from scipy import ndimage
+from monai.transforms import KeepLargestConnectedComponent
 
 from custom_components.metrics.dice import dice_from_counts
 from custom_components.metrics.protocols import EMPTY_CASES_DOC, EvaluationProtocol, get_protocol
@@ -85,7 +85,8 @@ def resolve_class_names(num_classes: int, class_names: Sequence[str] | Mapping[A
 
 
 def largest_connected_component(mask: np.ndarray) -> np.ndarray:
-    """Keep the largest connected component of a binary mask (full connectivity, as skimage's default).
+    """Keep the largest connected component of a binary mask: MONAI's ``KeepLargestConnectedComponent`` with full
+    connectivity (as skimage's default). Of several equally large components, the one MONAI ranks first is kept.
 
     Args:
         mask: binary array (2D or 3D); an empty mask is returned unchanged.
@@ -93,12 +94,8 @@ def largest_connected_component(mask: np.ndarray) -> np.ndarray:
     mask = np.asarray(mask).astype(bool)
     if not mask.any():
         return mask
-    structure = ndimage.generate_binary_structure(mask.ndim, mask.ndim)
-    labels, num = ndimage.label(mask, structure=structure)
-    if num <= 1:
-        return mask
-    sizes = np.bincount(labels.ravel())[1:]
-    return labels == (int(np.argmax(sizes)) + 1)
+    keep = KeepLargestConnectedComponent(applied_labels=[1], is_onehot=False, connectivity=mask.ndim)
+    return np.asarray(keep(mask[None].astype(np.uint8))[0]).astype(bool)
 
 
 def surface_distances(

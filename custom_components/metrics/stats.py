@@ -3,7 +3,8 @@
 - :func:`seed_spread`: the mean over seeds of each seed's mean score, and its spread across seeds (sample std,
   ``ddof = 1``; 0 for a single seed);
 - :func:`paired_bootstrap`: the mean paired per-case difference of two methods on the *same* test cases (same seed,
-  same image) with a seeded percentile bootstrap interval (cases resampled with replacement);
+  same image) with a seeded percentile bootstrap interval (``scipy.stats.bootstrap``, ``paired=True``: case indices
+  resampled with replacement);
 - :func:`gap_closed`: the fraction of the reference-to-upper-bound gap a method closes;
 - :func:`compare_rows`: all of the above for the runner's aggregated rows of one ratio.
 """
@@ -15,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import scipy.stats
 
 __all__ = ["seed_spread", "paired_bootstrap", "gap_closed", "compare_rows"]
 
@@ -56,11 +58,22 @@ def paired_bootstrap(
     keys = sorted(k for k in a if k in b and _finite(a[k]) and _finite(b[k]))
     if not keys:
         return {"mean_diff": None, "ci_low": None, "ci_high": None, "n": 0, "level": level}
-    d = np.array([float(a[k]) - float(b[k]) for k in keys], dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    means = d[rng.integers(0, len(d), size=(num_samples, len(d)))].mean(1)
-    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    av = np.array([float(a[k]) for k in keys], dtype=np.float64)
+    bv = np.array([float(b[k]) for k in keys], dtype=np.float64)
+    d = av - bv
+    if len(d) == 1:  # one case: every resample is that case (scipy needs two observations)
+        lo = hi = float(d[0])
+    else:
+        res = scipy.stats.bootstrap(
+            (av, bv), _mean_difference, paired=True, vectorized=True, n_resamples=num_samples,
+            confidence_level=level, method="percentile", rng=np.random.default_rng(seed),
+        )
+        lo, hi = res.confidence_interval
     return {"mean_diff": float(d.mean()), "ci_low": float(lo), "ci_high": float(hi), "n": len(d), "level": level}
+
+
+def _mean_difference(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+    return np.mean(x - y, axis=axis)
 
 
 def gap_closed(score: float | None, reference: float | None, upper: float | None) -> float | None:

@@ -11,7 +11,6 @@ from .teacher import (
     check_spatial_size,
     make_noise,
     normalized_entropy,
-    one_hot_mask,
     probabilities_to_mask,
 )
 
@@ -32,7 +31,6 @@ __all__ = [
     "load_teacher_weights",
     "make_noise",
     "normalized_entropy",
-    "one_hot_mask",
     "permute_teacher_classes",
     "probabilities_to_mask",
 ]

@@ -13,7 +13,6 @@ from typing import NamedTuple
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from monai.networks.nets import DiffusionModelUNet
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 
@@ -497,16 +496,3 @@ def probabilities_to_mask(probs: torch.Tensor) -> torch.Tensor:
         probs: probabilities ``(B, K, *spatial)``.
     """
     return 2 * probs - 1
-
-
-def one_hot_mask(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """``2 Y - 1`` for a hard label map ``(B, 1, *spatial)`` or ``(B, *spatial)``.
-
-    Args:
-        labels: integer class indices.
-        num_classes: ``K``.
-    """
-    if labels.ndim >= 2 and labels.shape[1] == 1:
-        labels = labels[:, 0]
-    y = F.one_hot(labels.long(), num_classes).movedim(-1, 1).float()
-    return 2 * y - 1

@@ -16,6 +16,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import ignite.distributed as idist
 import torch
 import torch.distributed as dist
 import torch.nn as nn
@@ -35,8 +36,13 @@ __all__ = [
 
 
 def rank() -> int:
-    """This process's rank (0 when not distributed)."""
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    """This process's rank (0 when not distributed): Ignite's ``idist.get_rank()``, which finds a process group
+    initialised by :func:`init_distributed` (plain ``torch.distributed``) as well as one of ``idist.Parallel``.
+
+    Asked only while a process group exists: ``idist`` keeps the group it found, so after
+    ``destroy_process_group()`` it would fail where a single process has rank 0.
+    """
+    return idist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 def is_rank_zero() -> bool:

@@ -16,6 +16,8 @@ from typing import IO, Any
 
 import torch
 
+from ..errors import FileWriteError
+
 __all__ = ["atomic_torch_save", "atomic_write", "atomic_write_json"]
 
 
@@ -52,7 +54,8 @@ def atomic_write(
         The destination path.
 
     Raises:
-        OSError: when the file cannot be written, naming ``path``; the previous file is unchanged.
+        FileWriteError: (an ``OSError`` and a ``UserError``) when the file cannot be written, naming ``path`` and
+            its folder; the previous file is unchanged.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -69,8 +72,7 @@ def atomic_write(
     except OSError as e:
         if os.path.exists(tmp_name):
             os.remove(tmp_name)
-        raise OSError(e.errno, f"cannot write {what} {path} ({e.strerror or e}); the previous file is unchanged",
-                      str(path)) from e
+        raise FileWriteError(what, path, e) from e
     except BaseException:
         if os.path.exists(tmp_name):
             os.remove(tmp_name)

@@ -1,4 +1,4 @@
-"""Tests for the checkpoint handlers (handlers.resumable, best_model, nan_guard) and runtime.files / runtime.rng."""
+"""Tests for the checkpoint handlers (handlers.resumable, nan_guard) and runtime.files / runtime.rng."""
 
 from __future__ import annotations
 
@@ -11,10 +11,27 @@ import pytest
 import torch
 from ignite.engine import Engine, Events
 
-from custom_components.handlers import BestModelSaver, NaNGuard, NonFiniteLossError, ResumableCheckpoint
+from custom_components.handlers import NaNGuard, NonFiniteLossError, ResumableCheckpoint
 from custom_components.handlers import resumable as ckpt_mod
 from custom_components.runtime import atomic_torch_save, capture_rng_state, restore_rng_state
 from custom_components.runtime import files as files_mod
+
+
+class _BestValue:
+    """A stateful handler of the validation (as SelectedModelSaver): the best metric and its epoch."""
+
+    def __init__(self, trainer: Engine) -> None:
+        self.trainer, self.best_value, self.best_epoch = trainer, -1.0, 0
+
+    def __call__(self, evaluator: Engine) -> None:
+        if evaluator.state.metrics["val_dice"] > self.best_value:
+            self.best_value, self.best_epoch = evaluator.state.metrics["val_dice"], self.trainer.state.epoch
+
+    def state_dict(self) -> dict:
+        return {"best_value": self.best_value, "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best_value, self.best_epoch = state["best_value"], state["best_epoch"]
 
 
 def _make_run(save_dir, max_epochs: int, losses=None, with_best: bool = False, metric_values=None):
@@ -41,13 +58,13 @@ def _make_run(save_dir, max_epochs: int, losses=None, with_best: bool = False, m
     save_dict = {"network": net, "optimizer": opt, "lr_scheduler": sched, "trainer": trainer}
     best = None
     if with_best:
-        best = BestModelSaver(save_dir, net, metric_name="val_dice", epoch_engine=trainer)
+        best = _BestValue(trainer)
         evaluator = Engine(lambda e, b: None)
         values = metric_values or {}
         evaluator.add_event_handler(
             Events.EPOCH_COMPLETED, lambda e: e.state.metrics.update(val_dice=values[trainer.state.epoch])
         )
-        best.attach(evaluator)
+        evaluator.add_event_handler(Events.EPOCH_COMPLETED, best)
         trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: evaluator.run([0]))
         save_dict["best_model"] = best
     ckpt = ResumableCheckpoint(save_dir, save_dict)
@@ -157,40 +174,15 @@ def test_missing_main_uses_prev(tmp_path, caplog):
 
 def test_best_metric_survives_resume(tmp_path):
     values = {1: 0.9, 2: 0.5, 3: 0.6}
-    trainer, data, net, *_rest, best, _ = _make_run(tmp_path, 1, with_best=True, metric_values=values)
+    trainer, data, *_rest, best, _ = _make_run(tmp_path, 1, with_best=True, metric_values=values)
     trainer.run(data, max_epochs=1)
-    best_weights = torch.load(tmp_path / "model.pt", weights_only=True)
-    assert torch.equal(best_weights["weight"], net.state_dict()["weight"])
-    assert json.loads((tmp_path / "model_best.json").read_text())["epoch"] == 1
+    assert best.best_value == pytest.approx(0.9) and best.best_epoch == 1
 
-    trainer2, data2, net2, *_rest2, best2, _ = _make_run(tmp_path, 3, with_best=True, metric_values=values)
+    trainer2, data2, *_rest2, best2, _ = _make_run(tmp_path, 3, with_best=True, metric_values=values)
     trainer2.run(data2, max_epochs=3)
-    assert best2.best_value == pytest.approx(0.9) and best2.best_epoch == 1
-    reloaded = torch.load(tmp_path / "model.pt", weights_only=True)
-    assert torch.equal(reloaded["weight"], best_weights["weight"]), "a worse epoch overwrote model.pt"
-    assert set(reloaded) == {"weight", "bias"}
-
-
-def test_best_saver_strips_ddp_like_wrapper(tmp_path):
-    net = torch.nn.DataParallel(torch.nn.Linear(2, 1))
-    saver = BestModelSaver(tmp_path, net, metric_name="m")
-    engine = Engine(lambda e, b: None)
-    engine.state.metrics = {"m": 0.1}
-    saver(engine)
-    assert set(torch.load(tmp_path / "model.pt", weights_only=True)) == {"weight", "bias"}
-
-
-def test_best_saver_errors():
-    with pytest.raises(ValueError, match="mode must be 'max' or 'min'"):
-        BestModelSaver(".", torch.nn.Linear(1, 1), mode="best")
-    saver = BestModelSaver(".", torch.nn.Linear(1, 1), metric_name="dice")
-    engine = Engine(lambda e, b: None)
-    engine.state.metrics = {"other": 1.0}
-    with pytest.raises(KeyError, match="metric 'dice' not in engine.state.metrics"):
-        saver(engine)
-    with pytest.raises(ValueError, match="tracks loss"):
-        saver.load_state_dict({"best_value": 1.0, "best_epoch": 1, "metric_name": "loss", "mode": "min"})
-    assert not saver.is_better(float("nan"))
+    assert best2.best_value == pytest.approx(0.9) and best2.best_epoch == 1, "a worse epoch replaced the best"
+    assert torch.load(tmp_path / "train_state.pt", weights_only=True)["best_model"] == {
+        "best_value": pytest.approx(0.9), "best_epoch": 1}
 
 
 def test_resumable_checkpoint_rejects_bad_arguments(tmp_path):

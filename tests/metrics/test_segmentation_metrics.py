@@ -89,6 +89,28 @@ def test_largest_cc_uses_full_connectivity() -> None:
     assert largest_connected_component(m).sum() == 3
 
 
+def test_largest_cc_equals_the_former_ndimage_version_without_ties() -> None:
+    """MONAI's KeepLargestConnectedComponent keeps what the hand-written ndimage version kept (full connectivity,
+    2D and 3D); they may differ only where two components tie for the largest."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(0)
+    compared = 0
+    for t in range(120):
+        shape = (int(rng.integers(3, 20)), int(rng.integers(3, 20))) if t % 2 else tuple(int(x) for x in
+                                                                                      rng.integers(3, 10, 3))
+        m = rng.random(shape) < rng.uniform(0.05, 0.6)
+        labels, num = ndimage.label(m, ndimage.generate_binary_structure(m.ndim, m.ndim))
+        sizes = np.bincount(labels.ravel())[1:]
+        if num > 1 and (sizes == sizes.max()).sum() > 1:
+            assert largest_connected_component(m).sum() == sizes.max()
+            continue
+        expected = m if num <= 1 else labels == int(np.argmax(sizes)) + 1
+        np.testing.assert_array_equal(largest_connected_component(m), expected)
+        compared += 1
+    assert compared > 100
+
+
 def test_clean_matches_monai_in_mm() -> None:
     pred, ref = _two_blobs_3d()
     spacing = (0.5, 1.0, 2.0)

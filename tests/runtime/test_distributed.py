@@ -62,6 +62,18 @@ def test_init_distributed_rejects_unknown_backend(single_process_group):
         D.init_distributed(torch.device("cpu"), backend="mpi")
 
 
+def test_rank_before_during_and_after_a_process_group(monkeypatch):
+    assert D.rank() == 0
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(_free_port()))
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    D.init_distributed(torch.device("cpu"))
+    assert D.rank() == 0 and D.is_rank_zero()
+    dist.destroy_process_group()
+    assert D.rank() == 0 and D.is_rank_zero()  # idist keeps the destroyed group: rank() must not ask it
+
+
 def test_wrapped_state_dict_has_single_process_keys(single_process_group):
     plain = _teacher(0)
     wrapped = D.wrap_backbones(_teacher(0))
