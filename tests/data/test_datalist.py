@@ -141,7 +141,7 @@ def test_nonfinite_voxels_2d_and_3d(ds, tmp_path):
     Image.fromarray(img, mode="F").save(root / "img" / "f.tif")
     _png(root / "lab" / "f.png", np.ones((12, 10), np.uint8))
     d["validation"] = [{"image": "img/f.tif", "label": "lab/f.png"}]
-    with pytest.raises(DatalistError, match=r"img/f\.tif: 2 non-finite voxel\(s\) \(NaN or Inf\) .*--replace-nonfinite"):
+    with pytest.raises(DatalistError, match=r"img/f\.tif: 2 non-finite voxel\(s\) \(NaN or Inf\) .*--replace-nonf"):
         validate_datalist(_write(root, d), 2, in_channels=None)
     vol = np.zeros((6, 7, 5), np.float32)
     vol[0, 0, 0], vol[1, 1, 1] = np.inf, np.nan
