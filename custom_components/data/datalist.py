@@ -238,7 +238,7 @@ def validate_inference_input(
     """
     if not input_dir:
         validate_datalist(datalist, num_classes=None, spatial_dims=spatial_dims, in_channels=in_channels,
-                          require_keys=[infer_key])
+                          require_keys=[infer_key], allow_empty_classes=True)  # labels are not used here
         return
     for e in folder_entries(input_dir, image_ext):
         _check_image(e["image"], f"input_dir {input_dir}", spatial_dims, in_channels)
