@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from rel_helpers import TINY_DIFFUSION, bundle_command, copy_bundle, fresh_teacher, run_and_kill, run_to_end
 
 from custom_components.handlers.pseudolabel_writer import PARTIAL_FILE, PSEUDOLABELS_FILE
@@ -18,6 +19,7 @@ def _records(out: Path) -> int:
     return max(len(f.read_text().splitlines()) - 1, 0) if f.is_file() else 0
 
 
+@pytest.mark.slow  # four bundle processes (~1 min on 2 cores); the logic is unit-tested in tests/handlers
 def test_pseudolabel_killed_then_rerun_resumes_and_completes(tiny_dataset_2d, tmp_path):
     data = tiny_dataset_2d(num_cases=N_UNLABELLED + 3, size=16,
                            splits={"labeled": 1, "unlabeled": N_UNLABELLED, "validation": 1, "test": 1})
