@@ -694,6 +694,7 @@ class Experiment:
         if sel.is_file():
             run["selection"] = json.loads(sel.read_text())
         run["warnings"] = list((run.get("selection") or {}).get("warnings", []))  # degenerate results
+        run["warnings"] += [f"dataset {self.datalist}: {w}" for w in self.meta.get("warnings", [])]  # prepare_folder
         if "teacher_pretrain" in m.phases(s.pretrain):
             from custom_components.engines.pretrain import phase1_warnings
 

@@ -437,3 +437,22 @@ def test_run_phase_after_the_data_was_re_prepared_refuses_or_retrains(cases_data
     exp.settings.force = True
     exp.run_phase(phase, "supervised", settings, "[t]")
     assert len(calls) == 2  # retrained
+
+
+def test_dataset_warnings_are_carried_into_every_run(cases_datalist, tmp_path, monkeypatch):
+    """A dataset prepared with --allow-empty-classes keeps its warning in datalist.json; the runner repeats it."""
+    dl = cases_datalist(tmp_path, 40)
+    meta = json.loads(dl.read_text())
+    meta["warnings"] = ["every mask is empty (background only) over the 40 labelled case(s)"]
+    dl.write_text(json.dumps(meta))
+    exp = Experiment(_args(tmp_path, dl, methods=["supervised"]), "cmd")
+
+    def fake_run_phase(phase_dir, bundle, settings, label):
+        phase_dir.mkdir(parents=True, exist_ok=True)
+        return {"wall_time_s": 1.0, "fingerprint": "fp"}
+
+    monkeypatch.setattr(exp, "run_phase", fake_run_phase)
+    monkeypatch.setattr(exp, "evaluate_phase", lambda *a, **k: (tmp_path / "metrics.json", 0.0))
+    monkeypatch.setattr(exp, "report", lambda total, splits: exp.runs)
+    runs = exp.run()
+    assert runs and all(any("every mask is empty" in w for w in r["warnings"]) for r in runs)
