@@ -6,7 +6,11 @@ found by name: ``--mask-pattern`` (default ``{id}``) with ``{id}`` the image's n
 ``--id-regex`` captures from it; masks may have another extension than their images. Mask values must be class
 indices 0..K-1 unless ``--binarize`` (value > 0 -> 1) or ``--label-map`` (e.g. ``0:0,128:1,255:2``) is given.
 Images without any mask go in with ``--unlabeled-images DIR`` (repeatable); a labelled image whose mask is
-missing is an error unless ``--no-mask-as-unlabeled``. Nothing is written before every file has been read.
+missing is an error unless ``--no-mask-as-unlabeled``. Nothing is written before every file has been read and
+checked: NaN / Inf image voxels (unless ``--replace-nonfinite``), a 3D mask whose affine (spacing, direction,
+origin) differs from its image's, a mask value outside the label set (``--num-classes``), a class without any
+voxel in all masks (unless ``--allow-empty-classes``) and a non-empty ``--out`` (unless ``--overwrite``, which
+removes the earlier ``imagesTr/``, ``labelsTr/``, ``splits/`` and ``datalist.json``) are errors naming the file.
 
 Examples:
     python scripts/prepare_folder.py --images raw/images --masks raw/masks --mask-pattern '{id}_mask' --binarize \
@@ -45,7 +49,17 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--name", default="folder", help="dataset name stored in the datalist")
     ap.add_argument("--grey", action="store_true", help="2D: convert images to one grey channel")
     ap.add_argument("--resize", type=int, nargs=2, metavar=("H", "W"), default=None, help="2D only")
-    ap.add_argument("--spacing", type=float, nargs=3, default=None, help="3D: override the header spacing")
+    ap.add_argument("--spacing", type=float, nargs=3, default=None,
+                    help="3D: override the header spacing (image and mask headers are then not compared)")
+    ap.add_argument("--num-classes", type=int, default=None,
+                    help="declared label set 0..K-1 (default: from --label-map/--binarize or the largest mask value)")
+    ap.add_argument("--replace-nonfinite", action="store_true",
+                    help="set NaN/Inf image voxels to the image's smallest finite value (reported) instead of failing")
+    ap.add_argument("--allow-empty-classes", action="store_true",
+                    help="a class without any voxel in all masks (or all-empty masks) is a warning, not an error")
+    ap.add_argument("--overwrite", action="store_true",
+                    help="--out may hold an earlier dataset: its imagesTr/, labelsTr/, splits/, datalist.json are "
+                         "removed first")
     return ap
 
 
@@ -67,10 +81,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         mask_pattern=a.mask_pattern or "{id}" + a.mask_suffix, id_regex=a.id_regex,
         no_mask_as_unlabeled=a.no_mask_as_unlabeled, binarize=a.binarize,
         label_map=parse_label_map(a.label_map) if a.label_map else None, name=a.name, grey=a.grey,
-        resize=a.resize, spacing=a.spacing,
+        resize=a.resize, spacing=a.spacing, num_classes=a.num_classes, replace_nonfinite=a.replace_nonfinite,
+        allow_empty_classes=a.allow_empty_classes, overwrite=a.overwrite,
     )
     n_unl = len(json.loads(path.read_text()).get("unlabeled", []))
-    print(format_stats(a.name, stats, {"unlabelled images": n_unl, "datalist": path}))
+    extra: dict = {"unlabelled images": n_unl, "datalist": path}
+    if stats.get("removed"):
+        extra["removed from the earlier dataset"] = ", ".join(stats["removed"])
+    print(format_stats(a.name, stats, extra))
+    for f, n in stats.get("nonfinite_replaced", {}).items():
+        print(f"WARNING: {f}: {n} non-finite voxel(s) replaced by the image's smallest finite value", file=sys.stderr)
+    for w in stats.get("warnings", []):
+        print(f"WARNING: {w}", file=sys.stderr)
     return 0
 
 

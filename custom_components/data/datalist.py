@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from custom_components.errors import UserError
 
 __all__ = [
     "DatalistError", "load_datalist", "validate_datalist", "folder_entries", "validate_inference_input", "LIST_KEYS",
-    "reader_for", "main",
+    "reader_for", "main", "affine_mismatch", "count_nonfinite",
 ]
 
 LIST_KEYS = ("labeled", "unlabeled", "validation", "test", "cases")
@@ -116,6 +117,45 @@ def _load(file: str, where: str) -> tuple[np.ndarray, dict]:
     return np.asarray(img), dict(getattr(img, "meta", {}))
 
 
+def count_nonfinite(array: Any) -> int:
+    """Number of NaN / infinite values of an array (0 for integer arrays).
+
+    Args:
+        array: numpy array or tensor.
+    """
+    a = np.asarray(array)
+    return 0 if not np.issubdtype(a.dtype, np.floating) else int(a.size - np.count_nonzero(np.isfinite(a)))
+
+
+def _fmt(values: Any) -> tuple[float, ...]:
+    return tuple(round(float(v), 4) for v in np.asarray(values).reshape(-1))
+
+
+def affine_mismatch(a: Any, b: Any, ndim: int) -> str | None:
+    """How two voxel-to-world affines differ (spacing, direction or origin), or None when they match.
+
+    Tolerances: spacing relative 1e-3 (absolute 1e-4), direction cosines 1e-3, origin 1e-3 mm plus 1 % of the
+    smallest voxel.
+
+    Args:
+        a: first ``(ndim+1, ndim+1)`` (or larger) affine, e.g. the image's.
+        b: second affine, e.g. the mask's.
+        ndim: spatial dimensions.
+    """
+    a, b = np.asarray(a, float)[: ndim + 1, : ndim + 1], np.asarray(b, float)[: ndim + 1, : ndim + 1]
+    sa, sb = np.linalg.norm(a[:ndim, :ndim], axis=0), np.linalg.norm(b[:ndim, :ndim], axis=0)
+    if not np.allclose(sa, sb, rtol=1e-3, atol=1e-4):
+        return f"spacing mismatch, label {_fmt(sb)} vs image {_fmt(sa)}"
+    da, db = a[:ndim, :ndim] / np.maximum(sa, 1e-12), b[:ndim, :ndim] / np.maximum(sb, 1e-12)
+    if not np.allclose(da, db, atol=1e-3):
+        return (f"direction mismatch (axes flipped, swapped or rotated), label direction {_fmt(db)} vs image "
+                f"{_fmt(da)}")
+    tol = 1e-3 + 0.01 * float(min(sa.min(), sb.min()))
+    if not np.allclose(a[:ndim, ndim], b[:ndim, ndim], atol=tol):
+        return f"origin mismatch, label origin {_fmt(b[:ndim, ndim])} vs image {_fmt(a[:ndim, ndim])} (mm)"
+    return None
+
+
 def _check_image(
     file: str, where: str, spatial_dims: int | None, in_channels: int | None, meta: dict | None = None
 ) -> tuple[np.ndarray, dict]:
@@ -125,6 +165,10 @@ def _check_image(
     ``in_channels`` into a hint naming the bundle override to pass.
     """
     img, img_meta = _load(file, where)
+    bad = count_nonfinite(img)
+    if bad:
+        raise DatalistError(f"{file}: {bad} non-finite voxel(s) (NaN or Inf) ({where}); fix the image, or prepare it "
+                            "with scripts/prepare_folder.py --replace-nonfinite.")
     c, sp = img.shape[0], tuple(img.shape[1:])
     recorded = meta or {}
     if spatial_dims is not None and len(sp) != spatial_dims:
@@ -194,7 +238,7 @@ def validate_inference_input(
     """
     if not input_dir:
         validate_datalist(datalist, num_classes=None, spatial_dims=spatial_dims, in_channels=in_channels,
-                          require_keys=[infer_key])
+                          require_keys=[infer_key], allow_empty_classes=True)  # labels are not used here
         return
     for e in folder_entries(input_dir, image_ext):
         _check_image(e["image"], f"input_dir {input_dir}", spatial_dims, in_channels)
@@ -215,14 +259,16 @@ def validate_datalist(
     in_channels: int | None = None,
     check_files: bool = True,
     require_keys: Sequence[str] = ("labeled",),
+    allow_empty_classes: bool = False,
 ) -> dict[str, Any]:
     """Validate a datalist and, optionally, every file it lists.
 
     Checks: JSON well-formed; each key of ``require_keys`` present and non-empty (an empty labelled set is an
     error); labelled lists have ``label`` entries and ``unlabeled`` has none; no image appears twice (in one list
     or in two splits); with ``check_files``: every file exists and loads, images have ``in_channels`` channels and
-    ``spatial_dims`` spatial axes, labels have one channel, the image's spatial shape, and values in
-    ``[0, num_classes)``.
+    ``spatial_dims`` spatial axes and only finite values, labels have one channel, the image's spatial shape and
+    (3D) its affine (spacing, direction, origin), values in ``[0, num_classes)`` (a stray value is named with its
+    pixel count), and every foreground class has at least one voxel over all labels read.
 
     Args:
         path: datalist file.
@@ -232,6 +278,8 @@ def validate_datalist(
         in_channels: expected image channels; None takes the datalist's ``in_channels`` key if any.
         check_files: load every image and label (otherwise only the JSON structure is checked).
         require_keys: list keys that must be present and non-empty.
+        allow_empty_classes: a foreground class without any voxel over all labels read (e.g. every mask empty) is
+            a warning (``stats["warnings"]``) instead of an error.
 
     Returns:
         statistics: ``counts`` per list, ``image_shapes`` (min and max spatial shape), ``channels``,
@@ -282,6 +330,7 @@ def validate_datalist(
     shapes: list[tuple[int, ...]] = []
     channels: set[int] = set()
     class_counts = np.zeros(max(int(num_classes or 0), 1), np.int64)
+    labelled_files = 0
     for key, entries in lists.items():
         for i, e in enumerate(entries):
             where = f"{p}, {key}[{i}]"
@@ -301,25 +350,45 @@ def validate_datalist(
                     f"{e['label']}: image/label shape mismatch, label {tuple(lab.shape[1:])} vs image {sp} "
                     f"({e['image']}, {where})."
                 )
-            sp_img, sp_lab = _spacing(img_meta, len(sp)), _spacing(lab_meta, len(sp))
-            if sp_img is not None and sp_lab is not None and not np.allclose(sp_img, sp_lab, rtol=1e-3, atol=1e-4):
-                raise DatalistError(
-                    f"{e['label']}: image/label spacing mismatch, label {tuple(np.round(sp_lab, 4))} vs image "
-                    f"{tuple(np.round(sp_img, 4))} ({e['image']}, {where})."
-                )
+            if count_nonfinite(lab):
+                raise DatalistError(f"{e['label']}: {count_nonfinite(lab)} non-finite value(s) (NaN or Inf) in the "
+                                    f"label ({where}).")
+            diff = None
+            if len(sp) >= 3 and img_meta.get("affine") is not None and lab_meta.get("affine") is not None:
+                diff = affine_mismatch(img_meta["affine"], lab_meta["affine"], len(sp))
+            elif (sp_img := _spacing(img_meta, len(sp))) is not None and (sp_lab := _spacing(lab_meta, len(sp))) \
+                    is not None and not np.allclose(sp_img, sp_lab, rtol=1e-3, atol=1e-4):
+                diff = f"spacing mismatch, label {_fmt(sp_lab)} vs image {_fmt(sp_img)}"
+            if diff:
+                raise DatalistError(f"{e['label']}: image/label {diff} ({e['image']}, {where}); the label would be "
+                                    "paired voxel by voxel with another part of the image.")
             if num_classes is not None:
                 vals = np.unique(lab)
                 bad = vals[(vals < 0) | (vals >= num_classes) | (vals != np.round(vals))]
                 if bad.size:
+                    found = ", ".join(f"{int(v) if v == int(v) else float(v)} ({int((lab == v).sum())} pixel(s))"
+                                      for v in bad[:5])
                     raise DatalistError(
-                        f"{e['label']}: label values {[int(v) if v == int(v) else float(v) for v in bad[:5]]} outside "
-                        f"[0, {num_classes}) ({where})."
+                        f"{e['label']}: label values {found} outside [0, {num_classes}) ({where}); the declared "
+                        f"label set is 0..{num_classes - 1} (num_classes)."
                     )
+                labelled_files += 1
                 class_counts += np.bincount(lab.astype(np.int64).ravel(), minlength=num_classes)[:num_classes]
     if shapes:
         arr = np.array([s for s in shapes if len(s) == len(shapes[0])])
         stats["image_shapes"] = {"min": arr.min(0).tolist(), "max": arr.max(0).tolist()}
     stats["channels"] = sorted(channels)
+    if num_classes is not None and labelled_files:
+        empty = [c for c in range(1, int(num_classes)) if class_counts[c] == 0]
+        if empty:
+            what = ("every label is empty (background only)" if len(empty) == num_classes - 1
+                    else f"class(es) {empty} of 0..{num_classes - 1} have no voxel")
+            msg = (f"{p}: {what} over the {labelled_files} labelled file(s) it lists; check the masks or "
+                   "num_classes (--num-classes).")
+            if not allow_empty_classes:
+                raise DatalistError(msg + " Pass allow_empty_classes (--allow-empty-classes) to accept this.")
+            warnings.warn(msg, stacklevel=2)
+            stats["warnings"] = [msg]
     if num_classes is not None and class_counts.sum():
         stats["class_fractions"] = (class_counts / class_counts.sum()).round(4).tolist()
     return stats
@@ -352,6 +421,8 @@ def main(argv: Iterable[str] | None = None) -> int:
     ap.add_argument("--spatial-dims", type=int, default=None, choices=(2, 3))
     ap.add_argument("--in-channels", type=int, default=None)
     ap.add_argument("--no-files", action="store_true", help="check the JSON structure only")
+    ap.add_argument("--allow-empty-classes", action="store_true",
+                    help="a class without any voxel over all labels (or all-empty labels) is a warning, not an error")
     ap.add_argument("--require", nargs="*", default=None,
                     help="lists that must be non-empty (default: labeled, or cases for a dataset datalist)")
     a = ap.parse_args(None if argv is None else list(argv))
@@ -364,12 +435,15 @@ def main(argv: Iterable[str] | None = None) -> int:
         except (OSError, json.JSONDecodeError, UnicodeDecodeError):
             require = ["labeled"]
     try:
-        stats = validate_datalist(a.datalist, a.num_classes, a.spatial_dims, a.in_channels, not a.no_files, require)
+        stats = validate_datalist(a.datalist, a.num_classes, a.spatial_dims, a.in_channels, not a.no_files, require,
+                                  allow_empty_classes=a.allow_empty_classes)
     except DatalistError as e:
         print(f"INVALID: {e}", file=sys.stderr)
         return 1
     print(f"OK: {a.datalist}")
     print(_format(stats))
+    for w in stats.get("warnings", []):
+        print(f"WARNING: {w}", file=sys.stderr)
     return 0
 
 

@@ -39,6 +39,8 @@ __all__ = [
     "write_dataset_datalist",
     "parse_label_map",
     "prepare_folder",
+    "finite_or_error",
+    "clear_output",
 ]
 
 IMAGE_2D_EXTS = (".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg", ".gif")
@@ -75,11 +77,36 @@ def require_dir(path: str | Path, what: str) -> Path:
     return p
 
 
-def read_image_2d(path: str | Path) -> np.ndarray:
+def finite_or_error(array: np.ndarray, path: Any, replaced: list | None = None) -> np.ndarray:
+    """``array`` when every value is finite; otherwise a ``PreparationError`` naming the file and the count, or,
+    when ``replaced`` is a list, the array with NaN / Inf set to its smallest finite value (0 if none) and
+    ``(path, count)`` appended to ``replaced``.
+
+    Args:
+        array: image or volume.
+        path: its file (for the message).
+        replaced: collects the replacements; None makes non-finite values an error.
+    """
+    if not np.issubdtype(array.dtype, np.floating):
+        return array
+    ok = np.isfinite(array)
+    bad = int(array.size - np.count_nonzero(ok))
+    if not bad:
+        return array
+    if replaced is None:
+        raise PreparationError(f"{path}: {bad} non-finite voxel(s) (NaN or Inf); fix the file, or pass "
+                               "--replace-nonfinite to set them to the image's smallest finite value.")
+    fill = float(array[ok].min()) if ok.any() else 0.0
+    replaced.append((str(path), bad))
+    return np.where(ok, array, fill).astype(array.dtype)
+
+
+def read_image_2d(path: str | Path, replaced: list | None = None) -> np.ndarray:
     """Read a 2D image as uint8 ``(H, W)`` (grey) or ``(H, W, 3)`` (RGB; alpha dropped, palettes expanded).
 
     Args:
         path: PNG/BMP/TIFF/JPEG file.
+        replaced: see :func:`finite_or_error` (float TIFFs with NaN / Inf).
     """
     from PIL import Image
 
@@ -91,6 +118,7 @@ def read_image_2d(path: str | Path) -> np.ndarray:
             im.load()
             if im.mode in ("1", "L", "I;16", "I", "F"):
                 arr = np.asarray(im.convert("L") if im.mode == "1" else im)
+                arr = finite_or_error(arr, p, replaced)
                 if arr.dtype != np.uint8:
                     lo, hi = float(arr.min()), float(arr.max())
                     arr = ((arr - lo) / max(hi - lo, 1e-8) * 255).round().astype(np.uint8)
@@ -128,11 +156,12 @@ def read_mask_2d(path: str | Path) -> np.ndarray:
     return arr.astype(np.int64)
 
 
-def read_volume(path: str | Path) -> tuple[np.ndarray, tuple[float, ...]]:
-    """Read a volume as ``(x, y, z)`` array (NIfTI voxel order) plus its spacing.
+def read_volume(path: str | Path, with_affine: bool = False) -> tuple[Any, ...]:
+    """Read a volume as ``(x, y, z)`` array (NIfTI voxel order) plus its spacing (and its RAS affine).
 
     Args:
         path: NIfTI (nibabel) or NRRD/MHA/MHD (SimpleITK) file.
+        with_affine: also return the 4x4 voxel-to-world affine (RAS, as nibabel; ITK's LPS converted).
     """
     p = Path(path)
     if not p.is_file():
@@ -142,12 +171,21 @@ def read_volume(path: str | Path) -> tuple[np.ndarray, tuple[float, ...]]:
             import nibabel as nib
 
             img = nib.load(str(p))
-            return np.asarray(img.dataobj), tuple(float(z) for z in img.header.get_zooms()[:3])
+            out = np.asarray(img.dataobj), tuple(float(z) for z in img.header.get_zooms()[:3])
+            return (*out, np.asarray(img.affine, float)) if with_affine else out
         import SimpleITK as sitk
 
         img = sitk.ReadImage(str(p))
         arr = sitk.GetArrayFromImage(img)  # (z, y, x)
-        return np.transpose(arr, tuple(range(arr.ndim))[::-1]), tuple(float(s) for s in img.GetSpacing())
+        out = np.transpose(arr, tuple(range(arr.ndim))[::-1]), tuple(float(s) for s in img.GetSpacing())
+        if not with_affine:
+            return out
+        n = img.GetDimension()
+        lps_to_ras = np.diag([-1.0, -1.0] + [1.0] * (n - 2))
+        aff = np.eye(n + 1)
+        aff[:n, :n] = lps_to_ras @ np.asarray(img.GetDirection(), float).reshape(n, n) @ np.diag(img.GetSpacing())
+        aff[:n, n] = lps_to_ras @ np.asarray(img.GetOrigin(), float)
+        return (*out, aff)
     except Exception as e:
         raise PreparationError(f"{p}: unreadable volume file ({type(e).__name__}: {e}).") from e
 
@@ -371,15 +409,90 @@ def _case_id(path: Path, id_regex: re.Pattern | None) -> str:
     return m.group(1) if id_regex.groups else m.group(0)
 
 
-def _read_image(path: Path, grey: bool, spacing: Sequence[float] | None) -> tuple[np.ndarray, Any, int]:
-    """Read an image (2D or 3D by extension); return the array, its spacing (3D) and its spatial dimensions."""
+def _read_image(path: Path, grey: bool, spacing: Sequence[float] | None,
+                replaced: list | None = None) -> tuple[np.ndarray, Any, int, Any]:
+    """Read an image (2D or 3D by extension); return the array, its spacing (3D), its spatial dimensions and its
+    affine (3D; None in 2D). Non-finite voxels: see :func:`finite_or_error`."""
     if path.name.lower().endswith(VOLUME_EXTS):
-        img, sp = read_volume(path)
-        return img, (tuple(spacing) if spacing else sp), 3
-    img = read_image_2d(path)
+        img, sp, aff = read_volume(path, with_affine=True)
+        return finite_or_error(img, path, replaced), (tuple(spacing) if spacing else sp), 3, aff
+    img = read_image_2d(path, replaced)
     if grey and img.ndim == 3:
         img = np.round(img.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)).astype(np.uint8)
-    return img, None, 2
+    return img, None, 2, None
+
+
+#: what a preparation writes into its output folder (removed first by ``overwrite``)
+PREPARED_ENTRIES = ("imagesTr", "labelsTr", "datalist.json", "splits")
+
+
+def clear_output(out: Path, overwrite: bool) -> list[str]:
+    """Make ``out`` ready for a new dataset: an empty or missing folder is fine; a non-empty one is an error
+    unless ``overwrite``, which removes the entries a preparation writes (``imagesTr/``, ``labelsTr/``,
+    ``datalist.json`` and the ``splits/`` made from it) and leaves anything else.
+
+    Args:
+        out: the output dataset folder.
+        overwrite: remove an earlier dataset in ``out``.
+
+    Returns:
+        the names removed.
+    """
+    import shutil
+
+    if not out.is_dir() or not any(out.iterdir()):
+        return []
+    held = sorted(p.name for p in out.iterdir())
+    if not overwrite:
+        raise PreparationError(
+            f"{out}: output folder is not empty (holds {', '.join(held[:5])}{', ...' if len(held) > 5 else ''}); "
+            "pass --overwrite to replace the dataset in it (its imagesTr/, labelsTr/, splits/ and datalist.json "
+            "are removed first), or choose another --out.")
+    removed = []
+    for name in PREPARED_ENTRIES:
+        q = out / name
+        if q.is_dir() and not q.is_symlink():
+            shutil.rmtree(q)
+        elif q.exists() or q.is_symlink():
+            q.unlink()
+        else:
+            continue
+        removed.append(name)
+    return removed
+
+
+def _label_set_errors(records: Sequence[tuple], num_classes: int, declared: bool, allow_empty: bool,
+                      warnings_out: list[str]) -> None:
+    """Raise ``PreparationError`` for mask values outside ``[0, num_classes)`` (naming the file, the value and its
+    pixel count) and for foreground classes without any voxel over all masks (an error unless ``allow_empty``, then
+    a warning appended to ``warnings_out``)."""
+    counts = np.zeros(num_classes, np.int64)
+    top: dict[int, tuple[Path, int]] = {}  # value -> (first file holding it, pixel count there)
+    for rec in records:
+        lab, lab_p = rec[2], rec[4]
+        vals, n = np.unique(lab, return_counts=True)
+        for v, c in zip(vals.tolist(), n.tolist()):
+            if v >= num_classes:
+                raise PreparationError(
+                    f"{lab_p}: mask value {v} ({c} pixel(s)) outside the declared label set 0..{num_classes - 1} "
+                    "(--num-classes); fix the mask or map the value with --label-map.")
+            counts[v] += c
+            top.setdefault(v, (lab_p, c))
+    empty = [k for k in range(1, num_classes) if counts[k] == 0]
+    if not empty:
+        return
+    if len(empty) == num_classes - 1:
+        msg = f"every mask is empty (background only) over the {len(records)} labelled case(s)"
+    else:
+        msg = f"class(es) {empty} of 0..{num_classes - 1} have no voxel in any of the {len(records)} mask(s)"
+        hv = num_classes - 1
+        if not declared and hv in top:
+            f, c = top[hv]
+            msg += (f"; the label set reaches {hv} because of {f} (value {hv} in {c} pixel(s)): a stray value? "
+                    "Fix that mask, map it with --label-map, or declare the classes with --num-classes")
+    if not allow_empty:
+        raise PreparationError(msg + "; pass --allow-empty-classes to prepare it anyway.")
+    warnings_out.append(msg)
 
 
 def prepare_folder(
@@ -396,6 +509,10 @@ def prepare_folder(
     grey: bool = False,
     resize: Sequence[int] | None = None,
     spacing: Sequence[float] | None = None,
+    num_classes: int | None = None,
+    replace_nonfinite: bool = False,
+    allow_empty_classes: bool = False,
+    overwrite: bool = False,
 ) -> tuple[Path, dict[str, Any]]:
     r"""Convert folders of images, masks and (optionally) images without masks into the project's format.
 
@@ -403,7 +520,10 @@ def prepare_folder(
     replaced by the image's case id (any supported extension, GIF included); the case id is the image's name
     without extension, or what ``id_regex`` captures from it (named group ``id``, else group 1), e.g.
     ``21_training.tif`` + ``--id-regex '^(\d+)_'`` + ``--mask-pattern '{id}_manual1'`` -> ``21_manual1.gif``.
-    Everything is read and checked before the first file is written, so a failed run leaves ``out`` as it was.
+    Everything is read and checked before the first file is written, so a failed run leaves ``out`` as it was:
+    non-finite image voxels, a 3D mask whose affine (spacing, direction, origin) differs from its image's, mask
+    values outside the label set, classes without any voxel over all masks, and a non-empty ``out`` without
+    ``overwrite`` are errors naming the file and the problem.
 
     Args:
         images: folder of labelled images.
@@ -418,10 +538,19 @@ def prepare_folder(
         name: dataset name stored in the datalist.
         grey: 2D: convert images to one grey channel.
         resize: 2D: output ``(H, W)``.
-        spacing: 3D: voxel spacing overriding the headers.
+        spacing: 3D: voxel spacing overriding the headers (the image and mask affines are then not compared).
+        num_classes: the declared label set ``0..num_classes-1`` (default: from ``label_map``, ``binarize`` or the
+            largest mask value); a mask value outside it is an error naming the file, the value and its pixel count.
+        replace_nonfinite: set NaN / Inf voxels of the images to the image's smallest finite value (reported in
+            ``stats["nonfinite_replaced"]``) instead of stopping with an error naming the file.
+        allow_empty_classes: a foreground class without any voxel over all masks (e.g. every mask empty) is a
+            warning (``stats["warnings"]``, also written into the datalist) instead of an error.
+        overwrite: ``out`` may hold an earlier dataset: its ``imagesTr/``, ``labelsTr/``, ``splits/`` and
+            ``datalist.json`` are removed (after every input was read and checked) before writing.
 
     Returns:
-        the datalist path and the dataset statistics (``dataset_stats`` of the labelled cases).
+        the datalist path and the dataset statistics (``dataset_stats`` of the labelled cases, plus
+        ``nonfinite_replaced``, ``removed`` and ``warnings`` when any).
 
     Raises:
         PreparationError: naming the file or folder and the problem.
@@ -477,23 +606,29 @@ def prepare_folder(
             seen[cid] = img_p
             unl_paths.append((cid, img_p))
 
+    from custom_components.data.datalist import affine_mismatch
+
+    replaced: list | None = [] if replace_nonfinite else None
     records, dims = [], set()
     for cid, img_p, lab_p in pairs:
-        img, sp, nd = _read_image(img_p, grey, spacing)
+        img, sp, nd, img_aff = _read_image(img_p, grey, spacing, replaced)
         dims.add(nd)
         if nd == 3:
-            lab, lab_sp = read_volume(lab_p)
+            lab, _, lab_aff = read_volume(lab_p, with_affine=True)
             check_same_shape(img.shape[:3], lab.shape, img_p, lab_p)
-            spacing_differs = (sp is not None and lab_sp is not None
-                               and not np.allclose(sp, lab_sp, rtol=1e-3, atol=1e-4))
-            if not spacing and spacing_differs:
+            diff = None if spacing else affine_mismatch(img_aff, lab_aff, 3)
+            if diff:
                 raise PreparationError(
-                    f"{lab_p}: image/mask spacing mismatch, mask {tuple(lab_sp)} vs image {tuple(sp)} "
-                    f"({img_p}); pass --spacing to override both."
+                    f"{lab_p}: image/mask {diff.replace('label', 'mask')} ({img_p}); the mask would be paired voxel "
+                    "by voxel with another part of the image. Resample the mask onto the image, or pass --spacing "
+                    "to ignore both headers (voxels paired as stored)."
                 )
         else:
             lab = read_mask_2d(lab_p)
             check_same_shape(img.shape[:2], lab.shape, img_p, lab_p)
+        if np.issubdtype(lab.dtype, np.floating) and not np.isfinite(lab).all():
+            raise PreparationError(f"{lab_p}: {int((~np.isfinite(lab)).sum())} non-finite value(s) (NaN or Inf) "
+                                   "in the mask.")
         if label_map is not None:
             bad = sorted(set(np.unique(lab).tolist()) - set(label_map))
             if bad:
@@ -507,10 +642,10 @@ def prepare_folder(
             if vals.min() < 0 or vals.max() > 254 or not np.all(vals == np.round(vals)):
                 raise PreparationError(f"{lab_p}: mask values {vals[:5].tolist()} are not class indices; "
                                        "use --binarize or --label-map.")
-        records.append((cid, img, lab.astype(np.uint8), sp, img_p))
+        records.append((cid, img, lab.astype(np.uint8), sp, lab_p, img_p))
     unl_records = []
     for cid, img_p in unl_paths:
-        img, sp, nd = _read_image(img_p, grey, spacing)
+        img, sp, nd, _ = _read_image(img_p, grey, spacing, replaced)
         dims.add(nd)
         unl_records.append((cid, img, sp, img_p))
     if len(dims) > 1:
@@ -523,13 +658,20 @@ def prepare_folder(
     if len(channels) > 1:  # checked before anything is written, so a prepared dataset in --out stays intact
         examples = ", ".join(f"{c}: {p}" for c, p in sorted(channels.items()))
         raise PreparationError(f"{img_dir}: images have different channel counts ({examples}); try --grey.")
-    num_classes = (max(label_map.values()) + 1) if label_map else (
-        2 if binarize else max(max(int(r[2].max()) for r in records) + 1, 2))
+    if num_classes is None:
+        num_classes = (max(label_map.values()) + 1) if label_map else (
+            2 if binarize else max(max(int(r[2].max()) for r in records) + 1, 2))
+        declared = bool(label_map)
+    else:
+        num_classes, declared = int(num_classes), True
+    warnings_out: list[str] = []
+    _label_set_errors(records, num_classes, declared, allow_empty_classes, warnings_out)
 
     out = Path(out)
+    removed = clear_output(out, overwrite)
     ext = ".png" if nd == 2 else ".nii.gz"
     cases, unl_cases, shapes, counts = [], [], [], []
-    for cid, img, lab, sp, _ in records:
+    for cid, img, lab, sp, _, _ in records:
         img_f, lab_f = out / "imagesTr" / f"{cid}{ext}", out / "labelsTr" / f"{cid}{ext}"
         if nd == 2:
             if resize:
@@ -548,13 +690,21 @@ def prepare_folder(
             save_nifti_image(img, sp, img_f)
         unl_cases.append({"id": cid, "image": f"imagesTr/{cid}{ext}"})
     stats = dataset_stats(shapes, counts, num_classes)
+    if replaced:
+        stats["nonfinite_replaced"] = {f: n for f, n in replaced}
+    if removed:
+        stats["removed"] = removed
+    if warnings_out:
+        stats["warnings"] = warnings_out
     sources = " + ".join(str(d) for d in [img_dir, mask_dir, *unl_dirs])
     meta = {
         "name": name, "spatial_dims": nd, "num_classes": num_classes, "in_channels": next(iter(channels)),
         "labels": {str(i): ("background" if i == 0 else f"class{i}") for i in range(num_classes)},
         "source": f"folders {sources}; prepared by scripts/prepare_folder.py",
-        "stats": stats,
+        "stats": {k: v for k, v in stats.items() if k != "removed"},
     }
+    if warnings_out:
+        meta["warnings"] = warnings_out
     if unl_cases:
         meta["num_unlabeled"] = len(unl_cases)
     return write_dataset_datalist(out, cases, meta, unl_cases), stats

@@ -298,7 +298,7 @@ def write_markdown(path: Path, dataset: str, tables: Mapping[str, Sequence[Mappi
     lines.append("")
     warned = [(r, w) for r in runs for w in r.get("warnings", [])]
     if warned:
-        lines += ["## Warnings", "", "Degenerate results (the figure and its baseline):", ""]
+        lines += ["## Warnings", "", "Degenerate results (the figure and its baseline) and dataset warnings:", ""]
         lines += [f"- {r['method']} r{ratio_tag(r['ratio'])} s{r['seed']}: {w}" for r, w in warned]
         lines.append("")
     curves = [r for r in runs if ((r.get("selection") or {}).get("curve") or {}).get("dice")]

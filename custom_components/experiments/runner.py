@@ -20,7 +20,9 @@ For a prepared dataset (a ``datalist.json`` holding every case under ``"cases"``
 
 Resumable: a finished phase leaves ``runner_done.json`` (its settings fingerprint and wall time) and is skipped
 on the next call; an interrupted phase is continued by the bundle's own resumable checkpoint. A phase whose
-settings changed since its folder was made is refused (``force`` deletes and reruns it).
+settings, or whose data (``runtime.rerun.data_fingerprint`` of its datalist: the datalist's bytes and the size
+and modification time of every file it lists), changed since its folder was made is refused (``force`` deletes
+and reruns it).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from ..metrics.stats import compare_rows
+from ..runtime.rerun import data_fingerprint
 from . import report
 from .budget import Profile, available_profiles, load_profile, schedule_ids
 from .environment import REPO_ROOT, environment_info, relative_path
@@ -511,17 +514,27 @@ class Experiment:
         configs = {p.relative_to(src).as_posix(): p.read_text() for p in sorted(src.rglob("*.json"))}
         fp = fingerprint({"bundle": bundle, "profile": self.profile.name, "settings": settings, "configs": configs,
                           **({"method_files": list(method_files)} if method_files else {})})
+        # the data itself (datalist bytes, sizes and modification times of its files): re-preparing a dataset in
+        # place retrains (--force) or refuses, instead of reporting the old result as done
+        data_fp = data_fingerprint(settings["datalist"]) if settings.get("datalist") else None
         marker, sfile = phase_dir / DONE_MARKER, phase_dir / SETTINGS_FILE
         if sfile.is_file():
             old = json.loads(sfile.read_text())
-            if old.get("fingerprint") != fp:
+            new_data = data_fp is not None and old.get("data_fingerprint") not in (None, data_fp)
+            if old.get("fingerprint") != fp or new_data:
+                why = (f"trained on other data: {settings['datalist']} or the files it lists changed since (a "
+                       "re-prepared dataset?)" if old.get("fingerprint") == fp
+                       else f"made with other settings or another version of bundles/{bundle}/configs")
                 if not self.settings.force:
                     raise RunnerError(
-                        f"{phase_dir}: made with other settings or another version of bundles/{bundle}/configs "
-                        f"(see {sfile}); rerun with --force to delete and retrain it, or use another --work-dir.")
-                print(f"{label} settings changed: deleting {phase_dir}", flush=True)
+                        f"{phase_dir}: {why} (see {sfile}); rerun with --force to delete and retrain it, or use "
+                        "another --work-dir.")
+                print(f"{label} {'data' if old.get('fingerprint') == fp else 'settings'} changed: deleting "
+                      f"{phase_dir}", flush=True)
                 shutil.rmtree(phase_dir)
             elif marker.is_file():
+                if data_fp is not None and old.get("data_fingerprint") is None:  # recorded before data fingerprints
+                    sfile.write_text(json.dumps({**old, "data_fingerprint": data_fp}, indent=2))
                 rec = json.loads(marker.read_text())
                 print(f"{label} done earlier ({rec.get('wall_time_s', 0):.0f} s), skipped", flush=True)
                 return rec
@@ -531,14 +544,15 @@ class Experiment:
             shutil.copytree(src.parent / "docs", phase_dir / "docs", dirs_exist_ok=True)
             shutil.copy2(src.parent / "LICENSE", phase_dir / "LICENSE")
         (phase_dir / "configs" / OVERRIDES_FILE).write_text(json.dumps(settings, indent=2))
-        sfile.write_text(json.dumps({"fingerprint": fp, "bundle": bundle, "profile": self.profile.name,
-                                     "settings": settings}, indent=2))
+        sfile.write_text(json.dumps({"fingerprint": fp, "data_fingerprint": data_fp, "bundle": bundle,
+                                     "profile": self.profile.name, "settings": settings}, indent=2))
         files = self.config_list(phase_dir, bundle, ["train.json", *method_files, OVERRIDES_FILE])
         self._write_command(phase_dir / "command.sh", files)
         print(f"{label} training: {settings.get('max_epochs')} epochs -> {phase_dir}", flush=True)
         resumed = (phase_dir / "models" / "train_state.pt").is_file()
         t = run_bundle(files, phase_dir / "train.log", label, self.env)
-        rec = {"fingerprint": fp, "wall_time_s": t, "resumed": resumed, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+        rec = {"fingerprint": fp, "data_fingerprint": data_fp, "wall_time_s": t,
+               "resumed": resumed, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
                "device": environment_info()["device"]}
         marker.write_text(json.dumps(rec, indent=2))
         print(f"{label} finished in {t:.0f} s", flush=True)
@@ -682,6 +696,7 @@ class Experiment:
         if sel.is_file():
             run["selection"] = json.loads(sel.read_text())
         run["warnings"] = list((run.get("selection") or {}).get("warnings", []))  # degenerate results
+        run["warnings"] += [f"dataset {self.datalist}: {w}" for w in self.meta.get("warnings", [])]  # prepare_folder
         if "teacher_pretrain" in m.phases(s.pretrain):
             from custom_components.engines.pretrain import phase1_warnings
 

@@ -98,8 +98,80 @@ def test_shape_mismatch(ds):
 def test_label_values_out_of_range(ds):
     root, d = ds
     _png(root / "lab" / "c0.png", np.full((12, 10), 255, np.uint8))  # a 0/255 mask: not a class index
-    with pytest.raises(DatalistError, match=r"lab/c0\.png: label values \[255\] outside \[0, 2\)"):
+    with pytest.raises(DatalistError, match=r"lab/c0\.png: label values 255 \(120 pixel\(s\)\) outside \[0, 2\)"):
         validate_datalist(_write(root, d), 2)
+
+
+def test_stray_label_value_names_value_and_pixel_count(ds):
+    """One pixel of value 5 in a binary dataset: the file, the value and its pixel count are named."""
+    root, d = ds
+    m = np.array(Image.open(root / "lab" / "c4.png"))
+    m[0, 0] = 5
+    _png(root / "lab" / "c4.png", m)
+    with pytest.raises(DatalistError, match=r"lab/c4\.png: label values 5 \(1 pixel\(s\)\) outside \[0, 2\) .*"
+                                            r"validation\[0\]"):
+        validate_datalist(_write(root, d), None)  # num_classes from the datalist's key
+
+
+def test_empty_classes_over_the_labelled_set(ds, capsys):
+    """All-empty masks, or a declared class without any voxel, are an error (a warning when allowed)."""
+    root, d = ds
+    for i in range(5):
+        _png(root / "lab" / f"c{i}.png", np.zeros((12, 10), np.uint8))
+    p = _write(root, d)
+    with pytest.raises(DatalistError, match=r"datalist\.json: every label is empty \(background only\) over the 4 "
+                                            r"labelled file\(s\)"):
+        validate_datalist(p, 2)
+    with pytest.warns(UserWarning, match="every label is empty"):
+        stats = validate_datalist(p, 2, allow_empty_classes=True)
+    assert "every label is empty" in stats["warnings"][0]
+    assert main([str(p)]) == 1 and "every label is empty" in capsys.readouterr().err
+    assert main([str(p), "--allow-empty-classes"]) == 0 and "WARNING: " in capsys.readouterr().err
+    for i in range(5):
+        _png(root / "lab" / f"c{i}.png", np.full((12, 10), i % 2, np.uint8))
+    with pytest.raises(DatalistError, match=r"class\(es\) \[2\] of 0\.\.2 have no voxel over the 4 labelled"):
+        validate_datalist(p, 3)
+
+
+def test_nonfinite_voxels_2d_and_3d(ds, tmp_path):
+    """NaN / Inf voxels in an image are an error naming the file (2D float TIFF and 3D NIfTI)."""
+    root, d = ds
+    img = np.ones((12, 10), np.float32)
+    img[2, 3:5] = np.nan
+    Image.fromarray(img, mode="F").save(root / "img" / "f.tif")
+    _png(root / "lab" / "f.png", np.ones((12, 10), np.uint8))
+    d["validation"] = [{"image": "img/f.tif", "label": "lab/f.png"}]
+    with pytest.raises(DatalistError, match=r"img/f\.tif: 2 non-finite voxel\(s\) \(NaN or Inf\) .*--replace-nonf"):
+        validate_datalist(_write(root, d), 2, in_channels=None)
+    vol = np.zeros((6, 7, 5), np.float32)
+    vol[0, 0, 0], vol[1, 1, 1] = np.inf, np.nan
+    nib.save(nib.Nifti1Image(vol, np.eye(4)), tmp_path / "v.nii.gz")
+    nib.save(nib.Nifti1Image(np.ones((6, 7, 5), np.uint8), np.eye(4)), tmp_path / "vl.nii.gz")
+    p = _write(tmp_path, {"labeled": [{"image": "v.nii.gz", "label": "vl.nii.gz"}]})
+    with pytest.raises(DatalistError, match=r"v\.nii\.gz: 2 non-finite voxel\(s\)"):
+        validate_datalist(p, 2)
+
+
+@pytest.mark.parametrize("change, problem", [
+    ("flip", r"direction mismatch"), ("origin", r"origin mismatch, label origin \(5\.0, 0\.0, 0\.0\)"),
+    ("spacing", r"spacing mismatch")])
+def test_3d_affine_compared_whole(tmp_path, change, problem):
+    """A mask whose affine is flipped or moved (same spacing) is not paired voxel by voxel with the image."""
+    aff = np.diag([0.6, 0.6, 0.6, 1])
+    lab_aff = aff.copy()
+    if change == "flip":
+        lab_aff[0, 0] = -0.6
+    elif change == "origin":
+        lab_aff[0, 3] = 5.0
+    else:
+        lab_aff[2, 2] = 1.2
+    nib.save(nib.Nifti1Image(np.zeros((6, 7, 5), np.float32), aff), tmp_path / "i.nii.gz")
+    nib.save(nib.Nifti1Image(np.ones((6, 7, 5), np.uint8), lab_aff), tmp_path / "l.nii.gz")
+    p = _write(tmp_path, {"labeled": [{"image": "i.nii.gz", "label": "l.nii.gz"}]})
+    with pytest.raises(DatalistError, match=r"l\.nii\.gz: image/label " + problem):
+        validate_datalist(p, 2)
+    nib.save(nib.Nifti1Image(np.ones((6, 7, 5), np.uint8), aff + 1e-5 * (aff != 0)), tmp_path / "l.nii.gz")
+    validate_datalist(p, 2)  # within the tolerance
 
 
 def test_same_image_in_two_splits(ds):

@@ -411,3 +411,48 @@ def test_phase1_ratio_lets_an_ablation_reuse_an_earlier_calls_phase1(cases_datal
     assert phase1_dirs(ratios=[0.1], rounds=1)[0] != table[0]  # without it: the 10 % split, another phase 1
     with pytest.raises(RunnerError, match=r"--phase1-ratio 0.2: must be in \(0, 0.1\]"):
         RunnerSettings(dataset=dl, ratios=[0.1], phase1_ratio=0.2)
+
+
+def test_run_phase_after_the_data_was_re_prepared_refuses_or_retrains(cases_datalist, tmp_path, monkeypatch):
+    """Issue 28: the same settings on re-prepared data (same file names, new contents) is not 'done earlier'."""
+    import os
+
+    dl = cases_datalist(tmp_path)
+    split = rx.write_splits(dl, tmp_path / "sp", [1.0], [0])[(1.0, 0)]
+    for e in json.loads(split.read_text())["labeled"][:1]:  # the split names files: make one exist
+        f = split.parent / e["image"]
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_bytes(b"old image")
+    exp = Experiment(_args(tmp_path, dl), "cmd")
+    phase, settings = tmp_path / "phase", {"max_epochs": 1, "datalist": str(split)}
+    calls = []
+    monkeypatch.setattr(rx, "run_bundle", lambda files, log, label, env=None: calls.append(1) or 3.0)
+    assert exp.run_phase(phase, "supervised", settings, "[t]")["data_fingerprint"]
+    assert exp.run_phase(phase, "supervised", settings, "[t]")["wall_time_s"] == 3.0 and len(calls) == 1  # skipped
+    f.write_bytes(b"a re-prepared image")
+    os.utime(f, ns=(1, 1))
+    with pytest.raises(RunnerError, match=r"phase: trained on other data: .*datalist_r1_s0\.json or the files it "
+                                          r"lists changed since .*--force"):
+        exp.run_phase(phase, "supervised", settings, "[t]")
+    exp.settings.force = True
+    exp.run_phase(phase, "supervised", settings, "[t]")
+    assert len(calls) == 2  # retrained
+
+
+def test_dataset_warnings_are_carried_into_every_run(cases_datalist, tmp_path, monkeypatch):
+    """A dataset prepared with --allow-empty-classes keeps its warning in datalist.json; the runner repeats it."""
+    dl = cases_datalist(tmp_path, 40)
+    meta = json.loads(dl.read_text())
+    meta["warnings"] = ["every mask is empty (background only) over the 40 labelled case(s)"]
+    dl.write_text(json.dumps(meta))
+    exp = Experiment(_args(tmp_path, dl, methods=["supervised"]), "cmd")
+
+    def fake_run_phase(phase_dir, bundle, settings, label):
+        phase_dir.mkdir(parents=True, exist_ok=True)
+        return {"wall_time_s": 1.0, "fingerprint": "fp"}
+
+    monkeypatch.setattr(exp, "run_phase", fake_run_phase)
+    monkeypatch.setattr(exp, "evaluate_phase", lambda *a, **k: (tmp_path / "metrics.json", 0.0))
+    monkeypatch.setattr(exp, "report", lambda total, splits: exp.runs)
+    runs = exp.run()
+    assert runs and all(any("every mask is empty" in w for w in r["warnings"]) for r in runs)

@@ -116,6 +116,35 @@ def _case_make_split_without_validation(tmp_path, tiny_dataset_2d):
     return cmd, [r"make_split\.py: error: .*datalist\.json: make_split: the split has no validation case"]
 
 
+def _case_nonfinite_image_at_inference(tmp_path, tiny_dataset_2d):
+    d = tmp_path / "new"
+    d.mkdir()
+    Image.fromarray(np.ones((16, 16), np.float32), mode="F").save(d / "a.tif")
+    bad = np.ones((16, 16), np.float32)
+    bad[3, :10] = np.nan
+    Image.fromarray(bad, mode="F").save(d / "b.tif")
+    cmd = _inference(tmp_path, d, image_ext=".tif", in_channels=1)
+    return cmd, [r"b\.tif: 10 non-finite voxel\(s\) \(NaN or Inf\)"]
+
+
+def _case_ckpt_dir_is_a_file(tmp_path, tiny_dataset_2d):
+    data = tiny_dataset_2d(num_cases=6, size=16)
+    (tmp_path / "ckpt_is_a_file").write_text("not a folder")
+    return _train(tmp_path, data, ckpt_dir=str(tmp_path / "ckpt_is_a_file")), [
+        r"ERROR \(FileExistsError\): '.*ckpt_is_a_file': a file is in the way"]
+
+
+def _case_prepare_folder_nonfinite(tmp_path, tiny_dataset_2d):
+    (tmp_path / "im").mkdir()
+    img = np.ones((16, 16), np.float32)
+    img[0, 0] = np.inf
+    Image.fromarray(img, mode="F").save(tmp_path / "im" / "a.tif")
+    _png(tmp_path / "ma" / "a.png", np.eye(16, dtype=np.uint8))
+    cmd = _script("prepare_folder", "--images", str(tmp_path / "im"), "--masks", str(tmp_path / "ma"),
+                  "--out", str(tmp_path / "out"))
+    return cmd, [r"prepare_folder\.py: error: .*im/a\.tif: 1 non-finite voxel\(s\)"]
+
+
 CASES = {
     "input_dir_missing": _case_input_dir_missing,
     "input_dir_without_images": _case_input_dir_without_images,
@@ -126,6 +155,9 @@ CASES = {
     "in_channels_not_matching_data": _case_in_channels_not_matching_data,
     "prepare_folder_missing_mask": _case_prepare_folder_missing_mask,
     "make_split_without_validation": _case_make_split_without_validation,
+    "nonfinite_image_at_inference": _case_nonfinite_image_at_inference,
+    "ckpt_dir_is_a_file": _case_ckpt_dir_is_a_file,
+    "prepare_folder_nonfinite": _case_prepare_folder_nonfinite,
 }
 DEFAULT_SUITE = ("input_dir_missing", "prepare_folder_missing_mask")
 
@@ -141,7 +173,7 @@ def test_user_error_is_the_last_thing_printed(case, tmp_path, tiny_dataset_2d, r
     rc, out = run_to_end(cmd, tmp_path / "run.log")
     tail = _last_lines(out)
     record_message(tail)
-    assert rc != 0, out[-2000:]
+    assert rc == 2, out[-2000:]  # user errors and actionable faults: exit status 2 (bundles and scripts)
     for p in patterns:
         assert any(re.search(p, ln) for ln in tail.splitlines()), f"{p!r} not in the last lines:\n{tail}"
     if "scripts" in cmd[1]:
@@ -151,9 +183,12 @@ def test_user_error_is_the_last_thing_printed(case, tmp_path, tiny_dataset_2d, r
 
 def test_excepthook_repeats_the_innermost_user_error_last(monkeypatch):
     """The hook keeps the previous hook's traceback and then prints the user error; other errors are untouched."""
+    import custom_components.errors as errors_mod
     from custom_components.data.datalist import DatalistError
     from custom_components.errors import _excepthook, find_user_error
 
+    exits = []
+    monkeypatch.setattr(errors_mod, "_exit", exits.append)
     calls = []
     hook = _excepthook(lambda *a: calls.append(a))
     try:
@@ -166,10 +201,11 @@ def test_excepthook_repeats_the_innermost_user_error_last(monkeypatch):
         monkeypatch.setattr(sys, "stderr", err)
         hook(type(wrapped), wrapped, wrapped.__traceback__)
     assert calls and err.getvalue().strip().splitlines()[-1] == "ERROR (DatalistError): x.png: wrong channel count"
+    assert exits == [2]
     assert find_user_error(ValueError("a bug")) is None
     err.truncate(0)
     hook(ValueError, ValueError("a bug"), None)
-    assert err.getvalue().strip() == ""
+    assert err.getvalue().strip() == "" and exits == [2]  # a bug: Python's own status 1
     from custom_components.errors import install_excepthook
 
     def previous(*a):
@@ -181,3 +217,73 @@ def test_excepthook_repeats_the_innermost_user_error_last(monkeypatch):
     assert installed is not previous and getattr(installed, "custom_components_user_errors", False)
     install_excepthook()
     assert sys.excepthook is installed  # idempotent: not wrapped twice
+
+
+def _wrapped(exc: BaseException) -> RuntimeError:
+    """``exc`` inside two MONAI-like ``Failed to evaluate ConfigExpression`` wrappers."""
+    try:
+        try:
+            try:
+                raise exc
+            except BaseException as e:
+                raise RuntimeError("Failed to evaluate ConfigExpression: $torch.save(...)") from e
+        except RuntimeError as e:
+            raise RuntimeError("Failed to evaluate ConfigExpression: $@evaluator.run()") from e
+    except RuntimeError as outer:
+        return outer
+
+
+@pytest.mark.parametrize("exc, expected", [
+    (PermissionError(13, "Permission denied", "/run/models/.model.pt.x1.tmp"),
+     "ERROR (PermissionError): '/run/models/.model.pt.x1.tmp': permission denied: make it writable or choose "
+     "another folder (--output_dir / --ckpt_dir)."),
+    (OSError(28, "No space left on device"),
+     "ERROR (OSError): [Errno 28] No space left on device: disk full (no space left on device): free space or write "
+     "to another disk, then rerun the same command."),
+    (OSError(30, "Read-only file system", "/ro/pred"), "ERROR (OSError): '/ro/pred': read-only file system"),
+    (ConnectionRefusedError(111, "refused"), None),
+])
+def test_excepthook_names_actionable_os_faults_last(monkeypatch, exc, expected):
+    """Unwritable path, disk full, read-only disk: the path and the advice are the last line, exit status 2; an
+    OSError a person cannot act on is left to Python (status 1)."""
+    import custom_components.errors as errors_mod
+
+    exits, err = [], io.StringIO()
+    monkeypatch.setattr(errors_mod, "_exit", exits.append)
+    monkeypatch.setattr(sys, "stderr", err)
+    outer = _wrapped(exc)
+    errors_mod._excepthook(lambda *a: None)(type(outer), outer, outer.__traceback__)
+    if expected is None:
+        assert exits == [] and err.getvalue() == ""
+    else:
+        assert err.getvalue().strip().splitlines()[-1].startswith(expected) and exits == [2]
+
+
+def test_actionable_fault_in_a_real_process_exits_2(tmp_path):
+    """The installed hook in a real interpreter: traceback first, the path last, exit status 2."""
+    import subprocess
+
+    code = ("import custom_components, errno\n"
+            "try:\n"
+            "    raise OSError(errno.ENOSPC, 'No space left on device', '/data/run/models/train_state.pt')\n"
+            "except OSError as e:\n"
+            "    raise RuntimeError('Failed to evaluate ConfigExpression: $@trainer.run()') from e\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(REPO), timeout=120)
+    assert proc.returncode == 2 and "Traceback" in proc.stderr
+    assert _last_lines(proc.stderr, 1).startswith("ERROR (OSError): '/data/run/models/train_state.pt': disk full")
+
+
+def test_run_cli_turns_actionable_os_errors_into_one_line(capsys):
+    from custom_components.errors import run_cli
+
+    def main(argv):
+        raise PermissionError(13, "Permission denied", "/data/out/imagesTr")
+
+    assert run_cli(main, []) == 2
+    assert "error: '/data/out/imagesTr': permission denied" in capsys.readouterr().err
+
+    def bug(argv):
+        raise ConnectionResetError(104, "reset")
+
+    with pytest.raises(ConnectionResetError):
+        run_cli(bug, [])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import nibabel as nib
 import numpy as np
@@ -67,6 +68,7 @@ def test_3d_nifti_and_nrrd(tmp_path):
     im, ma = _dirs(tmp_path)
     lab = np.zeros((6, 7, 5), np.uint8)
     lab[1:4, 2:5, 1:3] = 2
+    lab[5, 5, 4] = 1
     aff = np.diag([0.8, 0.8, 1.5, 1])
     nib.save(nib.Nifti1Image(np.ones((6, 7, 5), np.float32), aff), im / "p.nii.gz")
     nib.save(nib.Nifti1Image(lab, aff), ma / "p.nii.gz")
@@ -177,3 +179,135 @@ def test_unlabelled_3d_volumes(tmp_path):
     with pytest.raises(PreparationError, match="mixes 2D and 3D images"):
         _main(["--images", str(tmp_path / "im"), "--masks", str(tmp_path / "ma"), "--out", str(tmp_path / "o3"),
                "--mask-suffix", "_seg", "--unlabeled-images", str(tmp_path / "u2")])
+
+
+# ------------------------------------------------------------------ issue 28: data checks at the door
+def _cli(argv, capsys):
+    """Run the script as on the command line (``run_cli``): exit status and the last line of stderr."""
+    from custom_components.errors import run_cli
+
+    status = run_cli(load_script("prepare_folder").main, argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    return status, (err[-1] if err else "")
+
+
+def _pair_2d(tmp_path, image, mask, name="a"):
+    _png(tmp_path / "im" / f"{name}{'.tif' if image.dtype == np.float32 else '.png'}", image)
+    _png(tmp_path / "ma" / f"{name}.png", mask)
+
+
+def test_nonfinite_voxels_error_or_replaced(tmp_path, capsys):
+    """NaN / Inf voxels: an error naming the file (exit 2), or with --replace-nonfinite replaced and reported."""
+    img = np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)
+    img[0, :3] = np.nan
+    img[1, 0] = np.inf
+    m = np.zeros((8, 8), np.uint8)
+    m[4:, 4:] = 1
+    _pair_2d(tmp_path, img, m)
+    args = ["--images", str(tmp_path / "im"), "--masks", str(tmp_path / "ma"), "--out", str(tmp_path / "o")]
+    status, last = _cli(args, capsys)
+    assert status == 2 and re.search(r"im/a\.tif: 4 non-finite voxel\(s\) \(NaN or Inf\).*--replace-nonfinite", last)
+    assert not (tmp_path / "o").exists()
+    status, last = _cli(args + ["--replace-nonfinite"], capsys)
+    assert status == 0 and re.search(r"WARNING: .*im/a\.tif: 4 non-finite voxel\(s\) replaced", last)
+    dl = json.loads((tmp_path / "o" / "datalist.json").read_text())
+    assert dl["stats"]["nonfinite_replaced"] == {str(tmp_path / "im" / "a.tif"): 4}
+    # 3D volume
+    vol = np.zeros((6, 7, 5), np.float32)
+    vol[0, 0, 0] = np.nan
+    lab = np.zeros((6, 7, 5), np.uint8)
+    lab[2:4, 2:4, 2:4] = 1
+    (tmp_path / "im3").mkdir()
+    (tmp_path / "ma3").mkdir()
+    nib.save(nib.Nifti1Image(vol, np.eye(4)), tmp_path / "im3" / "v.nii.gz")
+    nib.save(nib.Nifti1Image(lab, np.eye(4)), tmp_path / "ma3" / "v.nii.gz")
+    status, last = _cli(["--images", str(tmp_path / "im3"), "--masks", str(tmp_path / "ma3"), "--out",
+                         str(tmp_path / "o3")], capsys)
+    assert status == 2 and re.search(r"im3/v\.nii\.gz: 1 non-finite voxel\(s\)", last)
+
+
+@pytest.mark.parametrize("change, problem", [("flip", "direction mismatch"), ("origin", "origin mismatch"),
+                                             ("nrrd_flip", "direction mismatch")])
+def test_3d_mask_affine_flipped_or_moved(tmp_path, capsys, change, problem):
+    """A 3D mask whose affine is flipped or whose origin moved (same spacing) is an error naming it."""
+    for d in ("im", "ma"):
+        (tmp_path / d).mkdir()
+    aff = np.diag([0.8, 0.8, 1.5, 1])
+    lab = np.zeros((6, 7, 5), np.uint8)
+    lab[1:4, 2:5, 1:3] = 1
+    nib.save(nib.Nifti1Image(np.ones((6, 7, 5), np.float32), aff), tmp_path / "im" / "p.nii.gz")
+    if change == "nrrd_flip":  # ITK mask: LPS direction converted to RAS before the comparison
+        s = sitk.GetImageFromArray(np.transpose(lab, (2, 1, 0)))
+        s.SetSpacing((0.8, 0.8, 1.5))
+        s.SetDirection((1, 0, 0, 0, 1, 0, 0, 0, 1))  # LPS identity = RAS x and y flipped vs the image
+        sitk.WriteImage(s, str(tmp_path / "ma" / "p.nrrd"))
+    else:
+        lab_aff = aff.copy()
+        if change == "flip":
+            lab_aff[1, 1] = -0.8
+        else:
+            lab_aff[:3, 3] = [0, 0, 12.0]
+        nib.save(nib.Nifti1Image(lab, lab_aff), tmp_path / "ma" / "p.nii.gz")
+    args = ["--images", str(tmp_path / "im"), "--masks", str(tmp_path / "ma"), "--out", str(tmp_path / "o")]
+    status, last = _cli(args, capsys)
+    assert status == 2 and re.search(r"ma/p\.(nii\.gz|nrrd): image/mask " + problem, last), last
+    assert _cli(args + ["--spacing", "0.8", "0.8", "1.5"], capsys)[0] == 0  # headers overridden: paired as stored
+
+
+def test_stray_mask_value_and_declared_label_set(tmp_path, capsys):
+    """One pixel of value 5: without --num-classes the empty classes are an error naming the file and the value;
+    with --num-classes 3 the value is outside the label set (file, value, pixel count)."""
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        m = np.zeros((8, 8), np.uint8)
+        m[:3], m[5:] = 1, 2
+        if i == 1:
+            m[0, 0] = 5
+        _pair_2d(tmp_path, rng.integers(0, 255, (8, 8), dtype=np.uint8), m, name=f"c{i}")
+    args = ["--images", str(tmp_path / "im"), "--masks", str(tmp_path / "ma"), "--out", str(tmp_path / "o")]
+    status, last = _cli(args, capsys)
+    assert status == 2 and re.search(r"class\(es\) \[3, 4\] of 0\.\.5 have no voxel .* because of .*ma/c1\.png "
+                                     r"\(value 5 in 1 pixel\(s\)\)", last), last
+    status, last = _cli(args + ["--num-classes", "3"], capsys)
+    assert status == 2 and re.search(r"ma/c1\.png: mask value 5 \(1 pixel\(s\)\) outside the declared label set "
+                                     r"0\.\.2", last), last
+    assert not (tmp_path / "o").exists()
+
+
+def test_all_empty_masks_error_or_warning(tmp_path, capsys):
+    """All-empty masks: an error; with --allow-empty-classes a warning kept in the datalist."""
+    for i in range(2):
+        _pair_2d(tmp_path, np.full((8, 8), 9, np.uint8), np.zeros((8, 8), np.uint8), name=f"c{i}")
+    args = ["--images", str(tmp_path / "im"), "--masks", str(tmp_path / "ma"), "--out", str(tmp_path / "o"),
+            "--binarize"]
+    status, last = _cli(args, capsys)
+    assert status == 2 and "every mask is empty (background only) over the 2 labelled case(s)" in last
+    status, last = _cli(args + ["--allow-empty-classes"], capsys)
+    assert status == 0 and last.startswith("WARNING: every mask is empty")
+    assert "every mask is empty" in json.loads((tmp_path / "o" / "datalist.json").read_text())["warnings"][0]
+
+
+def test_non_empty_out_needs_overwrite_which_removes_the_old_dataset(tmp_path, capsys):
+    """Preparing into a folder holding a dataset needs --overwrite; then the old files are gone, others kept."""
+    m = np.zeros((8, 8), np.uint8)
+    m[2:5] = 1
+    for n in ("old1", "old2"):
+        _pair_2d(tmp_path, np.full((8, 8), 3, np.uint8), m, name=n)
+    out = tmp_path / "o"
+    args = ["--images", str(tmp_path / "im"), "--masks", str(tmp_path / "ma"), "--out", str(out)]
+    assert _cli(args, capsys)[0] == 0
+    (out / "splits").mkdir()
+    (out / "splits" / "datalist_r0.5_s0.json").write_text("{}")
+    (out / "notes.txt").write_text("mine")
+    for n in ("old1", "old2"):
+        (tmp_path / "im" / f"{n}.png").unlink()
+        (tmp_path / "ma" / f"{n}.png").unlink()
+    _pair_2d(tmp_path, np.full((8, 8), 4, np.uint8), m, name="new")
+    before = {p.relative_to(out) for p in out.rglob("*")}
+    status, last = _cli(args, capsys)
+    assert status == 2 and re.search(r"/o: output folder is not empty .* pass --overwrite", last), last
+    assert {p.relative_to(out) for p in out.rglob("*")} == before
+    assert _cli(args + ["--overwrite"], capsys)[0] == 0
+    assert sorted(p.name for p in (out / "imagesTr").iterdir()) == ["new.png"]
+    assert sorted(p.name for p in (out / "labelsTr").iterdir()) == ["new.png"]
+    assert not (out / "splits").exists() and (out / "notes.txt").read_text() == "mine"
