@@ -447,7 +447,7 @@ def test_dataset_warnings_are_carried_into_every_run(cases_datalist, tmp_path, m
     dl.write_text(json.dumps(meta))
     exp = Experiment(_args(tmp_path, dl, methods=["supervised"]), "cmd")
 
-    def fake_run_phase(phase_dir, bundle, settings, label):
+    def fake_run_phase(phase_dir, bundle, settings, label, method_files=()):
         phase_dir.mkdir(parents=True, exist_ok=True)
         return {"wall_time_s": 1.0, "fingerprint": "fp"}
 
