@@ -822,20 +822,32 @@ def _check_weights(root: Path, report: VerificationReport) -> None:
                                         f"got {type(obj).__name__}", file=rel)
 
 
+def _installed_package(name: str) -> bool:
+    """Whether ``name`` is an importable package or module outside namespace packages (nothing is imported)."""
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return False
+    return spec is not None and spec.origin not in (None, "namespace")
+
+
 def _check_code_files(root: Path, report: VerificationReport, accept_review: bool) -> None:
     """Code files (``.py``, packages, compiled modules, notebooks) and serialised objects outside ``models/`` fail
     unless ``accept_review``: verification never reads them, and ``python -m monai.bundle run`` started in the
-    bundle folder imports from that folder first."""
+    bundle folder imports from that folder first. A folder named like an installed package always fails."""
     add = report.warn if accept_review else report.error
     for rel in _list_files(root):
         p = root / rel
         if rel.lower().endswith(_CODE_SUFFIXES):
             top = rel.split("/")[0]
-            shadow = (f"; the package {top}/ would shadow an installed package {top!r} when run from the bundle folder"
-                      if "/" in rel and importlib.util.find_spec(top) is not None else "")
-            add("code-file", f"{rel}: code or pickle file in the bundle (never checked by verification: Python "
-                             f"imports from the working folder first{shadow}); remove it, or read it, pass "
-                             "--accept-review and run the bundle from outside its folder", file=rel)
+            if (root / top / "__init__.py").is_file() and _installed_package(top):  # never acceptable
+                report.error("code-file", f"{rel}: the package {top}/ in the bundle would shadow the installed "
+                                          f"package {top!r} (Python imports from the working folder first); "
+                                          "remove it", file=rel)
+                continue
+            add("code-file", f"{rel}: code or pickle file in the bundle (never checked by verification; Python "
+                             "imports from the working folder first); remove it, or read it, pass --accept-review "
+                             "and run the bundle from outside its folder", file=rel)
         elif not rel.startswith("models/") and p.is_file() and not p.is_symlink():
             with p.open("rb") as fh:
                 magic = fh.read(6)
