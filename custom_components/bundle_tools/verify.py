@@ -58,7 +58,8 @@ SCHEMA_PATH = Path(__file__).resolve().parent / "schema" / "metadata.schema.json
 
 # The allowlists: exactly what bundles/*/configs use (tests/bundle_tools/test_package_verify.py checks that each
 # set equals the bundles' use). A new callable in a bundle fails that test: review it, then add it here.
-#: ``_target_`` values, as written (bare names are resolved by MONAI among its own components).
+#: ``_target_`` values and ``reader``/``writer`` names, as written (bare names are resolved by MONAI among its own
+#: components).
 ALLOWED_TARGETS: frozenset[str] = frozenset({
     "Activationsd", "AsDiscreted", "CacheDataset", "CheckpointLoader", "CheckpointSaver", "Compose", "CopyItemsd",
     "DataLoader", "Dataset", "DiceCELoss", "DistributedSampler", "EnsureChannelFirstd", "EnsureTyped", "Identityd",
@@ -78,6 +79,7 @@ ALLOWED_TARGETS: frozenset[str] = frozenset({
     "custom_components.metrics.BestAssignmentDice", "custom_components.metrics.OutputAverage",
     "custom_components.networks.DiffusionTeacher", "custom_components.networks.MaskPathwaySegmenter",
     "custom_components.transforms.ThresholdForegroundd", "custom_components.transforms.labels.FillMissingLabeld",
+    "custom_components.transforms.palette.PalettePNGWriter",
     "custom_components.transforms.pseudolabel.ConfidenceScored",
     "custom_components.transforms.uncertainty.PredictiveEntropyd", "ignite.handlers.ProgressBar",
     "torch.nn.parallel.DistributedDataParallel", "torch.optim.Adam", "torch.optim.lr_scheduler.LambdaLR",
@@ -149,6 +151,8 @@ _EXECUTES_OR_LOADS = frozenset(
      "ConfigComponent", "ConfigExpression", "ConfigItem", "ReferenceResolver", "get_parsed_content",
      "load_config_file", "load_config_files", "read_config", "from_pretrained", "register_forward_hook"}
 )
+#: arguments MONAI resolves from a dotted name and instantiates (``LoadImage(reader=...)``, ``SaveImage(writer=...)``).
+_LOCATED_ARGUMENTS = ("reader", "writer")
 #: keyword arguments that turn a loader into an unpickler: (name, value that is refused).
 _UNSAFE_ARGUMENTS = {"weights_only": False, "allow_pickle": True}
 _REF_RE = re.compile(r"@\w*(?:(?:#|::)\w*)*")
@@ -592,6 +596,17 @@ def _macro_file(value: str) -> str | None:
     return found[0][0] if found else None
 
 
+def _judge_located(value: Any) -> tuple[str, str]:
+    """Verdict for the value of a ``reader``/``writer`` argument: MONAI imports a dotted name and instantiates it,
+    so a name is judged like a ``_target_``; ``None`` and non-strings (instances built elsewhere) pass."""
+    if not isinstance(value, str):
+        return "allowed", ""
+    if value.startswith(("$", "@", "%")):
+        return "review", f"computed reader/writer {value!r} cannot be audited"
+    status, _, reason = classify_target(value)
+    return status, reason
+
+
 def scan_config_file(path: str | Path, rel_name: str | None = None) -> list[ExecutableItem]:
     """List every executable item (``$`` expressions, ``_target_`` values with their arguments, ``%`` macros,
     values of ``config_file``-like keys) of one config file.
@@ -616,6 +631,14 @@ def scan_config_file(path: str | Path, rel_name: str | None = None) -> list[Exec
             status, names, reason = classify_target(d["_target_"], args)
             items.append(ExecutableItem(name, "#".join(keys + ("_target_",)), "target", str(d["_target_"]),
                                         status, names, reason))
+            for key in _LOCATED_ARGUMENTS:
+                for v in args.get(key) if isinstance(args.get(key), list) else [args.get(key)]:
+                    cid = "#".join(keys + (key,))
+                    if isinstance(v, str) and re.fullmatch(r"@\w+", v):  # judged where it is defined, in any file
+                        items.append(ExecutableItem(name, cid, "located", v, "allowed", [v[1:]], ""))
+                    elif v is not None:
+                        status, reason = _judge_located(v)
+                        items.append(ExecutableItem(name, cid, "located", str(v), status, [str(v)], reason))
     for keys, key, value in _walk(content):
         cid = "#".join(keys)
         if key == "_target_" or not isinstance(value, str):
@@ -915,12 +938,21 @@ def verify_bundle(
         _check_code_files(root, report, accept_review)
         files = [rel for rel in _list_files(root) if (root / rel).is_file() and not (root / rel).is_symlink()]
         scanned = {rel for rel in files if _CONFIG_FILE_RE.search(rel)}  # every file MONAI could read as a config
+        per_file: dict[str, list[ExecutableItem]] = {}
         for rel in sorted(scanned):
             try:
-                items = scan_config_file(root / rel, rel)
+                per_file[rel] = scan_config_file(root / rel, rel)
             except ValueError as e:
                 report.error("config", str(e), file=rel)
-                continue
+        # a reader/writer given as @id: the id's value in every config (stacked files may override it)
+        located = {it.names[0] for items in per_file.values() for it in items if it.kind == "located" and it.names
+                   and it.text.startswith("@")}
+        for rel, items in per_file.items():
+            content = _load_config(root / rel) if located else None
+            for key in sorted(located & set(content)) if isinstance(content, dict) else []:
+                status, reason = _judge_located(content[key])
+                items.append(ExecutableItem(rel, key, "located", str(content[key]), status, [key], reason))
+        for rel, items in per_file.items():
             report.executables.extend(items)
             for it in items:
                 _check_reachable(it, root, scanned)

@@ -225,6 +225,8 @@ def test_allowlists_are_exactly_what_the_bundles_use():
             for k, v in items:
                 if k == "_target_":
                     targets.add(v)
+                elif k in ("reader", "writer") and isinstance(v, str) and isinstance(obj, dict) and "_target_" in obj:
+                    targets.add(cfg.get(v[1:]) if v.startswith("@") else v)
                 elif isinstance(v, str) and v.startswith("$"):
                     for kind, names in expression_names(v).items():
                         used[kind] |= names
@@ -294,6 +296,8 @@ PAYLOADS = {
                              "configs/inference.json", "%/tmp/elsewhere.json::payload"),
     "config_file_outside_bundle": (lambda b: _add_to_inference(b, config_file="../other/train.json"),
                                    "configs/inference.json", "../other/train.json"),
+    "writer_by_name": (lambda b: _add_to_inference(b, seg_writer="monai.utils.misc.run_cmd"),
+                       "configs/inference.json", "seg_writer: 'monai.utils.misc.run_cmd'"),
     "logging_conf_eval": (lambda b: _write(b, "configs/logging.conf", (
         REPO / "bundles/cotrain/configs/logging.conf").read_text().replace("args=()", "args=(__import__('os'),)")),
         "configs/logging.conf", "__import__('os')"),
