@@ -161,7 +161,7 @@ _CONFIG_FILE_RE = re.compile(r"\.(json|yaml|yml)$", re.IGNORECASE)
 #: config keys whose value names a config file to load.
 _CONFIG_FILE_KEYS = frozenset({"config_file", "meta_file", "logging_file", "args_file"})
 _WEIGHT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
-_CODE_SUFFIXES = (".py", ".pyc", ".pyo", ".pyd", ".so", ".dll", ".dylib", ".sh", ".bat", ".ps1", ".pkl",
+_CODE_SUFFIXES = (".py", ".pyc", ".pyo", ".pyd", ".so", ".dll", ".dylib", ".pkl",
                   ".pickle", ".npy", ".npz", ".joblib", ".ipynb", ".egg", ".whl")
 #: first bytes of serialised objects (pickle protocol 2-5, zip: torch.save/npz, numpy .npy).
 _SERIALISED_MAGIC = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05", b"PK\x03\x04", b"\x93NUMPY")

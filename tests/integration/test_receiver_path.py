@@ -78,6 +78,9 @@ def test_receiver_commands_of_sharing_md(tmp_path, method, dims):
     trainer = tmp_path / "trainer"
     trained = _train_with_runner(trainer, method, dims)
     name = trained.name
+    # the trained folder itself (logs, runner files and all) passes the verifier with nothing to accept
+    out = _run([PY, str(ROOT / "scripts" / "verify_bundle.py"), str(trained), "--no-manifest"], ROOT).stdout
+    assert "Result: PASSED - 0 error(s)" in out and "REVIEW" not in out, out
     # the sender (docs/sharing.md, "Package"): the trained folder, packaged
     sent = tmp_path / f"{name}-trained.zip"
     _run([PY, str(ROOT / "scripts" / "package_bundle.py"), str(trained), str(sent)], ROOT)
