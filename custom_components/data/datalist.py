@@ -207,7 +207,7 @@ def validate_inference_input(
             raise DatalistError(f"{datalist}: datalist file not found. To predict on a folder of images, pass "
                                 f"--input_dir {folder} --output_dir OUT instead of --dataset_dir.")
         validate_datalist(datalist, num_classes=None, spatial_dims=spatial_dims, in_channels=in_channels,
-                          require_keys=[infer_key])
+                          require_keys=[infer_key], trained=True)
         return
     for e in folder_entries(input_dir, image_ext):
         _check_image(e["image"], f"input_dir {input_dir}", spatial_dims, in_channels, trained=True)
@@ -228,6 +228,7 @@ def validate_datalist(
     in_channels: int | None = None,
     check_files: bool = True,
     require_keys: Sequence[str] = ("labeled",),
+    trained: bool = False,
 ) -> dict[str, Any]:
     """Validate a datalist and, optionally, every file it lists.
 
@@ -245,6 +246,7 @@ def validate_datalist(
         in_channels: expected image channels; None takes the datalist's ``in_channels`` key if any.
         check_files: load every image and label (otherwise only the JSON structure is checked).
         require_keys: list keys that must be present and non-empty.
+        trained: the images go to a trained network (inference): a wrong channel count asks to convert the image.
 
     Returns:
         statistics: ``counts`` per list, ``image_shapes`` (min and max spatial shape), ``channels``,
@@ -298,7 +300,7 @@ def validate_datalist(
     for key, entries in lists.items():
         for i, e in enumerate(entries):
             where = f"{p}, {key}[{i}]"
-            img, img_meta = _check_image(e["image"], where, spatial_dims, in_channels, data)
+            img, img_meta = _check_image(e["image"], where, spatial_dims, in_channels, data, trained=trained)
             stats["num_files"] += 1
             c, sp = img.shape[0], tuple(img.shape[1:])
             channels.add(c)
