@@ -20,7 +20,8 @@ from .package import (
     sha256_file,
 )
 from .verify import (
-    ALLOWED_TARGET_ROOTS,
+    ALLOWED_CALLABLES,
+    ALLOWED_TARGETS,
     SCHEMA_PATH,
     ExecutableItem,
     Issue,
@@ -33,9 +34,9 @@ from .verify import (
 )
 
 __all__ = [
-    "ALLOWED_TARGET_ROOTS", "SCHEMA_PATH", "MANIFEST_NAME", "BundlePackageError", "ExportError", "ExecutableItem",
-    "Issue", "VerificationReport", "analyze_expression", "build_bundle_network", "build_manifest", "check_parity",
-    "classify_target", "collect_bundle_files", "export_onnx", "export_torchscript", "load_exported",
+    "ALLOWED_CALLABLES", "ALLOWED_TARGETS", "SCHEMA_PATH", "MANIFEST_NAME", "BundlePackageError", "ExportError",
+    "ExecutableItem", "Issue", "VerificationReport", "analyze_expression", "build_bundle_network", "build_manifest",
+    "check_parity", "classify_target", "collect_bundle_files", "export_onnx", "export_torchscript", "load_exported",
     "metadata_input_shape", "package_bundle", "record_export", "scan_config_file", "sha256_file",
     "validate_metadata", "verify_bundle", "verify_exported_in_out",
 ]

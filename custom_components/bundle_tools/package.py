@@ -34,9 +34,12 @@ MANIFEST_FORMAT = "diffusion-ssl-seg/bundle-manifest/1"
 #: top-level entries of a bundle that are packaged (everything else, e.g. eval/ or outputs/, is left out).
 PACKAGED_ENTRIES: tuple[str, ...] = ("configs", "docs", "LICENSE", "models", "README.md")
 #: glob patterns (on the path relative to the bundle root) never packaged: resumable training state (optimizer,
-#: RNG: needs pickle), caches and editor/OS litter.
+#: RNG: needs pickle), the experiment runner's records of the training run (its override files hold the trainer's
+#: dataset and work-folder paths; a received bundle runs with ``configs/inference.json`` alone), caches and
+#: editor/OS litter.
 DEFAULT_EXCLUDE: tuple[str, ...] = (
     "models/train_state*",
+    "configs/runner_*.json",
     "models/*.tmp",
     "models/*.part",
     "*/__pycache__/*",

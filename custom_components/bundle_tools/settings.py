@@ -30,7 +30,7 @@ from ..runtime.files import atomic_write_json
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TARGET_CONFIGS", "record_trained_settings", "network_data_format"]
+__all__ = ["TARGET_CONFIGS", "record_trained_settings", "record_threshold", "network_data_format"]
 
 TARGET_CONFIGS = ("train.json", "inference.json", "evaluate.json")
 _STANDALONE = ("train.json", "inference.json")  # configs run on their own (evaluate.json is stacked on train.json)
@@ -162,3 +162,26 @@ def record_trained_settings(
                 _write_json(meta_path, meta)
                 written.append("metadata.json")
     return written
+
+
+def record_threshold(ckpt_dir: str | os.PathLike, threshold: float) -> bool:
+    """Write the binary foreground threshold chosen on validation into ``metadata.json`` (``threshold``) of the
+    bundle folder above ``ckpt_dir``, so an exported model (which embeds ``metadata.json``) carries it.
+
+    Args:
+        ckpt_dir: the folder the run writes its models to.
+        threshold: the threshold saved with the model in ``model_selection.json``.
+
+    Returns:
+        whether ``metadata.json`` was rewritten (not when there is none, or it already holds the value).
+    """
+    meta_path = Path(ckpt_dir).resolve().parent / "configs" / "metadata.json"
+    if not meta_path.is_file():
+        return False
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    value = round(float(threshold), 4)
+    if not isinstance(meta, dict) or meta.get("threshold") == value:
+        return False
+    meta["threshold"] = value
+    _write_json(meta_path, meta)
+    return True

@@ -2,10 +2,17 @@
 
 Checks, in order: required files; ``configs/metadata.json`` against the schema kept in this repository
 (``schema/metadata.schema.json``); ``manifest.json`` hashes (a changed byte or a file that the manifest does not
-list fails, naming the file); weights loadable with ``torch.load(weights_only=True)``; and a report of every
-executable item in the configs: each ``$`` expression (parsed with :mod:`ast`, never evaluated) and each
-``_target_``. A ``_target_`` whose module lies outside the allowed roots (monai, torch, ignite, custom_components,
-numpy, scipy) fails, naming the config file and the config id (MONAI ``#`` path).
+list fails, naming the file); weights loadable with ``torch.load(weights_only=True)``; code files; and every
+executable item of every file a config can reach (each ``.json``/``.yaml``/``.yml`` file of the bundle, in any
+case, and ``configs/logging.conf``): each ``$`` expression (parsed with :mod:`ast`, never evaluated), each
+``_target_`` with its arguments, each ``%`` macro.
+
+Every callable is judged by its full name against allowlists derived from what this repository's bundles use
+(:data:`ALLOWED_TARGETS`, :data:`ALLOWED_CALLABLES`, :data:`ALLOWED_VALUES`, :data:`ALLOWED_IMPORTS`,
+:data:`ALLOWED_METHODS`; no whole namespace is allowed). What runs processes, executes code, parses nested
+configs or deserialises (``run_cmd``, ``monai.bundle.*``, ``ConfigParser``, ``*.load``, ``eval``, ...) is
+*rejected*; anything else not on the allowlists is *to review*. Rejected items always fail; review items and code
+files fail unless ``accept_review`` is set.
 
 Nothing in the bundle is imported, instantiated or evaluated.
 """
@@ -14,6 +21,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import configparser
 import importlib.util
 import json
 import re
@@ -28,7 +36,11 @@ from typing import Any
 from .package import MANIFEST_NAME, sha256_file
 
 __all__ = [
-    "ALLOWED_TARGET_ROOTS",
+    "ALLOWED_TARGETS",
+    "ALLOWED_CALLABLES",
+    "ALLOWED_VALUES",
+    "ALLOWED_IMPORTS",
+    "ALLOWED_METHODS",
     "SCHEMA_PATH",
     "Issue",
     "ExecutableItem",
@@ -37,64 +49,125 @@ __all__ = [
     "validate_metadata",
     "scan_config_file",
     "analyze_expression",
+    "expression_names",
     "classify_target",
     "verify_bundle",
 ]
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "schema" / "metadata.schema.json"
-#: module roots whose callables a ``_target_`` may name.
-ALLOWED_TARGET_ROOTS: frozenset[str] = frozenset(
-    {"monai", "torch", "ignite", "custom_components", "numpy", "scipy"}
-)
+
+# The allowlists: exactly what bundles/*/configs use (tests/bundle_tools/test_package_verify.py checks that each
+# set equals the bundles' use). A new callable in a bundle fails that test: review it, then add it here.
+#: ``_target_`` values and ``reader``/``writer`` names, as written (bare names are resolved by MONAI among its own
+#: components).
+ALLOWED_TARGETS: frozenset[str] = frozenset({
+    "Activationsd", "AsDiscreted", "CacheDataset", "CheckpointLoader", "CheckpointSaver", "Compose", "CopyItemsd",
+    "DataLoader", "Dataset", "DiceCELoss", "DistributedSampler", "EnsureChannelFirstd", "EnsureTyped", "Identityd",
+    "Invertd", "LoadImaged", "LrScheduleHandler", "MeanDice", "MeanIoUHandler", "MetricsSaver",
+    "NormalizeIntensityd", "RandCropByPosNegLabeld", "RandFlipd", "RandRotate90d", "RandSpatialCropd",
+    "ResizeWithPadOrCropd", "Resized", "SaveImaged", "ScaleIntensityRanged", "ScaleIntensityd", "SimpleInferer",
+    "SlidingWindowInferer", "Spacingd", "SpatialPadd", "StatsHandler", "SupervisedEvaluator", "SupervisedTrainer",
+    "TensorBoardStatsHandler", "UNet", "ValidationHandler",
+    "custom_components.data.datalist.validate_datalist", "custom_components.data.loaders.PairedLoader",
+    "custom_components.engines.CoTrainer", "custom_components.engines.DualNetworkEvaluator",
+    "custom_components.engines.TeacherMonitorEvaluator", "custom_components.engines.TeacherPretrainTrainer",
+    "custom_components.handlers.NaNGuard", "custom_components.handlers.ResumableCheckpoint",
+    "custom_components.handlers.SelectedModelSaver", "custom_components.handlers.pseudolabel_writer.PseudoLabelWriter",
+    "custom_components.handlers.report.SegmentationReport", "custom_components.handlers.tensorboard.LazySummaryWriter",
+    "custom_components.inferers.UAMTSlidingWindowInferer",
+    "custom_components.inferers.multiround.MultiRoundPseudoLabelInferer", "custom_components.losses.HardTargetDiceLoss",
+    "custom_components.metrics.BestAssignmentDice", "custom_components.metrics.OutputAverage",
+    "custom_components.networks.DiffusionTeacher", "custom_components.networks.MaskPathwaySegmenter",
+    "custom_components.transforms.ThresholdForegroundd", "custom_components.transforms.labels.FillMissingLabeld",
+    "custom_components.transforms.palette.PalettePNGWriter",
+    "custom_components.transforms.pseudolabel.ConfidenceScored",
+    "custom_components.transforms.uncertainty.PredictiveEntropyd", "ignite.handlers.ProgressBar",
+    "torch.nn.parallel.DistributedDataParallel", "torch.optim.Adam", "torch.optim.lr_scheduler.LambdaLR",
+    "torch.optim.lr_scheduler.LinearLR", "torch.optim.lr_scheduler.SequentialLR", "torch.optim.lr_scheduler.StepLR",
+})
+#: callables called in ``$`` expressions, by full name (``np`` is ``numpy``; builtins by their bare name).
+ALLOWED_CALLABLES: frozenset[str] = frozenset({
+    "custom_components.bundle_tools.settings.record_trained_settings", "custom_components.bundle_utils.bundle_root",
+    "custom_components.data.datalist.folder_entries", "custom_components.data.datalist.load_datalist",
+    "custom_components.data.datalist.validate_datalist", "custom_components.data.datalist.validate_inference_input",
+    "custom_components.engines.LinearRampUp", "custom_components.engines.evaluation_threshold",
+    "custom_components.engines.selected_threshold", "custom_components.handlers.pseudolabel_writer.check_output_dir",
+    "custom_components.handlers.tracking.use_output_transform", "custom_components.metrics.OutputAverage",
+    "custom_components.networks.ChannelProbe", "custom_components.networks.MaskPathwaySegmenter.from_teacher",
+    "custom_components.networks.align_teacher_classes", "custom_components.networks.check_spatial_size",
+    "custom_components.networks.check_weights", "custom_components.networks.load_teacher_weights",
+    "custom_components.runtime.distributed.distributed_device",
+    "custom_components.runtime.distributed.init_distributed",
+    "custom_components.runtime.distributed.rank_zero_handlers", "custom_components.runtime.distributed.wrap_backbones",
+    "custom_components.runtime.fastpath.native_bf16", "custom_components.runtime.fastpath.set_backend_flags",
+    "monai.data.load_decathlon_datalist", "monai.handlers.from_engine", "monai.utils.set_determinism",
+    "os.makedirs", "pathlib.Path", "torch.cuda.is_available", "torch.cuda.set_device", "torch.device",
+    "torch.distributed.destroy_process_group", "torch.distributed.get_rank", "torch.distributed.init_process_group",
+    "torch.distributed.is_initialized", "torch.nn.Sequential", "torch.nn.Softmax",
+    "float", "isinstance", "len", "max", "min", "range", "str",
+})
+#: dotted names read in ``$`` expressions without being called (dtypes, handler classes passed as values).
+ALLOWED_VALUES: frozenset[str] = frozenset({
+    "custom_components.handlers.NaNGuard", "custom_components.handlers.ResumableCheckpoint",
+    "monai.handlers.LrScheduleHandler", "monai.handlers.StatsHandler", "monai.handlers.TensorBoardStatsHandler",
+    "monai.handlers.ValidationHandler", "numpy.float32", "numpy.uint8", "os.environ", "torch.float32", "torch.int64",
+})
+#: modules imported by ``$import ...`` items.
+ALLOWED_IMPORTS: frozenset[str] = frozenset({
+    "custom_components", "custom_components.bundle_tools.settings", "custom_components.bundle_utils",
+    "custom_components.data.datalist", "custom_components.engines", "custom_components.handlers",
+    "custom_components.handlers.pseudolabel_writer", "custom_components.handlers.tensorboard",
+    "custom_components.handlers.tracking", "custom_components.networks", "custom_components.runtime.distributed",
+    "custom_components.runtime.fastpath", "custom_components.transforms", "custom_components.transforms.pseudolabel",
+    "custom_components.transforms.uncertainty", "glob", "ignite", "json", "monai", "numpy", "os", "pathlib", "torch",
+})
+#: methods called on config references (``@network.to(...)``), comprehension variables and call results.
+ALLOWED_METHODS: frozenset[str] = frozenset({"get", "items", "mkdir", "parameters", "run", "startswith", "to"})
+
 #: names MONAI puts in every expression's globals (``np`` is numpy).
 _DEFAULT_GLOBALS = {"np": "numpy"}
-#: standard-library modules that read or compute but do not run processes, write arbitrary files or open sockets.
-_SAFE_STDLIB = frozenset(
-    {"math", "glob", "pathlib", "json", "functools", "itertools", "operator", "collections", "random", "re",
-     "datetime", "copy", "logging", "string", "numbers", "fnmatch", "statistics", "typing", "warnings", "time"}
-)
-_SAFE_DOTTED_PREFIXES = ("os.path.", "os.sep", "os.linesep", "os.environ.get", "os.getcwd", "os.cpu_count")
-#: modules whose use in a config means code execution, process control, network or low-level memory access.
+#: modules whose use in a config means code execution, process control, files, network or low-level memory access.
 _FORBIDDEN_MODULES = frozenset(
     {"os", "subprocess", "sys", "shutil", "importlib", "pickle", "marshal", "shelve", "dill", "cloudpickle",
-     "socket", "urllib", "http", "requests", "ftplib", "smtplib", "ctypes", "cffi", "builtins", "pty",
-     "multiprocessing", "signal", "code", "codeop", "runpy", "pdb", "tempfile", "webbrowser", "asyncio", "threading"}
+     "joblib", "socket", "urllib", "http", "requests", "ftplib", "smtplib", "ctypes", "cffi", "builtins", "pty",
+     "multiprocessing", "signal", "code", "codeop", "runpy", "pdb", "tempfile", "webbrowser", "asyncio",
+     "threading", "logging", "yaml", "io"}
 )
 _FORBIDDEN_BUILTINS = frozenset(
     {"eval", "exec", "compile", "__import__", "open", "getattr", "setattr", "delattr", "globals", "locals",
-     "vars", "input", "breakpoint", "exit", "quit", "memoryview", "__build_class__", "help"}
+     "vars", "input", "breakpoint", "exit", "quit", "memoryview", "__build_class__", "help", "type", "object"}
 )
-#: callables inside the allowed roots that load pickles, fetch code or compile native code.
-_FORBIDDEN_DOTTED_PREFIXES = (
-    "torch.hub.", "torch.package.", "torch.utils.cpp_extension.", "torch.ops.load_library",
-    "torch.classes.load_library", "torch.utils.model_zoo.", "torch.serialization._load", "numpy.lib.format.read_array",
-    "monai.bundle.download", "monai.bundle.scripts.download", "monai.bundle.load", "monai.apps.utils.download_url",
-    "monai.utils.module.optional_import", "monai.utils.optional_import", "monai.utils.module.instantiate",
-    "monai.utils.instantiate", "monai.utils.module.locate", "torch._C.", "torch.jit.load", "numpy.ctypeslib.",
+#: namespaces that load code or configs, fetch files or compile native code.
+_FORBIDDEN_PREFIXES = (
+    "monai.bundle.", "monai.apps.", "torch.hub.", "torch.package.", "torch.serialization.", "torch.jit.",
+    "torch.utils.cpp_extension.", "torch.utils.model_zoo.", "torch.ops.", "torch.classes.", "torch._C.",
+    "torch.multiprocessing.", "numpy.lib.format.", "numpy.ctypeslib.",
 )
-#: the callables the bundles' ``$`` expressions call: the audit's allowlist. A call of anything else (and a call
-#: whose keyword arguments are hidden in ``**`` unpacking) is listed for review; see docs/sharing.md.
-ALLOWED_CALLABLE_NAMESPACES: tuple[str, ...] = ("custom_components.", "monai.")
-ALLOWED_CALLABLES: frozenset[str] = frozenset(
-    {"torch.device", "torch.nn.Sequential", "torch.nn.Softmax", "torch.cuda.is_available", "torch.cuda.set_device",
-     "torch.distributed.is_available",
-     "torch.distributed.is_initialized", "torch.distributed.get_rank", "torch.distributed.init_process_group",
-     "torch.distributed.destroy_process_group", "pathlib.Path", "glob.glob", "os.makedirs", "os.path.join",
-     "os.path.exists", "os.path.isfile", "os.path.isdir", "os.path.dirname", "os.path.basename",
-     "float", "int", "str", "bool", "len", "min", "max", "abs", "round", "sum", "sorted", "isinstance", "list",
-     "tuple", "dict", "set", "range", "zip", "enumerate", "any", "all"}
+#: last name parts of callables that run processes, execute code, parse nested configs or deserialise.
+_EXECUTES_OR_LOADS = frozenset(
+    {"run_cmd", "run", "system", "popen", "Popen", "spawn", "call", "check_call", "check_output", "exec", "eval",
+     "compile", "import_module", "load", "loads", "load_library", "read_pickle", "unpickle", "instantiate",
+     "locate", "optional_import", "download", "download_url", "fileConfig", "ConfigParser", "ConfigWorkflow",
+     "ConfigComponent", "ConfigExpression", "ConfigItem", "ReferenceResolver", "get_parsed_content",
+     "load_config_file", "load_config_files", "read_config", "from_pretrained", "register_forward_hook"}
 )
-#: methods the bundles call on config references, call results and comprehension variables.
-ALLOWED_METHODS: frozenset[str] = frozenset(
-    {"to", "parameters", "run", "attach", "get", "items", "keys", "values", "mkdir", "startswith", "endswith",
-     "format", "join"}
-)
-#: attribute values (not calls) outside the allowed roots that expressions may read.
-_SAFE_VALUES = frozenset({"os.environ"})
+#: arguments MONAI resolves from a dotted name and instantiates (``LoadImage(reader=...)``, ``SaveImage(writer=...)``).
+_LOCATED_ARGUMENTS = ("reader", "writer")
+#: keyword arguments that turn a loader into an unpickler: (name, value that is refused).
+_UNSAFE_ARGUMENTS = {"weights_only": False, "allow_pickle": True}
 _REF_RE = re.compile(r"@\w*(?:(?:#|::)\w*)*")
-_CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
+#: what MONAI accepts as a config file (``ConfigParser.suffix_match``, case-insensitive).
+_CONFIG_FILE_RE = re.compile(r"\.(json|yaml|yml)$", re.IGNORECASE)
+#: config keys whose value names a config file to load.
+_CONFIG_FILE_KEYS = frozenset({"config_file", "meta_file", "logging_file", "args_file"})
 _WEIGHT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
-_CODE_SUFFIXES = (".py", ".pyc", ".so", ".dll", ".dylib", ".sh", ".pkl", ".pickle", ".npy", ".ipynb")
+_CODE_SUFFIXES = (".py", ".pyc", ".pyo", ".pyd", ".so", ".dll", ".dylib", ".pkl",
+                  ".pickle", ".npy", ".npz", ".joblib", ".ipynb", ".egg", ".whl")
+#: first bytes of serialised objects (pickle protocol 2-5, zip: torch.save/npz, numpy .npy).
+_SERIALISED_MAGIC = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05", b"PK\x03\x04", b"\x93NUMPY")
+#: what ``configs/logging.conf`` may hold: ``logging.config.fileConfig`` evals ``args`` and imports ``class``.
+_LOGGING_CLASSES = frozenset({"StreamHandler", "logging.StreamHandler", "logging.Formatter", ""})
+_LOGGING_ARGS = frozenset({"()", "(sys.stdout,)", "(sys.stderr,)"})
 
 
 @dataclass
@@ -273,6 +346,17 @@ def _walk(obj: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...
                 yield path + (str(i),), None, v
 
 
+def _dicts(obj: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Mapping[str, Any]]]:
+    """Yield (path, dict) for every dict of a parsed config."""
+    if isinstance(obj, Mapping):
+        yield path, obj
+        for k, v in obj.items():
+            yield from _dicts(v, path + (str(k),))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _dicts(v, path + (str(i),))
+
+
 def _dotted(node: ast.AST) -> str | None:
     parts = []
     while isinstance(node, ast.Attribute):
@@ -284,32 +368,6 @@ def _dotted(node: ast.AST) -> str | None:
     return None
 
 
-def _judge_dotted(name: str, imported: Mapping[str, str]) -> tuple[str, str]:
-    """Status of one dotted name used in an expression: (status, reason)."""
-    root, _, rest = name.partition(".")
-    if root in ("__ref__", "__macro__"):
-        return "allowed", ""
-    full = imported.get(root, _DEFAULT_GLOBALS.get(root, root)) + (f".{rest}" if rest else "")
-    full_root = full.split(".")[0]
-    if any(part.startswith("__") and part.endswith("__") for part in full.split(".")[1:]):
-        return "rejected", f"dunder attribute access in {name}"
-    if any((full + ".").startswith(p) or full.startswith(p) for p in _FORBIDDEN_DOTTED_PREFIXES):
-        return "rejected", f"{full} loads or fetches code"
-    if full_root in ALLOWED_TARGET_ROOTS:
-        return "allowed", ""
-    if full in _SAFE_VALUES or any((full + ".").startswith(p) or full == p.rstrip(".") for p in _SAFE_DOTTED_PREFIXES):
-        return "allowed", ""
-    if full_root in _SAFE_STDLIB:
-        return "allowed", ""
-    if root in _FORBIDDEN_BUILTINS and root not in imported:
-        return "rejected", f"builtin {root}() runs or imports code"
-    if full_root in _FORBIDDEN_MODULES:
-        return "rejected", f"{full} uses module {full_root}"
-    if not rest and root in dir(builtins):
-        return "allowed", ""
-    return "review", f"unknown name {full}"
-
-
 def _mark_chain(node: ast.AST, seen: set[int]) -> None:
     """Add the ids of ``node`` and of every node down its attribute chain (``a.b.c`` -> ``a.b.c``, ``a.b``, ``a``)."""
     while isinstance(node, ast.Attribute):
@@ -319,14 +377,122 @@ def _mark_chain(node: ast.AST, seen: set[int]) -> None:
         seen.add(id(node))
 
 
+def _denied(full: str) -> str | None:
+    """Why a full dotted name may never be used in a config (``None`` if nothing forbids it)."""
+    parts = full.split(".")
+    if any(p.startswith("__") and p.endswith("__") for p in parts[1:]) or (len(parts) == 1 and full.startswith("__")):
+        return f"dunder name in {full}"
+    if len(parts) == 1 and full in _FORBIDDEN_BUILTINS:
+        return f"builtin {full}() runs, imports or reaches arbitrary code"
+    if any((full + ".").startswith(p) for p in _FORBIDDEN_PREFIXES):
+        return f"{full} loads code or configs, or fetches files"
+    if parts[-1] in _EXECUTES_OR_LOADS:
+        return f"{full} runs a process, executes code, parses a config or deserialises"
+    if parts[0] in _FORBIDDEN_MODULES and not full.startswith("os.path."):
+        return f"{full} uses module {parts[0]}"
+    return None
+
+
+def _unsafe_argument(key: str, value: Any) -> tuple[str, str] | None:
+    """Verdict for one argument that turns a loader into an unpickler (``weights_only``, ``allow_pickle``)."""
+    if key not in _UNSAFE_ARGUMENTS or value is None:
+        return None
+    if isinstance(value, bool):
+        return ("rejected", f"{key}={value} unpickles arbitrary objects") if value == _UNSAFE_ARGUMENTS[key] else None
+    return "review", f"{key}={value!r} is computed or not a boolean, so it cannot be audited"
+
+
+def expression_names(expr: str) -> dict[str, set[str]]:
+    """The names one ``$`` expression uses, by kind, as the allowlists hold them.
+
+    Returns ``{"imports", "calls", "values", "methods"}``: modules imported; full names of callables called
+    (``np`` read as ``numpy``, builtins bare); full dotted names read without being called; methods called on a
+    config reference, a local variable or a call result. ``@`` references read as ``__ref__``.
+
+    Raises:
+        SyntaxError: the expression cannot be parsed.
+    """
+    return _parse_expression(expr)[0]
+
+
+def _parse_expression(expr: str) -> tuple[dict[str, set[str]], list[tuple[str, str]]]:
+    """Names used by one expression (see :func:`expression_names`) and the verdicts that do not depend on them."""
+    code = expr[1:] if expr.startswith("$") else expr
+    tree = ast.parse(_REF_RE.sub("__ref__", code).strip(), mode="exec")
+    used: dict[str, set[str]] = {"imports": set(), "calls": set(), "values": set(), "methods": set()}
+    verdicts: list[tuple[str, str]] = []
+    imported: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                imported[(a.asname or a.name).split(".")[0]] = a.name if a.asname else a.name.split(".")[0]
+                used["imports"].add(a.name)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                verdicts.append(("rejected", f"relative import from {'.' * node.level}{node.module or ''}"))
+            for a in node.names:
+                imported[a.asname or a.name] = f"{node.module}.{a.name}"
+                used["imports"].add(f"{node.module}.{a.name}")
+    bound = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, (ast.Store, ast.Del))}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.arguments):
+            bound.update(a.arg for a in node.posonlyargs + node.args + node.kwonlyargs)
+
+    def full_name(dotted: str) -> str:
+        root, _, rest = dotted.partition(".")
+        return imported.get(root, _DEFAULT_GLOBALS.get(root, root)) + (f".{rest}" if rest else "")
+
+    seen: set[int] = set()
+    for node in ast.walk(tree):  # calls first; the names of their callee are not judged again as values
+        if not isinstance(node, ast.Call):
+            continue
+        _mark_chain(node.func, seen)
+        for k in node.keywords:
+            if k.arg is None:
+                verdicts.append(("review", f"{ast.unparse(node.func)}: arguments unpacked with ** cannot be audited"))
+            elif k.arg in _UNSAFE_ARGUMENTS:
+                value = k.value.value if isinstance(k.value, ast.Constant) else ast.unparse(k.value)
+                verdict = _unsafe_argument(k.arg, value)
+                if verdict:
+                    verdicts.append((verdict[0], f"{ast.unparse(node.func)}(..., {verdict[1]})"))
+        if any(isinstance(a, ast.Starred) for a in node.args):
+            verdicts.append(("review", f"{ast.unparse(node.func)}: arguments unpacked with * cannot be audited"))
+        name = _dotted(node.func)
+        root = name.split(".")[0] if name else None
+        if name is None or root == "__ref__" or root in bound:
+            if not isinstance(node.func, ast.Attribute):
+                verdicts.append(("review", f"call of {ast.unparse(node.func)} is not on the allowlist"))
+            else:
+                used["methods"].add(node.func.attr)
+        else:
+            used["calls"].add(full_name(name))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and id(node) not in seen:
+            _mark_chain(node, seen)  # only the longest chain is judged
+            dotted = _dotted(node)
+            if dotted is None:
+                if node.attr.startswith("__"):
+                    verdicts.append(("rejected", f"dunder attribute access .{node.attr}"))
+                continue
+            if dotted.split(".")[0] not in bound and not dotted.startswith("__ref__."):
+                used["values"].add(full_name(dotted))
+            elif any(p.startswith("__") for p in dotted.split(".")[1:]):
+                verdicts.append(("rejected", f"dunder attribute access in {dotted}"))
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and id(node) not in seen:
+            if node.id not in bound and node.id != "__ref__":
+                used["values"].add(full_name(node.id))
+    return used, verdicts
+
+
 def analyze_expression(expr: str) -> tuple[str, list[str], str]:
     """Statically judge one MONAI ``$`` expression without evaluating it.
 
-    ``@id`` references are replaced by a placeholder; imports (``$import x``) are judged by the module imported
-    (``os``, ``sys``, ``subprocess``, ... rejected; unknown modules to review); every name used is judged by its
-    dotted path: allowed roots and harmless standard-library modules pass, ``os.system``, ``eval``, ``open``,
-    ``__import__``, dunder attribute access, ``torch.hub``, ``torch.load(..., weights_only=False)`` and
-    ``numpy.load(..., allow_pickle=True)`` are rejected, anything else is left for review.
+    Every module imported, callable called, dotted name read and method called is judged by its full name:
+    on the allowlists (:data:`ALLOWED_IMPORTS`, :data:`ALLOWED_CALLABLES`, :data:`ALLOWED_VALUES`,
+    :data:`ALLOWED_METHODS`) it is ``allowed``; when it runs processes, executes code, parses a config or
+    deserialises (:func:`_denied`: ``run_cmd``, ``monai.bundle.*``, ``ConfigParser``, ``*.load``, ``eval``, ``os``
+    beyond the allowlist, dunder access), or passes ``weights_only=False`` / ``allow_pickle=True``, it is
+    ``rejected``; anything else is left for ``review``.
 
     Args:
         expr: the config string, with or without the leading ``$``.
@@ -334,124 +500,52 @@ def analyze_expression(expr: str) -> tuple[str, list[str], str]:
     Returns:
         ``(status, names, reason)`` with status ``allowed`` / ``review`` / ``rejected``.
     """
-    code = expr[1:] if expr.startswith("$") else expr
-    code = _REF_RE.sub("__ref__", code).strip()
     try:
-        tree = ast.parse(code, mode="exec")
+        used, verdicts = _parse_expression(expr)
     except SyntaxError as e:
         return "rejected", [], f"cannot be parsed, so cannot be reviewed ({e.msg})"
-    imported: dict[str, str] = {}
-    names: list[str] = []
-    verdicts: list[tuple[str, str]] = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            for a in node.names:
-                imported[(a.asname or a.name).split(".")[0]] = a.name if a.asname else a.name.split(".")[0]
-                names.append(a.name)
-                verdicts.append(_judge_import(a.name))
-        elif isinstance(node, ast.ImportFrom):
-            mod = node.module or ""
-            if node.level:
-                verdicts.append(("rejected", f"relative import from {'.' * node.level}{mod}"))
-            for a in node.names:
-                imported[a.asname or a.name] = f"{mod}.{a.name}"
-                names.append(f"{mod}.{a.name}")
-                verdicts.append(_judge_import(mod))
-    bound = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, (ast.Store, ast.Del))}
-    for node in ast.walk(tree):
-        if isinstance(node, ast.arguments):
-            bound.update(a.arg for a in node.posonlyargs + node.args + node.kwonlyargs)
-    seen_roots: set[int] = set()
-    for node in ast.walk(tree):  # calls first: judged against the allowlist, their names are not judged again
-        if isinstance(node, ast.Call):
-            verdicts.extend(_judge_call(node, imported, bound))
-            _mark_chain(node.func, seen_roots)
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Attribute) and id(node) not in seen_roots:
-            dotted = _dotted(node)
-            _mark_chain(node.value, seen_roots)  # only the longest chain is judged
-            if dotted is None:
-                if node.attr.startswith("__") and node.attr.endswith("__"):
-                    verdicts.append(("rejected", f"dunder attribute access .{node.attr}"))
+    for module in sorted(used["imports"]):
+        if module not in ALLOWED_IMPORTS:
+            reason = _denied(module)
+            verdicts.append(("rejected", f"imports {module}: {reason}") if reason
+                            else ("review", f"imports {module}, which is not on the allowlist"))
+    for kind, allowed in (("calls", ALLOWED_CALLABLES), ("values", ALLOWED_VALUES | ALLOWED_CALLABLES)):
+        for full in sorted(used[kind]):
+            reason = _denied(full)
+            if full in allowed:
                 continue
-            if dotted.split(".")[0] in bound:
-                continue
-            names.append(dotted)
-            verdicts.append(_judge_dotted(dotted, imported))
-        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and id(node) not in seen_roots:
-            if node.id in bound:
-                continue
-            names.append(node.id)
-            verdicts.append(_judge_dotted(node.id, imported))
+            if reason:
+                verdicts.append(("rejected", reason))
+            elif kind == "values" and full in dir(builtins) and full not in _FORBIDDEN_BUILTINS:
+                continue  # True, None, int, ... read as values
+            else:
+                what = "call of" if kind == "calls" else "use of"
+                verdicts.append(("review", f"{what} {full} is not on the allowlist"))
+    for meth in sorted(used["methods"]):
+        if meth not in ALLOWED_METHODS:
+            reason = _denied(meth) if meth in _EXECUTES_OR_LOADS or meth.startswith("__") else None
+            verdicts.append(("rejected", f"method .{meth}: {reason}") if reason
+                            else ("review", f"method .{meth}() is not on the allowlist"))
+    names = sorted(set().union(*used.values()))
     for status in ("rejected", "review"):
         reasons = [r for s, r in verdicts if s == status]
         if reasons:
-            return status, sorted(set(names)), "; ".join(dict.fromkeys(reasons))
-    return "allowed", sorted(set(names)), ""
+            return status, names, "; ".join(dict.fromkeys(reasons))
+    return "allowed", names, ""
 
 
-def _judge_import(module: str) -> tuple[str, str]:
-    root = module.split(".")[0]
-    if root in ALLOWED_TARGET_ROOTS or root in _SAFE_STDLIB or module == "os.path":
-        return "allowed", ""
-    if root == "os":  # every os.* use is judged where it is used (os.makedirs, os.path.*, os.environ pass)
-        return "allowed", ""
-    if root in _FORBIDDEN_MODULES:
-        return "rejected", f"imports {module}"
-    return "review", f"imports unknown module {module}"
+def classify_target(target: Any, arguments: Mapping[str, Any] | None = None) -> tuple[str, list[str], str]:
+    """Judge the value of one ``_target_`` and the arguments given with it.
 
-
-def _judge_call(node: ast.Call, imported: Mapping[str, str], bound: set[str] | frozenset[str] = frozenset()
-                ) -> list[tuple[str, str]]:
-    """Verdicts for one call: rejected for code-running callables and unpickling loads, allowed for the allowlist
-    (:data:`ALLOWED_CALLABLES`, :data:`ALLOWED_CALLABLE_NAMESPACES`, :data:`ALLOWED_METHODS`), review otherwise."""
-    out: list[tuple[str, str]] = []
-    hidden = [k for k in node.keywords if k.arg is None] + [a for a in node.args if isinstance(a, ast.Starred)]
-    name = _dotted(node.func)
-    if name is None:  # a method of a call result, a subscript, ...
-        meth = node.func.attr if isinstance(node.func, ast.Attribute) else None
-        if meth is None or meth not in ALLOWED_METHODS:
-            out.append(("review", f"call of {ast.unparse(node.func)} is not on the allowlist"))
-        elif meth.startswith("__"):
-            out.append(("rejected", f"dunder attribute access .{meth}"))
-        if hidden:
-            out.append(("review", f"{ast.unparse(node.func)}: arguments unpacked with * or ** cannot be audited"))
-        return out
-    root, _, rest = name.partition(".")
-    full = imported.get(root, _DEFAULT_GLOBALS.get(root, root)) + (f".{rest}" if rest else "")
-    kwargs = {k.arg: k.value for k in node.keywords if k.arg}
-    status, reason = _judge_dotted(name, imported)
-    if status == "rejected" and not (full in ALLOWED_CALLABLES or full.startswith("os.path.")):
-        return [(status, reason)]
-    if full == "torch.load":
-        wo = kwargs.get("weights_only")
-        if isinstance(wo, ast.Constant) and wo.value is False:
-            return [("rejected", "torch.load(..., weights_only=False) unpickles arbitrary objects")]
-        if not (isinstance(wo, ast.Constant) and wo.value is True) or hidden:
-            return [("review", "torch.load without an explicit weights_only=True")]
-    if full == "numpy.load" and isinstance(kwargs.get("allow_pickle"), ast.Constant) and kwargs["allow_pickle"].value:
-        return [("rejected", "numpy.load(..., allow_pickle=True) unpickles arbitrary objects")]
-    if root in ("__ref__", "__macro__") or root in bound:  # a method of a config item or of a local variable
-        meth = name.rsplit(".", 1)[-1]
-        if "." not in name or meth not in ALLOWED_METHODS:
-            out.append(("review", f"call of {name.replace('__ref__', '@ref')} is not on the allowlist"))
-    elif not (full in ALLOWED_CALLABLES or full.startswith(ALLOWED_CALLABLE_NAMESPACES)):
-        out.append(("review", f"call of {full} is not on the allowlist"))
-    if hidden:
-        out.append(("review", f"{full}: arguments unpacked with * or ** cannot be audited"))
-    return out
-
-
-def classify_target(target: Any) -> tuple[str, list[str], str]:
-    """Judge the value of one ``_target_``.
-
-    Dotted names must start with an allowed root (:data:`ALLOWED_TARGET_ROOTS`) and not name a code-loading
-    callable; a bare name is resolved by MONAI among monai's components, and otherwise by ``pydoc.locate``, so
-    bare names of builtins (``eval``) or of importable top-level modules (``os``) are rejected; ``@ref`` targets
-    are allowed (the referenced item is checked where it is defined); ``$`` targets are judged as expressions.
+    Allowed when it is on :data:`ALLOWED_TARGETS` as written; rejected when its name runs processes, executes
+    code, parses a config or deserialises (``monai.utils.misc.run_cmd``, ``torch.load``, ``ConfigParser``), when
+    it is a bare builtin or an importable module outside the allowlist, or when an argument turns it into an
+    unpickler (``weights_only: false``, ``allow_pickle: true``, for any target); ``@``/``$`` targets (computed
+    callables) and every other name are left for review.
 
     Args:
         target: the ``_target_`` value.
+        arguments: the other keys of the dict holding the ``_target_``.
 
     Returns:
         ``(status, names, reason)`` as for :func:`analyze_expression`.
@@ -459,11 +553,21 @@ def classify_target(target: Any) -> tuple[str, list[str], str]:
     if not isinstance(target, str):
         return "rejected", [], f"_target_ must be a string, got {type(target).__name__}"
     t = target.strip()
+    for key, value in (arguments or {}).items():
+        verdict = _unsafe_argument(str(key), value)
+        if verdict:
+            return verdict[0], [t], f"{t} with {verdict[1]}"
     if t.startswith("$"):
-        return analyze_expression(t)
+        status, names, reason = analyze_expression(t)
+        return ("rejected", names, reason) if status == "rejected" else ("review", names, "computed _target_")
     if t.startswith("@"):
-        return "allowed", [t], "reference"
+        return "review", [t], "_target_ taken from a reference cannot be audited"
     name = t.replace("::", ".")
+    if name in ALLOWED_TARGETS:
+        return "allowed", [name], ""
+    reason = _denied(name)
+    if reason:
+        return "rejected", [name], reason
     if "." not in name:
         if name in dir(builtins):
             return "rejected", [name], f"bare name {name} resolves to a Python builtin"
@@ -471,33 +575,44 @@ def classify_target(target: Any) -> tuple[str, list[str], str]:
             spec = importlib.util.find_spec(name)
         except (ImportError, ValueError):
             spec = None
-        if spec is not None and name not in ALLOWED_TARGET_ROOTS:
-            return "rejected", [name], f"bare name {name} resolves to the module {name}, outside the allowed roots"
-        return "allowed", [name], "component name resolved among monai modules"
-    root = name.split(".")[0]
-    if root not in ALLOWED_TARGET_ROOTS:
-        return "rejected", [name], f"module {root} is outside the allowed roots {sorted(ALLOWED_TARGET_ROOTS)}"
-    if any(name.startswith(p) or name == p.rstrip(".") for p in _FORBIDDEN_DOTTED_PREFIXES):
-        return "rejected", [name], f"{name} loads or fetches code"
-    if any(part.startswith("_") for part in name.split(".")[1:]):
-        return "review", [name], "private name"
-    return "allowed", [name], ""
+        if spec is not None:
+            return "rejected", [name], f"bare name {name} resolves to the module {name}"
+    return "review", [name], f"{name} is not on the allowlist"
 
 
 def _load_config(path: Path) -> Any:
     text = path.read_text(encoding="utf-8")
-    if path.suffix == ".json":
+    if path.suffix.lower() == ".json":
         return json.loads(text)
     import yaml
 
     return yaml.safe_load(text)
 
 
+def _macro_file(value: str) -> str | None:
+    """The file a ``%`` macro reads, split as ``ConfigParser.split_path_id`` does (``None``: the same config)."""
+    src = value[1:].replace("#", "::")
+    found = re.compile(r"(.*\.(json|yaml|yml)(?=(?:::.*)|$))", re.IGNORECASE).findall(src)
+    return found[0][0] if found else None
+
+
+def _judge_located(value: Any) -> tuple[str, str]:
+    """Verdict for the value of a ``reader``/``writer`` argument: MONAI imports a dotted name and instantiates it,
+    so a name is judged like a ``_target_``; ``None`` and non-strings (instances built elsewhere) pass."""
+    if not isinstance(value, str):
+        return "allowed", ""
+    if value.startswith(("$", "@", "%")):
+        return "review", f"computed reader/writer {value!r} cannot be audited"
+    status, _, reason = classify_target(value)
+    return status, reason
+
+
 def scan_config_file(path: str | Path, rel_name: str | None = None) -> list[ExecutableItem]:
-    """List every executable item (``$`` expressions, ``_target_`` values, ``%`` macros) of one config file.
+    """List every executable item (``$`` expressions, ``_target_`` values with their arguments, ``%`` macros,
+    values of ``config_file``-like keys) of one config file.
 
     Args:
-        path: a JSON or YAML config file.
+        path: a JSON or YAML config file (any case of the suffix).
         rel_name: name reported for the file (defaults to the path as given).
 
     Raises:
@@ -510,21 +625,67 @@ def scan_config_file(path: str | Path, rel_name: str | None = None) -> list[Exec
     except Exception as e:  # json/yaml errors
         raise ValueError(f"{name}: cannot be parsed ({type(e).__name__}: {e})") from e
     items: list[ExecutableItem] = []
+    for keys, d in _dicts(content):
+        if "_target_" in d:
+            args = {k: v for k, v in d.items() if k != "_target_"}
+            status, names, reason = classify_target(d["_target_"], args)
+            items.append(ExecutableItem(name, "#".join(keys + ("_target_",)), "target", str(d["_target_"]),
+                                        status, names, reason))
+            for key in _LOCATED_ARGUMENTS:
+                for v in args.get(key) if isinstance(args.get(key), list) else [args.get(key)]:
+                    cid = "#".join(keys + (key,))
+                    if isinstance(v, str) and re.fullmatch(r"@\w+", v):  # judged where it is defined, in any file
+                        items.append(ExecutableItem(name, cid, "located", v, "allowed", [v[1:]], ""))
+                    elif v is not None:
+                        status, reason = _judge_located(v)
+                        items.append(ExecutableItem(name, cid, "located", str(v), status, [str(v)], reason))
     for keys, key, value in _walk(content):
         cid = "#".join(keys)
-        if key == "_target_":
-            status, names, reason = classify_target(value)
-            items.append(ExecutableItem(name, cid, "target", str(value), status, names, reason))
-        elif isinstance(value, str) and value.startswith("$"):
+        if key == "_target_" or not isinstance(value, str):
+            continue
+        if value.startswith("$"):
             status, names, reason = analyze_expression(value)
             items.append(ExecutableItem(name, cid, "expression", value, status, names, reason))
-        elif isinstance(value, str) and value.startswith("%") and ("::" in value or ".json" in value
-                                                                   or ".yaml" in value or ".yml" in value):
-            src = re.split(r"::|#", value[1:], maxsplit=1)[0]
-            outside = src.startswith("/") or ".." in PurePosixPath(src).parts or "://" in value
-            items.append(ExecutableItem(name, cid, "macro", value, "review" if outside else "allowed", [src],
-                                        "macro reads a file outside the bundle" if outside else ""))
+        elif value.startswith("%"):
+            src = _macro_file(value)
+            items.append(ExecutableItem(name, cid, "macro", value, "allowed", [src] if src else [], ""))
+        elif key in _CONFIG_FILE_KEYS:
+            items.append(ExecutableItem(name, cid, "config_file", value, "allowed", [value], ""))
     return items
+
+
+def _check_reachable(item: ExecutableItem, root: Path, scanned: set[str]) -> None:
+    """Reject a macro or ``config_file`` value naming a file the verifier did not scan (outside the bundle, or
+    missing). Paths are read from the bundle folder, where the documented commands run."""
+    if item.kind not in ("macro", "config_file") or not item.names:
+        return
+    rel = item.names[0]
+    p = PurePosixPath(rel)
+    if p.is_absolute() or ".." in p.parts or "://" in rel or "\\" in rel:
+        item.status, item.reason = "rejected", f"reads {rel}, outside the bundle: it cannot be scanned"
+    elif p.as_posix() not in scanned:
+        item.status, item.reason = "rejected", f"reads {rel}, which is not a config file of the bundle"
+
+
+def _check_logging_conf(path: Path, rel: str, report: VerificationReport) -> None:
+    """``logging.config.fileConfig`` (run by ``monai.bundle run`` on ``configs/logging.conf``) evals each
+    handler's ``args`` and imports its ``class``: only a stream handler to stdout/stderr passes."""
+    cp = configparser.ConfigParser(interpolation=None)
+    try:
+        cp.read_string(path.read_text(encoding="utf-8"))
+    except (configparser.Error, UnicodeDecodeError) as e:
+        report.error("config", f"{rel}: cannot be parsed ({type(e).__name__}: {e})", file=rel)
+        return
+    for section in cp.sections():
+        for key in ("class", "args", "kwargs"):
+            if key not in cp[section]:
+                continue
+            value = cp[section][key].strip()
+            ok = value in _LOGGING_CLASSES if key == "class" else key == "args" and value in _LOGGING_ARGS
+            if not ok:
+                report.error("unsafe-expression", f"{rel}: [{section}] {key}={value!r}: logging.config.fileConfig "
+                                                  "evaluates or imports it (only StreamHandler to stdout/stderr "
+                                                  "passes)", file=rel, where=f"{section}#{key}")
 
 
 # ----------------------------------------------------------------------------------------------- bundle
@@ -570,7 +731,7 @@ def _check_required(root: Path, report: VerificationReport) -> None:
     for rel in ("configs/metadata.json", "docs/README.md", "LICENSE"):
         if not (root / rel).is_file():
             report.error("missing-file", f"missing required file {rel}", file=rel)
-    configs = [f"configs/{n}{s}" for n in ("inference", "train") for s in _CONFIG_SUFFIXES]
+    configs = [f"configs/{n}{s}" for n in ("inference", "train") for s in (".json", ".yaml", ".yml")]
     if not any((root / c).is_file() for c in configs):
         report.error("missing-file", "missing required file: configs/inference.json or configs/train.json "
                                      "(.json/.yaml/.yml)", file="configs/inference.json")
@@ -684,6 +845,40 @@ def _check_weights(root: Path, report: VerificationReport) -> None:
                                         f"got {type(obj).__name__}", file=rel)
 
 
+def _installed_package(name: str) -> bool:
+    """Whether ``name`` is an importable package or module outside namespace packages (nothing is imported)."""
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return False
+    return spec is not None and spec.origin not in (None, "namespace")
+
+
+def _check_code_files(root: Path, report: VerificationReport, accept_review: bool) -> None:
+    """Code files (``.py``, packages, compiled modules, notebooks) and serialised objects outside ``models/`` fail
+    unless ``accept_review``: verification never reads them, and ``python -m monai.bundle run`` started in the
+    bundle folder imports from that folder first. A folder named like an installed package always fails."""
+    add = report.warn if accept_review else report.error
+    for rel in _list_files(root):
+        p = root / rel
+        if rel.lower().endswith(_CODE_SUFFIXES):
+            top = rel.split("/")[0]
+            if (root / top / "__init__.py").is_file() and _installed_package(top):  # never acceptable
+                report.error("code-file", f"{rel}: the package {top}/ in the bundle would shadow the installed "
+                                          f"package {top!r} (Python imports from the working folder first); "
+                                          "remove it", file=rel)
+                continue
+            add("code-file", f"{rel}: code or pickle file in the bundle (never checked by verification; Python "
+                             "imports from the working folder first); remove it, or read it, pass --accept-review "
+                             "and run the bundle from outside its folder", file=rel)
+        elif not rel.startswith("models/") and p.is_file() and not p.is_symlink():
+            with p.open("rb") as fh:
+                magic = fh.read(6)
+            if magic.startswith(_SERIALISED_MAGIC):
+                add("code-file", f"{rel}: holds a serialised object (pickle, zip or numpy data) whatever its name; "
+                                 "only models/ may hold weights", file=rel)
+
+
 def verify_bundle(
     path: str | Path,
     require_manifest: bool = True,
@@ -691,6 +886,7 @@ def verify_bundle(
     check_weights: bool = True,
     schema_path: str | Path | None = None,
     max_total_bytes: int = 64 * 1024**3,
+    accept_review: bool = False,
 ) -> VerificationReport:
     """Verify a received bundle (folder or zip) offline, without importing or running anything from it.
 
@@ -699,14 +895,17 @@ def verify_bundle(
             :func:`~custom_components.bundle_tools.package.package_bundle`.
         require_manifest: a missing ``manifest.json`` is an error (default) rather than a warning; pass ``False``
             to check a bundle folder of your own that was never packaged.
-        strict: executable items marked ``review`` (unknown names) are errors instead of warnings.
+        strict: kept for older command lines; review items fail anyway unless ``accept_review``.
         check_weights: load every ``models/*.pt|pth|ckpt|bin`` with ``torch.load(weights_only=True)``.
         schema_path: another metadata schema; defaults to the one kept in this repository.
         max_total_bytes: refuse zip archives that would extract to more than this.
+        accept_review: items to review (names not on the allowlists) and code files are warnings, not errors,
+            once a person has read them. Rejected items fail regardless.
 
     Returns:
         a :class:`VerificationReport`; ``report.ok`` is False when anything failed.
     """
+    del strict
     src = Path(path)
     report = VerificationReport(bundle=str(path))
     if not src.exists():
@@ -736,26 +935,34 @@ def verify_bundle(
         _check_manifest(root, report, require_manifest, meta)
         if check_weights:
             _check_weights(root, report)
-        for rel in _list_files(root):
-            if rel.endswith(_CODE_SUFFIXES):
-                report.warn("code-file", f"{rel}: code or pickle file in the bundle (never loaded by verification; "
-                                         "check why it is there)", file=rel)
-        configs = root / "configs"
-        for p in sorted(configs.rglob("*")) if configs.is_dir() else []:
-            if not (p.is_file() and p.suffix in _CONFIG_SUFFIXES):
-                continue
-            rel = p.relative_to(root).as_posix()
+        _check_code_files(root, report, accept_review)
+        files = [rel for rel in _list_files(root) if (root / rel).is_file() and not (root / rel).is_symlink()]
+        scanned = {rel for rel in files if _CONFIG_FILE_RE.search(rel)}  # every file MONAI could read as a config
+        per_file: dict[str, list[ExecutableItem]] = {}
+        for rel in sorted(scanned):
             try:
-                items = scan_config_file(p, rel)
+                per_file[rel] = scan_config_file(root / rel, rel)
             except ValueError as e:
                 report.error("config", str(e), file=rel)
-                continue
+        # a reader/writer given as @id: the id's value in every config (stacked files may override it)
+        located = {it.names[0] for items in per_file.values() for it in items if it.kind == "located" and it.names
+                   and it.text.startswith("@")}
+        for rel, items in per_file.items():
+            content = _load_config(root / rel) if located else None
+            for key in sorted(located & set(content)) if isinstance(content, dict) else []:
+                status, reason = _judge_located(content[key])
+                items.append(ExecutableItem(rel, key, "located", str(content[key]), status, [key], reason))
+        for rel, items in per_file.items():
             report.executables.extend(items)
             for it in items:
+                _check_reachable(it, root, scanned)
                 msg = f"{rel}: {it.kind} at {it.path}: {it.text!r}: {it.reason}"
                 if it.status == "rejected":
                     code = "unexpected-target" if it.kind == "target" else "unsafe-expression"
                     report.error(code, msg, file=rel, where=it.path)
                 elif it.status == "review":
-                    (report.error if strict else report.warn)("review", msg, file=rel, where=it.path)
+                    (report.warn if accept_review else report.error)("review", msg, file=rel, where=it.path)
+        for rel in files:
+            if rel.startswith("configs/") and rel.lower().endswith((".conf", ".ini", ".cfg")):
+                _check_logging_conf(root / rel, rel, report)
     return report

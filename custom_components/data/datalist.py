@@ -157,12 +157,14 @@ def affine_mismatch(a: Any, b: Any, ndim: int) -> str | None:
 
 
 def _check_image(
-    file: str, where: str, spatial_dims: int | None, in_channels: int | None, meta: dict | None = None
+    file: str, where: str, spatial_dims: int | None, in_channels: int | None, meta: dict | None = None,
+    trained: bool = False,
 ) -> tuple[np.ndarray, dict]:
     """Load one image and check its spatial dimensions and channel count (``DatalistError`` naming the file).
 
     ``meta`` (the datalist's top-level keys) turns a mismatch with the datalist's recorded ``spatial_dims`` /
-    ``in_channels`` into a hint naming the bundle override to pass.
+    ``in_channels`` into a hint naming the bundle override to pass. ``trained``: the images go to a trained
+    network, whose input channels are fixed, so a mismatch asks to convert the image.
     """
     img, img_meta = _load(file, where)
     bad = count_nonfinite(img)
@@ -181,6 +183,13 @@ def _check_image(
             f"{file}: {len(sp)}D image where {spatial_dims}D is expected (shape {tuple(img.shape)}, {where}).{hint}"
         )
     if in_channels is not None and c != in_channels:
+        if trained:
+            kind = {1: "greyscale", 3: "RGB"}.get(in_channels, f"{in_channels}-channel")
+            raise DatalistError(
+                f"{file}: wrong channel count, {c} channel(s) where {in_channels} expected ({where}); the trained "
+                f"network takes {kind} images: convert this image to {in_channels} channel(s) (e.g. PIL "
+                f"Image.convert('{'L' if in_channels == 1 else 'RGB'}')); --in_channels must stay {in_channels}, "
+                "the checkpoint's.")
         if recorded.get("in_channels") is not None and int(recorded["in_channels"]) == c:
             hint = f"the datalist records in_channels={c}: pass --in_channels {c} to the bundle"
         else:
@@ -237,11 +246,15 @@ def validate_inference_input(
         in_channels: expected image channels.
     """
     if not input_dir:
+        if not Path(datalist).is_file():
+            folder = Path(datalist).parent
+            raise DatalistError(f"{datalist}: datalist file not found. To predict on a folder of images, pass "
+                                f"--input_dir {folder} --output_dir OUT instead of --dataset_dir.")
         validate_datalist(datalist, num_classes=None, spatial_dims=spatial_dims, in_channels=in_channels,
-                          require_keys=[infer_key], allow_empty_classes=True)  # labels are not used here
+                          require_keys=[infer_key], allow_empty_classes=True, trained=True)  # labels unused here
         return
     for e in folder_entries(input_dir, image_ext):
-        _check_image(e["image"], f"input_dir {input_dir}", spatial_dims, in_channels)
+        _check_image(e["image"], f"input_dir {input_dir}", spatial_dims, in_channels, trained=True)
 
 
 def _spacing(meta: dict, ndim: int) -> np.ndarray | None:
@@ -260,6 +273,7 @@ def validate_datalist(
     check_files: bool = True,
     require_keys: Sequence[str] = ("labeled",),
     allow_empty_classes: bool = False,
+    trained: bool = False,
 ) -> dict[str, Any]:
     """Validate a datalist and, optionally, every file it lists.
 
@@ -280,6 +294,7 @@ def validate_datalist(
         require_keys: list keys that must be present and non-empty.
         allow_empty_classes: a foreground class without any voxel over all labels read (e.g. every mask empty) is
             a warning (``stats["warnings"]``) instead of an error.
+        trained: the images go to a trained network (inference): a wrong channel count asks to convert the image.
 
     Returns:
         statistics: ``counts`` per list, ``image_shapes`` (min and max spatial shape), ``channels``,
@@ -334,7 +349,7 @@ def validate_datalist(
     for key, entries in lists.items():
         for i, e in enumerate(entries):
             where = f"{p}, {key}[{i}]"
-            img, img_meta = _check_image(e["image"], where, spatial_dims, in_channels, data)
+            img, img_meta = _check_image(e["image"], where, spatial_dims, in_channels, data, trained=trained)
             stats["num_files"] += 1
             c, sp = img.shape[0], tuple(img.shape[1:])
             channels.add(c)

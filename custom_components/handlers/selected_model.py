@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 from ignite.engine import Engine, Events
 
+from ..bundle_tools.settings import record_threshold
 from ..networks.deployable import MaskPathwaySegmenter
 from ..runtime.distributed import is_rank_zero, unwrap_module
 from ..runtime.files import atomic_torch_save, atomic_write_json
@@ -120,6 +121,7 @@ class SelectedModelSaver:
                 atomic_torch_save(self._weights(module), self.save_dir / name)
             stem = Path(self.filename).stem
             atomic_write_json(record, self.save_dir / f"{stem}_selection.json")
+            record_threshold(self.save_dir, sel["threshold"])  # metadata.json, embedded in exported models
             logger.info(
                 "new best model: %s at threshold %.2f, validation Dice %.4f (epoch %d) -> %s",
                 sel["network"], sel["threshold"], sel["dice"], epoch, self.save_dir / self.filename,

@@ -125,6 +125,19 @@ class MaskPathwaySegmenter(nn.Module):
             num_draws=num_draws,
         )
 
+    def __prepare_scriptable__(self) -> MaskPathwaySegmenter:
+        """Called by ``torch.jit.script`` (MONAI's ``ckpt_export`` without ``--use_trace True``): MONAI's
+        ``SpatialAttentionBlock`` cannot be scripted, so stop with one line saying to trace instead."""
+        from monai.networks.blocks.spatialattention import SpatialAttentionBlock
+
+        from ..errors import UserError
+
+        if any(isinstance(m, SpatialAttentionBlock) for m in self.modules()):
+            raise UserError("MaskPathwaySegmenter cannot be scripted (MONAI's SpatialAttentionBlock): export it by "
+                            "tracing, add --use_trace True to the ckpt_export command (the traced model takes "
+                            "every input size; see docs/sharing.md).")
+        return self
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class probabilities ``(B, K, *spatial)`` for images ``(B, C, *spatial)``.
 

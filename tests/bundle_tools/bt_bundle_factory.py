@@ -10,7 +10,7 @@ import torch
 from monai.bundle import ConfigParser
 
 UNET_DEF = {
-    "_target_": "monai.networks.nets.UNet",
+    "_target_": "UNet",
     "spatial_dims": "@spatial_dims",
     "in_channels": "@in_channels",
     "out_channels": "@num_classes",
@@ -94,13 +94,13 @@ def make_bundle(root: Path, network_def: dict[str, Any] | None = None, spatial_d
         "spatial_dims": spatial_dims,
         "in_channels": in_channels,
         "num_classes": num_classes,
-        "ckpt_path": "$os.path.join(@bundle_root, 'models', 'model.pt')",
+        "ckpt_path": "$@bundle_root + '/models/model.pt'",
         "network_def": network_def or UNET_DEF,
         "network": "$@network_def.to(@device)",
         "inferer": {"_target_": "SimpleInferer"},
         "postprocessing": {"_target_": "Compose", "transforms": [
             {"_target_": "AsDiscreted", "keys": "pred", "argmax": True}]},
-        "initialize": ["$@network.load_state_dict(torch.load(@ckpt_path, weights_only=True))"],
+        "initialize": ["$custom_components.networks.check_weights(@network, @ckpt_path)"],
         "run": [],
     }
     (root / "configs" / "inference.json").write_text(json.dumps(inference, indent=4))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -18,6 +19,14 @@ from custom_components.bundle_tools import (
     package_bundle,
     validate_metadata,
     verify_bundle,
+)
+from custom_components.bundle_tools.verify import (
+    ALLOWED_CALLABLES,
+    ALLOWED_IMPORTS,
+    ALLOWED_METHODS,
+    ALLOWED_TARGETS,
+    ALLOWED_VALUES,
+    expression_names,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -132,20 +141,36 @@ def test_unsafe_expression_fails(tiny_bundle):
 @pytest.mark.parametrize("expr,status", [
     ("$@network_def.to(@device)", "allowed"),
     ("$torch.device('cuda' if torch.cuda.is_available() else 'cpu')", "allowed"),
-    ("$os.path.join(@bundle_root, 'models')", "allowed"),
     ("$[x * 2 for x in range(3)]", "allowed"),
-    ("$np.linspace(0, 1, 5)", "review"),  # harmless, but no bundle calls it: not on the allowlist
     ("$import glob", "allowed"),
     ("$import os", "allowed"),
     ("$os.makedirs(@ckpt_dir, exist_ok=True)", "allowed"),
     ("$pathlib.Path(@ckpt_dir).mkdir(parents=True, exist_ok=True)", "allowed"),
+    ("$os.environ['LOCAL_RANK']", "allowed"),
+    ("$custom_components.networks.check_weights(@network, @ckpt_path)", "allowed"),
+    # harmless, but no bundle uses them: not on the allowlist, so a person reads them (--accept-review)
+    ("$os.path.join(@bundle_root, 'models')", "review"),
+    ("$np.linspace(0, 1, 5)", "review"),
     ("$pathlib.Path(@p).write_text('x')", "review"),
-    ("$numpy.load(@p, **{'allow_pickle': True})", "review"),
-    ("$torch.load(@p, **{'weights_only': False})", "review"),
     ("$torch.zeros(3)", "review"),
     ("$@network.state_dict()", "review"),
+    ("$some_unknown_module.f()", "review"),
+    ("$monai.transforms.Lambda(func=@f)", "review"),
+    ("$custom_components.experiments.runner.main()", "review"),  # no whole namespace is allowed
+    ("$[m for m in [monai.utils]][0].set_determinism(0)", "review"),
+    ("$torch.load(@p, weights_only=@w)", "rejected"),
+    # runs a process, executes code, parses a config or deserialises: rejected whatever the review says
+    ("$monai.utils.run_cmd(['touch', 'owned'])", "rejected"),
+    ("$monai.utils.misc.run_cmd", "rejected"),
+    ("$[m for m in [monai.utils]][0].run_cmd(['ls'])", "rejected"),
+    ("$monai.bundle.run(config_file='configs/extra.json')", "rejected"),
+    ("$monai.bundle", "rejected"),
+    ("$monai.bundle.ConfigParser({'x': 1}).get_parsed_content('x')", "rejected"),
+    ("$torch.serialization.load(@p, weights_only=False)", "rejected"),
+    ("$torch.load(@p, weights_only=True)", "rejected"),
+    ("$numpy.load(@p, **{'allow_pickle': True})", "rejected"),
+    ("$torch.load(@p, **{'weights_only': False})", "rejected"),
     ("$os.remove(@p)", "rejected"),
-    ("$os.environ['LOCAL_RANK']", "allowed"),
     ("$requests.get('http://x')", "rejected"),
     ("$os.system('ls')", "rejected"),
     ("$import subprocess", "rejected"),
@@ -155,22 +180,163 @@ def test_unsafe_expression_fails(tiny_bundle):
     ("$torch.hub.load('a/b', 'c')", "rejected"),
     ("$().__class__.__bases__[0].__subclasses__()", "rejected"),
     ("$np.load(@p, allow_pickle=True)", "rejected"),
-    ("$some_unknown_module.f()", "review"),
+    ("$@x.__globals__", "rejected"),
     ("$print(1 +", "rejected"),
 ])
 def test_expression_judgement(expr, status):
     assert analyze_expression(expr)[0] == status, analyze_expression(expr)
 
 
-@pytest.mark.parametrize("target,status", [
-    ("monai.networks.nets.UNet", "allowed"), ("UNet", "allowed"), ("torch.optim.Adam", "allowed"),
-    ("custom_components.networks.deployable.MaskPathwaySegmenter", "allowed"), ("scipy.ndimage.label", "allowed"),
-    ("ignite.metrics.Accuracy", "allowed"), ("os.system", "rejected"), ("subprocess.Popen", "rejected"),
-    ("eval", "rejected"), ("os", "rejected"), ("torch.hub.load", "rejected"), ("builtins.exec", "rejected"),
-    ("@network_def", "allowed"), ("$os.system", "rejected"), (3, "rejected"),
+@pytest.mark.parametrize("target,args,status", [
+    ("UNet", {}, "allowed"), ("torch.optim.Adam", {}, "allowed"),
+    ("custom_components.networks.MaskPathwaySegmenter", {}, "allowed"),
+    ("LoadImaged", {"keys": "image"}, "allowed"),
+    # not as the bundles write them: a person reads them
+    ("monai.networks.nets.UNet", {}, "review"), ("scipy.ndimage.label", {}, "review"),
+    ("ignite.metrics.Accuracy", {}, "review"), ("@network_def", {}, "review"),
+    ("LoadImaged", {"allow_pickle": "$True"}, "review"),
+    # executes, parses or deserialises, or an argument makes it unpickle
+    ("monai.utils.misc.run_cmd", {}, "rejected"), ("monai.utils.run_cmd", {}, "rejected"),
+    ("ConfigParser", {}, "rejected"), ("monai.bundle.ConfigParser", {}, "rejected"),
+    ("monai.bundle.ConfigWorkflow", {}, "rejected"), ("torch.load", {}, "rejected"),
+    ("torch.load", {"weights_only": False}, "rejected"), ("numpy.load", {"allow_pickle": True}, "rejected"),
+    ("LoadImaged", {"reader": "NumpyReader", "allow_pickle": True}, "rejected"),
+    ("os.system", {}, "rejected"), ("subprocess.Popen", {}, "rejected"), ("eval", {}, "rejected"),
+    ("os", {}, "rejected"), ("torch.hub.load", {}, "rejected"), ("builtins.exec", {}, "rejected"),
+    ("$os.system", {}, "rejected"), (3, {}, "rejected"),
 ])
-def test_target_judgement(target, status):
-    assert classify_target(target)[0] == status
+def test_target_judgement(target, args, status):
+    assert classify_target(target, args)[0] == status, classify_target(target, args)
+
+
+def test_allowlists_are_exactly_what_the_bundles_use():
+    """The allowlists are derived from bundles/*/configs: every name a bundle uses is on them (else the bundle
+    would fail), and nothing else is (a callable no bundle uses is not allowed)."""
+    used = {k: set() for k in ("imports", "calls", "values", "methods")}
+    targets = set()
+    for p in sorted((REPO / "bundles").rglob("*")):
+        if not p.is_file() or p.suffix.lower() not in (".json", ".yaml", ".yml"):
+            continue
+        cfg = json.loads(p.read_text())
+        stack = [cfg]
+        while stack:
+            obj = stack.pop()
+            items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
+            for k, v in items:
+                if k == "_target_":
+                    targets.add(v)
+                elif k in ("reader", "writer") and isinstance(v, str) and isinstance(obj, dict) and "_target_" in obj:
+                    targets.add(cfg.get(v[1:]) if v.startswith("@") else v)
+                elif isinstance(v, str) and v.startswith("$"):
+                    for kind, names in expression_names(v).items():
+                        used[kind] |= names
+                else:
+                    stack.append(v)
+    assert targets == set(ALLOWED_TARGETS)
+    assert used == {"imports": set(ALLOWED_IMPORTS), "calls": set(ALLOWED_CALLABLES),
+                    "values": set(ALLOWED_VALUES), "methods": set(ALLOWED_METHODS)}
+    assert not any(n.endswith(".") or n in ("monai", "torch", "custom_components") for n in ALLOWED_CALLABLES)
+
+
+# ------------------------------------------------------------------------- the payloads of issue 28 (part 4)
+RUN_CMD = "$monai.utils.run_cmd(['touch', 'owned'])"
+PICKLE_BYTES = b"\x80\x04\x95\x05\x00\x00\x00\x00\x00\x00\x00K\x01."  # pickle.dumps(1)
+
+
+def _add_to_inference(bundle: Path, **items) -> None:
+    p = bundle / "configs" / "inference.json"
+    cfg = json.loads(p.read_text())
+    for k, v in items.items():
+        if k == "initialize":
+            cfg["initialize"] = [*cfg.get("initialize", []), v]
+        else:
+            cfg[k] = v
+    p.write_text(json.dumps(cfg, indent=4))
+
+
+def _write(bundle: Path, rel: str, data) -> None:
+    (bundle / rel).parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(data, bytes):
+        (bundle / rel).write_bytes(data)
+    else:
+        (bundle / rel).write_text(data if isinstance(data, str) else json.dumps(data))
+
+
+PAYLOADS = {
+    "run_cmd_expression": (lambda b: _add_to_inference(b, initialize=RUN_CMD),
+                           "configs/inference.json", RUN_CMD),
+    "run_cmd_target": (lambda b: _add_to_inference(
+        b, payload={"_target_": "monai.utils.misc.run_cmd", "cmd_list": ["touch", "owned"]}),
+        "configs/inference.json", "monai.utils.misc.run_cmd"),
+    "torch_load_target": (lambda b: (_write(b, "docs/figure.png", PICKLE_BYTES), _add_to_inference(
+        b, payload={"_target_": "torch.load", "f": "docs/figure.png", "weights_only": False})),
+        "configs/inference.json", "weights_only=False"),
+    "numpy_load_target": (lambda b: (_write(b, "docs/figure.png", PICKLE_BYTES), _add_to_inference(
+        b, payload={"_target_": "numpy.load", "file": "docs/figure.png", "allow_pickle": True})),
+        "configs/inference.json", "allow_pickle=True"),
+    "macro_to_docs_json": (lambda b: (_write(b, "docs/notes.json", {"payload": RUN_CMD}),
+                                      _add_to_inference(b, payload="%docs/notes.json::payload")),
+                           "docs/notes.json", RUN_CMD),
+    "upper_case_json": (lambda b: _write(b, "configs/extra.JSON", {"initialize": [RUN_CMD]}),
+                        "configs/extra.JSON", RUN_CMD),
+    "bundle_run_other_file": (lambda b: (_write(b, "configs/extra.JSON", {"x": 1}), _add_to_inference(
+        b, initialize="$monai.bundle.run(config_file='configs/extra.JSON')")),
+        "configs/inference.json", "monai.bundle.run(config_file='configs/extra.JSON')"),
+    "serialization_load": (lambda b: (_write(b, "docs/figure.png", PICKLE_BYTES), _add_to_inference(
+        b, initialize="$torch.serialization.load('docs/figure.png', weights_only=False)")),
+        "configs/inference.json", "torch.serialization.load('docs/figure.png', weights_only=False)"),
+    "nested_config_parser": (lambda b: _add_to_inference(
+        b, payload="$monai.bundle.ConfigParser({'x': \"$monai.utils.run_cmd(['ls'])\"}).get_parsed_content('x')"),
+        "configs/inference.json", "monai.bundle.ConfigParser("),
+    "nested_config_parser_target": (lambda b: _add_to_inference(
+        b, payload={"_target_": "ConfigParser", "config": {"x": 1}}), "configs/inference.json", "ConfigParser"),
+    "custom_components_package": (lambda b: _write(b, "custom_components/__init__.py", "import os\n"),
+                                  "custom_components/__init__.py", "shadow the installed package 'custom_components'"),
+    "macro_outside_bundle": (lambda b: _add_to_inference(b, payload="%/tmp/elsewhere.json::payload"),
+                             "configs/inference.json", "%/tmp/elsewhere.json::payload"),
+    "config_file_outside_bundle": (lambda b: _add_to_inference(b, config_file="../other/train.json"),
+                                   "configs/inference.json", "../other/train.json"),
+    "writer_by_name": (lambda b: _add_to_inference(b, seg_writer="monai.utils.misc.run_cmd"),
+                       "configs/inference.json", "seg_writer: 'monai.utils.misc.run_cmd'"),
+    "logging_conf_eval": (lambda b: _write(b, "configs/logging.conf", (
+        REPO / "bundles/cotrain/configs/logging.conf").read_text().replace("args=()", "args=(__import__('os'),)")),
+        "configs/logging.conf", "__import__('os')"),
+}
+
+
+@pytest.fixture
+def cotrain_copy(tmp_path):
+    """The repository's cotrain bundle (configs, docs, LICENSE) as a received folder, without weights."""
+    b = tmp_path / "cotrain"
+    shutil.copytree(REPO / "bundles" / "cotrain", b)
+    return b
+
+
+@pytest.mark.parametrize("payload", sorted(PAYLOADS))
+def test_payload_fails_naming_file_and_expression(cotrain_copy, tmp_path, payload):
+    inject, rel, needle = PAYLOADS[payload]
+    assert verify_bundle(cotrain_copy, require_manifest=False, check_weights=False).ok
+    inject(cotrain_copy)
+    reports = [verify_bundle(cotrain_copy, require_manifest=False, check_weights=False, accept_review=accept)
+               for accept in (False, True)]  # the received folder, even after a person's review
+    pkg = package_bundle(cotrain_copy, tmp_path / "pkg.zip", include_models=False)  # the hashes are fine
+    if f"cotrain/{rel}" in zipfile.ZipFile(pkg).namelist():
+        reports.append(verify_bundle(pkg))
+    for report in reports:
+        assert not report.ok
+        named = [e for e in report.errors if e.file == rel and needle in e.message]
+        assert named, report.format(show_allowed=False)
+        assert "Result: FAILED" in report.format()
+
+
+def test_review_items_and_code_files_fail_unless_accepted(cotrain_copy):
+    _add_to_inference(cotrain_copy, initialize="$os.path.join(@bundle_root, 'models')")
+    _write(cotrain_copy, "docs/helper.py", "print('hi')\n")
+    report = verify_bundle(cotrain_copy, require_manifest=False, check_weights=False)
+    assert {e.code for e in report.errors} == {"review", "code-file"}
+    assert any("os.path.join is not on the allowlist" in e.message for e in report.errors)
+    accepted = verify_bundle(cotrain_copy, require_manifest=False, check_weights=False, accept_review=True)
+    assert accepted.ok and {w.code for w in accepted.warnings} >= {"review", "code-file"}
 
 
 def test_missing_license_fails(tiny_bundle, tmp_path):
@@ -249,3 +415,10 @@ def test_cli_exit_codes(tiny_bundle, tmp_path):
     (b / "LICENSE").unlink()
     r = run("scripts/verify_bundle.py", str(b))
     assert r.returncode == 1 and "missing required file LICENSE" in r.stdout
+    # a payload fails the command line, naming the file and the expression, even with --accept-review
+    c = tmp_path / "cotrain"
+    shutil.copytree(REPO / "bundles" / "cotrain", c)
+    _add_to_inference(c, initialize=RUN_CMD)
+    r = run("scripts/verify_bundle.py", str(c), "--no-manifest", "--skip-weights", "--accept-review", "--quiet")
+    assert r.returncode == 1 and "configs/inference.json: expression at initialize#" in r.stdout, r.stdout
+    assert RUN_CMD in r.stdout and "Result: FAILED" in r.stdout

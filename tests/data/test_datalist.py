@@ -263,7 +263,10 @@ def test_inference_folder_checks(tmp_path):
     assert folder_entries(tmp_path, ".jpg") == [{"image": str(tmp_path / "a.jpg")}]
     validate_inference_input(tmp_path, ".jpg", "unused.json", "test", spatial_dims=2, in_channels=3)
     with pytest.raises(DatalistError, match=r"a\.jpg: wrong channel count, 3 channel\(s\) where 1 expected .*"
-                                            r"pass --in_channels 3"):
+                                            r"convert this image to 1 channel\(s\) .*--in_channels must stay 1"):
         validate_inference_input(tmp_path, ".jpg", "unused.json", "test", spatial_dims=2, in_channels=1)
+    with pytest.raises(DatalistError, match=r"datalist\.json: datalist file not found\. To predict on a folder of "
+                                            r"images, pass --input_dir .* --output_dir OUT instead of --dataset_dir"):
+        validate_inference_input(None, ".png", str(tmp_path / "datalist.json"), "test", spatial_dims=2, in_channels=3)
     with pytest.raises(DatalistError, match=r"a\.jpg: 2D image where 3D is expected"):
         validate_inference_input(tmp_path, ".jpg", "unused.json", "test", spatial_dims=3, in_channels=None)

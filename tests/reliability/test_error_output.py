@@ -75,7 +75,16 @@ def _case_wrong_channel_count(tmp_path, tiny_dataset_2d):
     _png(d / "a.png", _rgb(1))
     _png(d / "grey.png", _rgb(2)[..., 0])
     return _inference(tmp_path, d), [r"grey\.png", r"wrong channel count, 1 channel\(s\) where 3 expected",
-                                     r"--in_channels 1"]
+                                     r"convert this image to 3 channel\(s\)", r"--in_channels must stay 3"]
+
+
+def _case_dataset_dir_without_datalist(tmp_path, tiny_dataset_2d):
+    d = tmp_path / "new"
+    _png(d / "a.png", _rgb(1))
+    b = copy_bundle("cotrain", tmp_path / "bundle")
+    cmd = bundle_command(b, ["inference"], {**TINY_DIFFUSION, "roi_size": [16, 16], "dataset_dir": str(d),
+                                            "output_dir": str(tmp_path / "pred")})
+    return cmd, [r"new/datalist\.json: datalist file not found", r"pass --input_dir .*new --output_dir OUT"]
 
 
 def _case_teacher_ckpt_is_a_folder(tmp_path, tiny_dataset_2d):
@@ -150,6 +159,7 @@ CASES = {
     "input_dir_without_images": _case_input_dir_without_images,
     "truncated_image_at_inference": _case_truncated_image,
     "wrong_channel_count_at_inference": _case_wrong_channel_count,
+    "dataset_dir_without_datalist": _case_dataset_dir_without_datalist,
     "teacher_ckpt_is_a_folder": _case_teacher_ckpt_is_a_folder,
     "prepared_datalist_instead_of_split": _case_prepared_datalist_instead_of_split,
     "in_channels_not_matching_data": _case_in_channels_not_matching_data,
@@ -159,7 +169,7 @@ CASES = {
     "ckpt_dir_is_a_file": _case_ckpt_dir_is_a_file,
     "prepare_folder_nonfinite": _case_prepare_folder_nonfinite,
 }
-DEFAULT_SUITE = ("input_dir_missing", "prepare_folder_missing_mask")
+DEFAULT_SUITE = ("input_dir_missing", "prepare_folder_missing_mask", "dataset_dir_without_datalist")
 
 
 @pytest.mark.parametrize("case", [pytest.param(c, marks=[] if c in DEFAULT_SUITE else [pytest.mark.slow])
