@@ -14,13 +14,16 @@ from .teacher import (
     one_hot_mask,
     probabilities_to_mask,
 )
+from .time_unet import BACKBONES, TimeConditionedUNet
 
 __all__ = [
+    "BACKBONES",
     "ChannelProbe",
     "DiffusionTeacher",
     "MaskPathwaySegmenter",
     "Reconstruction",
     "RoundMode",
+    "TimeConditionedUNet",
     "align_teacher_classes",
     "background_mask",
     "best_class_order",
