@@ -26,7 +26,7 @@ from monai.networks.nets.diffusion_model_unet import get_timestep_embedding
 
 __all__ = ["BACKBONES", "TimeConditionedUNet"]
 
-#: backbone ids of both diffusion pathways: MONAI's ``DiffusionModelUNet`` (the paper's) and :class:`TimeConditionedUNet`
+#: backbone ids of both diffusion pathways: ``DiffusionModelUNet`` (the paper's) and :class:`TimeConditionedUNet`
 BACKBONES = ("diffusion_unet", "fast")
 
 
