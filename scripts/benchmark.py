@@ -62,6 +62,17 @@ SWITCHES: dict[str, dict[str, Any]] = {
     # the 3D memory switch: rounds one at a time, each recomputed in backward (against rounds one at a time kept)
     "fast_checkpoint_rounds": {"amp": "bfloat16", "tf32": True, "cudnn_benchmark": True, "checkpoint_rounds": True},
     "fast_batch_rounds_off": {"amp": "bfloat16", "tf32": True, "cudnn_benchmark": True, "batch_rounds": False},
+    # issue 27 (--plan fast_backbone): the fast backbone under the fast settings; per pass against the supervised UNet
+    # of the same widths; one-pass inference (TF32, no autocast) against the supervised bundle's UNet
+    "fast_backbone": {"amp": "bfloat16", "tf32": True, "cudnn_benchmark": True, "backbone": "fast"},
+    "fast_backbone_unlabeled": {"amp": "bfloat16", "tf32": True, "cudnn_benchmark": True, "backbone": "fast",
+                                "round_batch": "unlabeled"},
+    "pass_unet": {"amp": "bfloat16", "tf32": True, "cudnn_benchmark": True, "backbone": "unet"},
+    "pass_fast": {"amp": "bfloat16", "tf32": True, "cudnn_benchmark": True, "backbone": "fast"},
+    "pass_diffusion_unet": {"amp": "bfloat16", "tf32": True, "cudnn_benchmark": True, "backbone": "diffusion_unet"},
+    "infer_sup": {"tf32": True, "cudnn_benchmark": True, "backbone": "unet"},
+    "infer_fast": {"tf32": True, "cudnn_benchmark": True, "backbone": "fast"},
+    "infer_diffusion_unet": {"tf32": True, "cudnn_benchmark": True, "backbone": "diffusion_unet"},
 }
 
 #: dense bf16 tensor-core peak in TFLOP/s from the vendors' data sheets (not measured), for the share-of-peak column
@@ -654,6 +665,44 @@ def speed_plan() -> list[tuple[str, str, int, str]]:
     return cases
 
 
+def fast_backbone_plan() -> list[tuple[str, str, int, str]]:
+    """``--plan fast_backbone`` (``scripts/gpu_checks.sh fast_backbone``, issue 27): per workload (PH2 128x128, LA
+    96x96x80) one pass of each backbone against the supervised UNet of the same widths, the supervised step and the
+    co-training step (today's backbone R = 3; the fast one R = 3, R = 3 and R = 1 with the rounds on the unlabelled
+    half), one-pass inference of the supervised UNet and both deployables; TFLOP/s and share of the bf16 peak for
+    every case, peak memory (LA R = 3 must fit 24 GB)."""
+    cases = []
+    for wl in ("ph2", "la"):
+        cases += [(wl, "pass", 0, s) for s in ("pass_unet", "pass_fast", "pass_diffusion_unet")]
+        cases += [(wl, "sup", 0, "fast"), (wl, "p2", 3, "fast_backbone"), (wl, "p2", 3, "fast_backbone_unlabeled"),
+                  (wl, "p2", 1, "fast_backbone_unlabeled"), (wl, "p2", 3, "fast")]
+        cases += [(wl, "infer", 0, s) for s in ("infer_sup", "infer_fast", "infer_diffusion_unet")]
+    return cases
+
+
+def fast_backbone_ratios(cases: list[dict]) -> dict[str, float]:
+    """Issue 27's ratios from the cases of one run: per pass against ``pass_unet``, co-training steps against the
+    supervised step (``sup/fast``), one-pass inference against ``infer_sup``, per workload.
+
+    Args:
+        cases: the run's case entries.
+    """
+    ms = {c["case"]: c["ms_per_step"] for c in cases if "ms_per_step" in c}
+    out = {}
+    for wl in ("ph2", "la", "ph2_cpu", "la_cpu"):
+        for case, base in ((f"{wl}/pass/pass_fast", f"{wl}/pass/pass_unet"),
+                           (f"{wl}/pass/pass_diffusion_unet", f"{wl}/pass/pass_unet"),
+                           (f"{wl}/p2_R3/fast_backbone", f"{wl}/sup/fast"),
+                           (f"{wl}/p2_R3/fast_backbone_unlabeled", f"{wl}/sup/fast"),
+                           (f"{wl}/p2_R1/fast_backbone_unlabeled", f"{wl}/sup/fast"),
+                           (f"{wl}/p2_R3/fast", f"{wl}/sup/fast"),
+                           (f"{wl}/infer/infer_fast", f"{wl}/infer/infer_sup"),
+                           (f"{wl}/infer/infer_diffusion_unet", f"{wl}/infer/infer_sup")):
+            if case in ms and base in ms:
+                out[f"{case} / {base}"] = ms[case] / ms[base]
+    return out
+
+
 def plan(quick: bool, device: torch.device) -> list[tuple[str, str, int, str]]:
     """The ordered cases ``(workload, phase, rounds, switch)``: most important first (a time budget cuts the tail).
 
@@ -928,9 +977,10 @@ def main(argv: list[str] | None = None) -> dict:
                     help="seconds; cases that start later are skipped (0: none)")
     ap.add_argument("--workers", type=int, default=4, help="DataLoader workers of the uncached loading pipeline")
     ap.add_argument("--only", default=None, help="comma-separated workloads (la, ph2; with --cpu: ph2_cpu, la_cpu)")
-    ap.add_argument("--plan", choices=("all", "speed"), default="all",
+    ap.add_argument("--plan", choices=("all", "speed", "fast_backbone"), default="all",
                     help="GPU cases: all (default) or speed (co-training R = 3: fp32 / defaults / fast / compile / "
-                         "CUDA graphs, LA memory switch)")
+                         "CUDA graphs, LA memory switch) or fast_backbone (issue 27: the fast backbone per pass, per "
+                         "co-training step and in inference against the supervised UNet)")
     ap.add_argument("--cpu", action="store_true",
                     help="the CPU table: ph2_cpu and la_cpu settings, switches timed interleaved, peak RSS per case")
     ap.add_argument("--threads", type=int, default=1, help="--cpu: torch threads (1 = the CPU profiles' setting)")
@@ -969,10 +1019,12 @@ def main(argv: list[str] | None = None) -> dict:
 
     flops_cache: dict[tuple, int] = {}
     ref: dict[tuple, dict] = {}
-    for wl, phase, rounds, swname in (speed_plan() if args.plan == "speed" else plan(args.quick, device)):
+    plans = {"speed": speed_plan, "fast_backbone": fast_backbone_plan}
+    for wl, phase, rounds, swname in (plans[args.plan]() if args.plan in plans else plan(args.quick, device)):
         if wl not in only:
             continue
-        key = (wl, phase, rounds)
+        sw = SWITCHES[swname]
+        key = (wl, phase, rounds, sw.get("backbone"), sw.get("round_batch"))  # one network and recipe
         name = f"{wl}/{phase}{'_R' + str(rounds) if phase == 'p2' else ''}/{swname}"
         if args.time_budget and (time.perf_counter() - t_start
                                  > args.time_budget * (0.6 if "compile" in swname else 1.0)):
@@ -984,7 +1036,6 @@ def main(argv: list[str] | None = None) -> dict:
                                                         iters if args.quick else 3 * iters)
             write()
             continue
-        sw = SWITCHES[swname]
         prev = set_backend_flags(tf32=bool(sw.get("tf32")), cudnn_benchmark=bool(sw.get("cudnn_benchmark")))
         if sw.get("compile"):
             torch._dynamo.reset()
@@ -996,8 +1047,8 @@ def main(argv: list[str] | None = None) -> dict:
             first = probe()
             sync(device)
             entry["first_call_s"] = time.perf_counter() - t0
-            if swname == "eager_fp32" and key not in flops_cache:
-                flops_cache[key] = count_flops(step)
+            if (swname == "eager_fp32" or args.plan == "fast_backbone") and key not in flops_cache:
+                flops_cache[key] = count_flops(step)  # --plan fast_backbone: counted under the case's own switch
             # keep slow cases short: at most ~10 s of timed steps, never fewer than 3
             n_iter = iters if args.quick else max(3, min(iters, int(10.0 / max(entry["first_call_s"], 1e-3))))
             times = time_steps(step, device, max(0, warmup - 1), n_iter)
@@ -1046,6 +1097,10 @@ def main(argv: list[str] | None = None) -> dict:
         if device.type == "cuda":
             torch.cuda.empty_cache()
 
+    if args.plan == "fast_backbone":
+        res["fast_backbone_ratios"] = fast_backbone_ratios(res["cases"])
+        for k, v in res["fast_backbone_ratios"].items():
+            print(f"{k}: {v:.2f}x")
     write()
     print(f"wrote {out_path} ({res['elapsed_s']:.1f} s)")
     return res
