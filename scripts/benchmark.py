@@ -958,7 +958,7 @@ def cpu_markdown(res: dict) -> str:
             agree = f"{c['first_loss_rel_diff']:.1e}" if "first_loss_rel_diff" in c else "-"
             lines.append(f"| {c['workload']} | {c['phase']} | {c['switch']} ({what}) | {ms:.1f} | {per} | "
                          f"{c['x_of_baseline']:.2f} | {agree} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines).lstrip("\n") + "\n"
 
 
 def main(argv: list[str] | None = None) -> dict:
