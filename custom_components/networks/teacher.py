@@ -299,16 +299,16 @@ class DiffusionTeacher(nn.Module):
         self.infer_timestep = infer_timestep
         self.infer_seed = infer_seed
         self.min_alpha_cumprod = min_alpha_cumprod
-        backbone = dict(
+        self.backbone = backbone
+        arch = dict(
             channels=channels,
             num_res_blocks=num_res_blocks,
             attention_levels=attention_levels,
             norm_num_groups=norm_num_groups,
             backbone=backbone,
         )
-        self.backbone = backbone
-        self.mask_net = mask_net or build_backbone(spatial_dims, num_classes + in_channels, num_classes, **backbone)
-        self.image_net = image_net or build_backbone(spatial_dims, in_channels + num_classes, in_channels, **backbone)
+        self.mask_net = mask_net or build_backbone(spatial_dims, num_classes + in_channels, num_classes, **arch)
+        self.image_net = image_net or build_backbone(spatial_dims, in_channels + num_classes, in_channels, **arch)
         self.scheduler = DDPMScheduler(
             num_train_timesteps=num_train_timesteps, schedule=schedule, clip_sample=False, **(schedule_args or {})
         )
