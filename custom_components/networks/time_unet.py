@@ -8,8 +8,9 @@ resolution with GroupNorms and time projections in every block; MONAI's ``UNet``
 - the timestep: MONAI's sinusoidal ``get_timestep_embedding``, a two-layer MLP, and per level a linear projection
   to a scale and shift of that level's features (``h * (1 + scale) + shift``, zero-initialised: the identity at
   start), applied after every down and inner up block;
-- an input skip: a 1x1 convolution of the input added to the output, so the full-resolution content of the input
-  (``x_t`` for the image pathway, whose target is per-pixel noise) reaches the output past the strided first level.
+- an input skip: a 1x1 convolution of the input, scaled and shifted by the timestep like the levels, added to the
+  output, so the full-resolution content of the input reaches the output past the strided first level (the image
+  pathway's target, the noise, is mostly ``x_t`` itself times a ``t``-dependent factor at large ``t``).
 
 The conditioning (mask and image by channel concatenation, done by the caller) and the call ``net(x, timesteps)``
 are those of ``DiffusionModelUNet``.
@@ -102,7 +103,8 @@ class TimeConditionedUNet(nn.Module):
                 ResidualUnit(sd, out, out, strides=1, subunits=1, last_conv_only=i == 0),
             )
             self.up.append(_Level(block, emb, out))
-        self.input_skip = Convolution(sd, in_channels, out_channels, kernel_size=1, conv_only=True)
+        self.input_skip = _Level(Convolution(sd, in_channels, out_channels, kernel_size=1, conv_only=True), emb,
+                                 out_channels)
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """``net(x, timesteps)`` as ``DiffusionModelUNet``.
@@ -120,4 +122,4 @@ class TimeConditionedUNet(nn.Module):
         h = skips.pop()  # the bottom's output
         for level in self.up:
             h = level(torch.cat([h, skips.pop()], dim=1), emb)
-        return h + self.input_skip(x)
+        return h + self.input_skip(x, emb)
