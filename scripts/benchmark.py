@@ -62,6 +62,17 @@ SWITCHES: dict[str, dict[str, Any]] = {
     # the 3D memory switch: rounds one at a time, each recomputed in backward (against rounds one at a time kept)
     "fast_checkpoint_rounds": {"amp": "bfloat16", "tf32": True, "cudnn_benchmark": True, "checkpoint_rounds": True},
     "fast_batch_rounds_off": {"amp": "bfloat16", "tf32": True, "cudnn_benchmark": True, "batch_rounds": False},
+    # issue 27 (--plan fast_backbone): the fast backbone under the fast settings; per pass against the supervised UNet
+    # of the same widths; one-pass inference (TF32, no autocast) against the supervised bundle's UNet
+    "fast_backbone": {"amp": "bfloat16", "tf32": True, "cudnn_benchmark": True, "backbone": "fast"},
+    "fast_backbone_unlabeled": {"amp": "bfloat16", "tf32": True, "cudnn_benchmark": True, "backbone": "fast",
+                                "round_batch": "unlabeled"},
+    "pass_unet": {"amp": "bfloat16", "tf32": True, "cudnn_benchmark": True, "backbone": "unet"},
+    "pass_fast": {"amp": "bfloat16", "tf32": True, "cudnn_benchmark": True, "backbone": "fast"},
+    "pass_diffusion_unet": {"amp": "bfloat16", "tf32": True, "cudnn_benchmark": True, "backbone": "diffusion_unet"},
+    "infer_sup": {"tf32": True, "cudnn_benchmark": True, "backbone": "unet"},
+    "infer_fast": {"tf32": True, "cudnn_benchmark": True, "backbone": "fast"},
+    "infer_diffusion_unet": {"tf32": True, "cudnn_benchmark": True, "backbone": "diffusion_unet"},
 }
 
 #: dense bf16 tensor-core peak in TFLOP/s from the vendors' data sheets (not measured), for the share-of-peak column
@@ -85,6 +96,38 @@ CPU_SWITCHES: dict[str, dict[str, Any]] = {
     # changes the method (an option, off by default): the R rounds at half the input size
     "cpu_fast_round_scale_0.5": {"amp": "bfloat16", "fused_adam": True, "round_scale": 0.5},
 }
+
+#: ``--cpu``, issue 27: the fast backbone (``backbone: "fast"``) against the supervised UNet, each group timed
+#: interleaved and reported as a multiple of its first switch. A switch may name its own ``phase`` and ``rounds``
+#: (the mixed groups ``fast_step`` and ``infer_cmp``); ``backbone: "unet"`` is MONAI's supervised ``UNet``;
+#: ``first_loss_vs`` names the switch of the same network whose first loss it is checked against
+_CF = {"amp": "bfloat16", "fused_adam": True}
+CPU_SWITCHES.update({
+    # per pass (forward + backward + Adam step, bf16 autocast) of one backbone at the co-training batch, the same
+    # widths (the workload's diffusion channels) for all three
+    "pass_unet": {**_CF, "backbone": "unet"},
+    "pass_fast": {**_CF, "backbone": "fast"},
+    "pass_diffusion_unet": {**_CF, "backbone": "diffusion_unet"},
+    # a co-training step against the supervised step at the same labelled batch (the supervised bundle's UNet)
+    "sup_cpu_fast": {**_CF, "phase": "sup"},
+    "fast_R3_fp32": {"phase": "p2", "rounds": 3, "backbone": "fast"},
+    "fast_R3": {**_CF, "phase": "p2", "rounds": 3, "backbone": "fast", "first_loss_vs": "fast_R3_fp32"},
+    "fast_R3_unlabeled": {**_CF, "phase": "p2", "rounds": 3, "backbone": "fast", "round_batch": "unlabeled"},
+    "fast_R1_unlabeled": {**_CF, "phase": "p2", "rounds": 1, "backbone": "fast", "round_batch": "unlabeled"},
+    "diffusion_unet_R3": {**_CF, "phase": "p2", "rounds": 3},
+    # one-pass inference (fp32, as the bundles' inference), the supervised bundle's UNet against the deployable
+    "infer_sup": {"phase": "infer", "backbone": "unet"},
+    "infer_fast": {"phase": "infer", "backbone": "fast"},
+    "infer_diffusion_unet": {"phase": "infer", "backbone": "diffusion_unet"},
+})
+
+#: the issue-27 groups of ``--cpu`` (``(phase, switches)``, the first switch the baseline of the ratios)
+FAST_GROUPS = [
+    ("pass", ["pass_unet", "pass_fast", "pass_diffusion_unet"]),
+    ("fast_step", ["sup_cpu_fast", "fast_R3_fp32", "fast_R3", "fast_R3_unlabeled", "fast_R1_unlabeled",
+                   "diffusion_unet_R3"]),
+    ("infer_cmp", ["infer_sup", "infer_fast", "infer_diffusion_unet"]),
+]
 
 
 #: ``--cpu`` switches whose peak RSS is measured, co-training cases only (one fresh process each: slow on a loaded
@@ -135,6 +178,7 @@ def cpu_plan(with_compile: bool) -> list[tuple[str, str, int, list[str]]]:
         out += [(wl, "p2", 3, p2 + comp), (wl, "p2", 0, ["reference"] + fast),
                 (wl, "p1", 0, ["reference", "bf16"] + fast), (wl, "sup", 0, ["reference", "bf16"] + fast)]
         out += [(wl, ph, 0, ["reference", "bf16"]) for ph in ("infer", "infer_ens4", "ddim")]
+        out += [(wl, ph, 0, list(sws)) for ph, sws in FAST_GROUPS]
     return out
 
 
@@ -262,16 +306,17 @@ def hard_dice(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 # ----------------------------------------------------------------------------------------------- builders
-def _teacher(cfg: dict, device: torch.device, seed: int) -> torch.nn.Module:
+def _teacher(cfg: dict, device: torch.device, seed: int, backbone: str = "diffusion_unet") -> torch.nn.Module:
     from custom_components.networks import DiffusionTeacher
 
     torch.manual_seed(seed)
     net = DiffusionTeacher(
         cfg["spatial_dims"], cfg["in_channels"], cfg["num_classes"], channels=cfg["channels"],
-        norm_num_groups=cfg["groups"],
+        norm_num_groups=cfg["groups"], backbone=backbone,
     )
-    # DiffusionModelUNet zero-initialises its output (and residual-output) convolutions: every output would be 0
-    # in any precision, hiding precision effects; give them small random weights (as a trained network has)
+    # DiffusionModelUNet zero-initialises its output (and residual-output) convolutions, the fast backbone its time
+    # projections: every output would be 0 (or t-independent) in any precision, hiding precision effects; give them
+    # small random weights (as a trained network has)
     with torch.no_grad():
         for name, prm in net.named_parameters():
             if prm.ndim > 1 and not prm.any():
@@ -317,6 +362,36 @@ def build_case(phase: str, cfg: dict, sw: dict, device: torch.device,
     amp = sw.get("amp")
     sd = cfg["spatial_dims"]
     b = cfg["batch"]
+    phase, rounds = sw.get("phase", phase), sw.get("rounds", rounds)  # a mixed group's switch names its own
+    backbone = sw.get("backbone", "diffusion_unet")
+    if phase == "pass":  # one backbone's pass at the co-training batch: forward + backward + optimizer step
+        from monai.networks.nets import UNet
+
+        from custom_components.networks import build_backbone
+
+        torch.manual_seed(0)
+        c, k, n = cfg["in_channels"], cfg["num_classes"], 2 * b
+        g = torch.Generator().manual_seed(0)
+        if backbone == "unet":
+            net = UNet(sd, c, k, channels=cfg["channels"], strides=[2] * (len(cfg["channels"]) - 1), num_res_units=2)
+            args = (torch.randn(n, c, *cfg["size"], generator=g).to(device),)
+        else:
+            net = build_backbone(sd, c + k, k, cfg["channels"], norm_num_groups=cfg["groups"], backbone=backbone)
+            args = (torch.randn(n, c + k, *cfg["size"], generator=g).to(device),
+                    torch.randint(0, 1000, (n,), generator=g).to(device))
+        net = net.to(device)
+        opt = _adam(net.parameters(), sw)
+        target = torch.randn(n, k, *cfg["size"], generator=g).to(device)
+
+        def step() -> torch.Tensor:
+            opt.zero_grad(set_to_none=True)
+            with autocast_ctx(device, amp):
+                loss = (net(*args).float() - target).square().mean()
+            loss.backward()
+            opt.step()
+            return loss.detach()
+
+        return step, n, step
     if phase == "sup":
         from monai.networks.nets import UNet
 
@@ -359,13 +434,13 @@ def build_case(phase: str, cfg: dict, sw: dict, device: torch.device,
     if phase == "p2":
         from custom_components.engines import CoTrainer
 
-        teacher, student = _teacher(cfg, device, 0), _teacher(cfg, device, 1)
+        teacher, student = _teacher(cfg, device, 0, backbone), _teacher(cfg, device, 1, backbone)
         _apply_switch(backbones_of(teacher) + [student.mask_net], sd, sw)
         t_opt, s_opt = _adam(teacher.parameters(), sw), _adam(student.mask_net.parameters(), sw)
         trainer = CoTrainer(device, 1, [0], teacher, student, t_opt, s_opt, rounds=rounds,
                             batch_rounds=sw.get("batch_rounds", True),
                             checkpoint_rounds=bool(sw.get("checkpoint_rounds")),
-                            round_scale=sw.get("round_scale", 1.0),
+                            round_scale=sw.get("round_scale", 1.0), round_batch=sw.get("round_batch", "all"),
                             amp=bool(amp), amp_dtype=amp or "bfloat16")
         trainer.state.epoch = 1
         batch = {
@@ -382,12 +457,20 @@ def build_case(phase: str, cfg: dict, sw: dict, device: torch.device,
     from custom_components.inferers.uamt import UAMTSlidingWindowInferer
     from custom_components.networks import MaskPathwaySegmenter
 
-    teacher = _teacher(cfg, device, 0).eval()
     draws = 4 if phase == "infer_ens4" else 1
-    seg = MaskPathwaySegmenter(sd, cfg["in_channels"], cfg["num_classes"], channels=cfg["channels"],
-                               norm_num_groups=cfg["groups"], mask_net=teacher.mask_net,
-                               num_draws=draws).to(device).eval()
-    _apply_switch([teacher.mask_net], sd, sw)
+    if backbone == "unet":  # the supervised bundle's UNet, softmax probabilities
+        from monai.networks.nets import UNet
+
+        torch.manual_seed(0)
+        unet = UNet(sd, cfg["in_channels"], cfg["num_classes"], channels=cfg["sup_channels"],
+                    strides=[2] * (len(cfg["sup_channels"]) - 1), num_res_units=2).to(device).eval()
+        seg = lambda w: unet(w).softmax(1)  # noqa: E731
+    else:
+        teacher = _teacher(cfg, device, 0, backbone).eval()
+        seg = MaskPathwaySegmenter(sd, cfg["in_channels"], cfg["num_classes"], channels=cfg["channels"],
+                                   norm_num_groups=cfg["groups"], mask_net=teacher.mask_net,
+                                   num_draws=draws).to(device).eval()
+        _apply_switch([teacher.mask_net], sd, sw)
     if sd == 2:
         x = _images(cfg, cfg["infer_batch"], device, 5)
         n = x.shape[0]
@@ -582,6 +665,44 @@ def speed_plan() -> list[tuple[str, str, int, str]]:
     return cases
 
 
+def fast_backbone_plan() -> list[tuple[str, str, int, str]]:
+    """``--plan fast_backbone`` (``scripts/gpu_checks.sh fast_backbone``, issue 27): per workload (PH2 128x128, LA
+    96x96x80) one pass of each backbone against the supervised UNet of the same widths, the supervised step and the
+    co-training step (today's backbone R = 3; the fast one R = 3, R = 3 and R = 1 with the rounds on the unlabelled
+    half), one-pass inference of the supervised UNet and both deployables; TFLOP/s and share of the bf16 peak for
+    every case, peak memory (LA R = 3 must fit 24 GB)."""
+    cases = []
+    for wl in ("ph2", "la"):
+        cases += [(wl, "pass", 0, s) for s in ("pass_unet", "pass_fast", "pass_diffusion_unet")]
+        cases += [(wl, "sup", 0, "fast"), (wl, "p2", 3, "fast_backbone"), (wl, "p2", 3, "fast_backbone_unlabeled"),
+                  (wl, "p2", 1, "fast_backbone_unlabeled"), (wl, "p2", 3, "fast")]
+        cases += [(wl, "infer", 0, s) for s in ("infer_sup", "infer_fast", "infer_diffusion_unet")]
+    return cases
+
+
+def fast_backbone_ratios(cases: list[dict]) -> dict[str, float]:
+    """Issue 27's ratios from the cases of one run: per pass against ``pass_unet``, co-training steps against the
+    supervised step (``sup/fast``), one-pass inference against ``infer_sup``, per workload.
+
+    Args:
+        cases: the run's case entries.
+    """
+    ms = {c["case"]: c["ms_per_step"] for c in cases if "ms_per_step" in c}
+    out = {}
+    for wl in ("ph2", "la", "ph2_cpu", "la_cpu"):
+        for case, base in ((f"{wl}/pass/pass_fast", f"{wl}/pass/pass_unet"),
+                           (f"{wl}/pass/pass_diffusion_unet", f"{wl}/pass/pass_unet"),
+                           (f"{wl}/p2_R3/fast_backbone", f"{wl}/sup/fast"),
+                           (f"{wl}/p2_R3/fast_backbone_unlabeled", f"{wl}/sup/fast"),
+                           (f"{wl}/p2_R1/fast_backbone_unlabeled", f"{wl}/sup/fast"),
+                           (f"{wl}/p2_R3/fast", f"{wl}/sup/fast"),
+                           (f"{wl}/infer/infer_fast", f"{wl}/infer/infer_sup"),
+                           (f"{wl}/infer/infer_diffusion_unet", f"{wl}/infer/infer_sup")):
+            if case in ms and base in ms:
+                out[f"{case} / {base}"] = ms[case] / ms[base]
+    return out
+
+
 def plan(quick: bool, device: torch.device) -> list[tuple[str, str, int, str]]:
     """The ordered cases ``(workload, phase, rounds, switch)``: most important first (a time budget cuts the tail).
 
@@ -703,11 +824,12 @@ def run_cpu(args: argparse.Namespace) -> dict:
         "workloads": {k: {kk: list(v) if isinstance(v, tuple) else v for kk, v in c.items()} for k, c in cfgs.items()},
         "switches": CPU_SWITCHES, "cases": [],
     }
-    keep = set(args.switches.split(",")) | {"reference"} if args.switches else None
+    keep = set(args.switches.split(",")) if args.switches else None
+    phases = set(args.phases.split(",")) if args.phases else None
     for wl, phase, rounds, switches in cpu_plan(args.compile):
-        if wl not in only:
+        if wl not in only or (phases is not None and phase not in phases):
             continue
-        switches = [s for s in switches if keep is None or s in keep]
+        switches = [s for i, s in enumerate(switches) if keep is None or i == 0 or s in keep]  # the baseline stays
         group = f"{wl}/{phase}{'_R' + str(rounds) if phase == 'p2' else ''}"
         steps, firsts = {}, {}
         nthreads = {swname: switch_threads(CPU_SWITCHES[swname], args.threads) for swname in switches}
@@ -736,25 +858,36 @@ def run_cpu(args: argparse.Namespace) -> dict:
                 step()
                 times[swname].append((time.perf_counter() - t0) * 1e3)
         torch.set_num_threads(args.threads)
-        ref_ms = statistics.median(times["reference"])
-        ref_first = firsts["reference"][0]
+        base = switches[0]  # "reference" in the switch groups, the supervised UNet in the issue-27 groups
+        ref_ms = statistics.median(times[base])
         for swname in switches:
+            sw = CPU_SWITCHES[swname]
             ms = statistics.median(times[swname])
             first, build_s = firsts[swname]
+            sw_phase, sw_rounds = sw.get("phase", phase), sw.get("rounds", rounds)
             entry = {"case": f"{group}/{swname}", "workload": wl, "phase": phase, "rounds": rounds, "switch": swname,
                      "ms_per_step": ms, "ms_all": times[swname], "samples_per_step": n, "first_call_s": build_s,
                      "speedup_vs_reference": ref_ms / ms, "threads": nthreads[swname]}
-            if phase in ("sup", "p1", "p2"):
+            partner = sw.get("first_loss_vs", "reference" if base == "reference" else None)
+            if phase != sw_phase or phase == "pass":  # an issue-27 group: a multiple of its baseline
+                entry.update(switch_phase=sw_phase, switch_rounds=sw_rounds, baseline=base, x_of_baseline=ms / ref_ms)
+            if sw_phase in ("sup", "p1", "p2", "pass"):
                 entry["first_loss"] = float(first)
-                entry["first_loss_rel_diff"] = abs(float(first) - float(ref_first)) / max(abs(float(ref_first)), 1e-12)
-            else:
+                if partner in firsts:
+                    ref_first = firsts[partner][0]
+                    entry["first_loss_rel_diff"] = (abs(float(first) - float(ref_first))
+                                                    / max(abs(float(ref_first)), 1e-12))
+            elif partner in firsts:
+                ref_first = firsts[partner][0]
                 entry["max_abs_prob_diff"] = float((first.float() - ref_first.float()).abs().max())
                 entry["dice_vs_reference"] = hard_dice(first.float(), ref_first.float())
             if not args.no_rss and swname in RSS_SWITCHES and phase == "p2":
                 entry["peak_rss_mb"], entry["peak_rss_above_imports_mb"] = rss_of_case(wl, phase, rounds, swname,
                                                                                        args.quick)
             res["cases"].append(entry)
-            print(f"{entry['case']:45s} {ms:9.1f} ms  x{entry['speedup_vs_reference']:.2f}"
+            print(f"{entry['case']:45s} {ms:9.1f} ms  "
+                  + (f"{entry['x_of_baseline']:.2f}x of {base}" if "x_of_baseline" in entry
+                     else f"x{entry['speedup_vs_reference']:.2f}")
                   + (f"  {entry['peak_rss_mb']:7.0f} MiB RSS ({entry['peak_rss_above_imports_mb']:.0f} above imports)"
                      if "peak_rss_mb" in entry else ""), flush=True)
         del steps
@@ -769,6 +902,7 @@ def run_cpu(args: argparse.Namespace) -> dict:
                 ratio = a["ms_per_step"] / b["ms_per_step"]
                 res["cotrain_over_supervised"][f"{wl}/{sw}"] = ratio
                 print(f"co-training iteration (R = 3) / supervised step, {wl}, {sw}: {ratio:.1f}x")
+    res["fast_backbone"] = {c["case"]: c["x_of_baseline"] for c in res["cases"] if "x_of_baseline" in c}
     res["elapsed_s"] = time.perf_counter() - t_start
     res["load_average_end"] = list(os.getloadavg())
     out_path.write_text(json.dumps(res, indent=2))
@@ -779,7 +913,8 @@ def run_cpu(args: argparse.Namespace) -> dict:
 
 
 PHASE_NAMES = {"p2": "co-training", "p1": "phase 1", "sup": "supervised step", "infer": "inference, one pass",
-               "infer_ens4": "inference, ensemble of 4", "ddim": "inference, DDIM"}
+               "infer_ens4": "inference, ensemble of 4", "ddim": "inference, DDIM",
+               "pass": "one backbone pass (fwd + bwd + Adam)"}
 
 
 def cpu_markdown(res: dict) -> str:
@@ -791,7 +926,12 @@ def cpu_markdown(res: dict) -> str:
     lines = ["| setting | phase | switch | ms | per | x vs reference | first loss rel. diff / Dice vs ref. | peak RSS "
              "MiB (above imports) |",
              "|---|---|---|---:|---|---:|---:|---:|"]
+    fast = [c for c in res["cases"] if "x_of_baseline" in c]
+    if len(fast) == len(res["cases"]):
+        lines = []  # no switch table
     for c in res["cases"]:
+        if "x_of_baseline" in c:
+            continue
         ph = PHASE_NAMES[c["phase"]] + (f", R = {c['rounds']}" if c["phase"] == "p2" else "")
         infer = c["phase"] in ("infer", "infer_ens4", "ddim")
         per = ("volume" if c["workload"].startswith("la") else "image") if infer else "step"
@@ -805,7 +945,20 @@ def cpu_markdown(res: dict) -> str:
     lines.append("")
     for k, v in res.get("cotrain_over_supervised", {}).items():
         lines.append(f"- co-training iteration (R = 3) / supervised step at the same batch, {k}: **{v:.1f}x**")
-    return "\n".join(lines) + "\n"
+    if fast:
+        head = ("| setting | group | switch (phase, R) | ms | per | x of the group's first row | first loss rel. "
+                "diff |")
+        lines += ["", "Issue 27, the fast backbone (each row a multiple of its group's first row, timed interleaved):",
+                  "", head, "|---|---|---|---:|---|---:|---:|"]
+        for c in fast:
+            infer = c["switch_phase"] == "infer"
+            per = ("volume" if c["workload"].startswith("la") else "image") if infer else "step"
+            ms = c["ms_per_step"] / (c["samples_per_step"] if per == "image" else 1)
+            what = c["switch_phase"] + (f", R = {c['switch_rounds']}" if c["switch_phase"] == "p2" else "")
+            agree = f"{c['first_loss_rel_diff']:.1e}" if "first_loss_rel_diff" in c else "-"
+            lines.append(f"| {c['workload']} | {c['phase']} | {c['switch']} ({what}) | {ms:.1f} | {per} | "
+                         f"{c['x_of_baseline']:.2f} | {agree} |")
+    return "\n".join(lines).lstrip("\n") + "\n"
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -824,9 +977,10 @@ def main(argv: list[str] | None = None) -> dict:
                     help="seconds; cases that start later are skipped (0: none)")
     ap.add_argument("--workers", type=int, default=4, help="DataLoader workers of the uncached loading pipeline")
     ap.add_argument("--only", default=None, help="comma-separated workloads (la, ph2; with --cpu: ph2_cpu, la_cpu)")
-    ap.add_argument("--plan", choices=("all", "speed"), default="all",
+    ap.add_argument("--plan", choices=("all", "speed", "fast_backbone"), default="all",
                     help="GPU cases: all (default) or speed (co-training R = 3: fp32 / defaults / fast / compile / "
-                         "CUDA graphs, LA memory switch)")
+                         "CUDA graphs, LA memory switch) or fast_backbone (issue 27: the fast backbone per pass, per "
+                         "co-training step and in inference against the supervised UNet)")
     ap.add_argument("--cpu", action="store_true",
                     help="the CPU table: ph2_cpu and la_cpu settings, switches timed interleaved, peak RSS per case")
     ap.add_argument("--threads", type=int, default=1, help="--cpu: torch threads (1 = the CPU profiles' setting)")
@@ -834,6 +988,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--no-rss", action="store_true", help="--cpu: skip the per-case peak-RSS subprocesses")
     ap.add_argument("--switches", default=None,
                     help="--cpu: comma-separated switches to time (reference always; default: the plan's)")
+    ap.add_argument("--phases", default=None,
+                    help="--cpu: comma-separated groups' phases to run (e.g. pass,fast_step,infer_cmp: the "
+                         "issue-27 fast-backbone groups; default: all)")
     ap.add_argument("--markdown", default=None, help="--cpu: also write the table as Markdown here")
     args = ap.parse_args(argv)
     if args.cpu:
@@ -862,10 +1019,12 @@ def main(argv: list[str] | None = None) -> dict:
 
     flops_cache: dict[tuple, int] = {}
     ref: dict[tuple, dict] = {}
-    for wl, phase, rounds, swname in (speed_plan() if args.plan == "speed" else plan(args.quick, device)):
+    plans = {"speed": speed_plan, "fast_backbone": fast_backbone_plan}
+    for wl, phase, rounds, swname in (plans[args.plan]() if args.plan in plans else plan(args.quick, device)):
         if wl not in only:
             continue
-        key = (wl, phase, rounds)
+        sw = SWITCHES[swname]
+        key = (wl, phase, rounds, sw.get("backbone"), sw.get("round_batch"))  # one network and recipe
         name = f"{wl}/{phase}{'_R' + str(rounds) if phase == 'p2' else ''}/{swname}"
         if args.time_budget and (time.perf_counter() - t_start
                                  > args.time_budget * (0.6 if "compile" in swname else 1.0)):
@@ -877,7 +1036,6 @@ def main(argv: list[str] | None = None) -> dict:
                                                         iters if args.quick else 3 * iters)
             write()
             continue
-        sw = SWITCHES[swname]
         prev = set_backend_flags(tf32=bool(sw.get("tf32")), cudnn_benchmark=bool(sw.get("cudnn_benchmark")))
         if sw.get("compile"):
             torch._dynamo.reset()
@@ -889,8 +1047,8 @@ def main(argv: list[str] | None = None) -> dict:
             first = probe()
             sync(device)
             entry["first_call_s"] = time.perf_counter() - t0
-            if swname == "eager_fp32" and key not in flops_cache:
-                flops_cache[key] = count_flops(step)
+            if (swname == "eager_fp32" or args.plan == "fast_backbone") and key not in flops_cache:
+                flops_cache[key] = count_flops(step)  # --plan fast_backbone: counted under the case's own switch
             # keep slow cases short: at most ~10 s of timed steps, never fewer than 3
             n_iter = iters if args.quick else max(3, min(iters, int(10.0 / max(entry["first_call_s"], 1e-3))))
             times = time_steps(step, device, max(0, warmup - 1), n_iter)
@@ -939,6 +1097,10 @@ def main(argv: list[str] | None = None) -> dict:
         if device.type == "cuda":
             torch.cuda.empty_cache()
 
+    if args.plan == "fast_backbone":
+        res["fast_backbone_ratios"] = fast_backbone_ratios(res["cases"])
+        for k, v in res["fast_backbone_ratios"].items():
+            print(f"{k}: {v:.2f}x")
     write()
     print(f"wrote {out_path} ({res['elapsed_s']:.1f} s)")
     return res

@@ -16,6 +16,14 @@
 #                torch.compile vs CUDA graphs, TFLOP/s and share of the card's bf16 peak; then the LA 24 GB memory
 #                switch (checkpoint_rounds) peak. Writes docs/performance_gpu_<card>.{json,log} ($OUT/docs/ on the
 #                device tool)
+#   fast_backbone issue #27 (not run yet; sized for 8 min, --time-budget 400 stops starting cases): the fast
+#                backbone (backbone "fast") on PH2 128x128 and LA 96x96x80: one pass (fwd + bwd + Adam, bf16) of each
+#                backbone against the supervised UNet of the same widths; supervised step against co-training R = 3
+#                (today's backbone and the fast one), R = 3 and R = 1 with round_batch unlabeled; one-pass inference
+#                of the supervised UNet and both deployables; TFLOP/s and share of the card's bf16 peak per case,
+#                peak memory (LA R = 3 under 24 GB) and the ratios (targets: per pass and inference <= 1.5x,
+#                co-training step <= 6x). Writes docs/performance_gpu_fast_backbone_<card>.{json,log} ($OUT/docs/
+#                on the device tool)
 #   la_8         issue #15 (not run yet; sized for 8 min on an H100/H200): LA at the native 0.625 mm grid, --profile la
 #                (96x96x80 patches, channels 16-128), full method at 8 labels (first 8 of train.list), phase 1 400
 #                iterations (batch 2), co-training 400 (R = 3, batch 1 + 1, bf16 + TF32 defaults; H100: ~0.13 s and
@@ -88,6 +96,11 @@ for part in "$@"; do
                  timeout 470 "$PY" scripts/benchmark.py --plan speed --time-budget 400 \
                    --output "$sdir/performance_gpu_$card.json" 2>&1 | grep -v -i warn \
                    | tee "$sdir/performance_gpu_$card.log" | tail -20 || true ;;
+    fast_backbone) card="$("$PY" -c "import torch; print(torch.cuda.get_device_name(0).replace(' ', '_'))")"
+                 sdir="${OUT:+$OUT/docs}"; sdir="${sdir:-docs}"; mkdir -p "$sdir"
+                 timeout 470 "$PY" scripts/benchmark.py --plan fast_backbone --time-budget 400 \
+                   --output "$sdir/performance_gpu_fast_backbone_$card.json" 2>&1 | grep -v -i warn \
+                   | tee "$sdir/performance_gpu_fast_backbone_$card.log" | tail -40 || true ;;
     pack_la)     src="${LA_SRC:-/work/data/la}"; mkdir -p .devdata/la_parts; rm -f .devdata/la_parts/la.tar.part_*
                  tar -C "$(dirname "$src")" -cf - --transform "s,^$(basename "$src"),la," "$(basename "$src")" \
                    | split -b 48m - .devdata/la_parts/la.tar.part_
@@ -100,7 +113,7 @@ for part in "$@"; do
                    --methods full --ratios 0.1 --protocol la_uamt --results-dir "$ldir" --work-dir "$WORK/la_8" \
                    --iterations teacher_pretrain=400 cotrain=400 --override cotrain:batch_size=1 2>&1 | grep -v -i warn | tee "$ldir/la_gpu_$card.log" \
                    | grep -E "finished|runner|rror|^method|^full" || true ;;
-    *) echo "gpu_checks.sh: unknown part '$part' (ph2_20 bench_2d precision p1_long no_pretrain seeds speed la_8 pack_la unpack_la)" >&2; exit 1 ;;
+    *) echo "gpu_checks.sh: unknown part '$part' (ph2_20 bench_2d precision p1_long no_pretrain seeds speed fast_backbone la_8 pack_la unpack_la)" >&2; exit 1 ;;
   esac
 done
 echo "[gpu_checks] done $(date -u +%H:%M:%S); results in $RESULTS"

@@ -50,6 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep the largest connected component of the prediction before the metrics")
     p.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS, help="diffusion rounds R of the full method")
     p.add_argument("--round-mode", choices=("independent", "chained"), default=DEFAULT_ROUND_MODE)
+    p.add_argument("--backbone", choices=("diffusion_unet", "fast"), default="diffusion_unet",
+                   help="backbone of both diffusion pathways in phase 1 and the co-training methods (diffusion_unet: "
+                        "MONAI's DiffusionModelUNet, the paper's; fast: the supervised UNet's layout with the "
+                        "timestep, docs/performance.md); a non-default one marks the run names (full_fast)")
+    p.add_argument("--round-batch", choices=("all", "unlabeled"), default="all",
+                   help="the diffusion rounds on the whole batch (the paper's) or the unlabelled half only")
     p.add_argument("--no-pretrain", action="store_true", help="full method without phase 1 (ablation)")
     p.add_argument("--override", action="append", default=[], metavar="PHASE:KEY=VALUE",
                    help="bundle id for one phase (supervised, teacher_pretrain, cotrain, or * for all); "
@@ -85,7 +91,8 @@ def settings_from_args(args: argparse.Namespace) -> RunnerSettings:
         dataset=Path(args.dataset), name=args.name, profile=args.profile, methods=list(args.methods),
         ratios=list(args.ratios), seeds=list(args.seeds), seed_ratios=parse_seed_ratios(args.seed_ratios),
         protocols=list(args.protocol), largest_cc=True if args.largest_cc else None, rounds=args.rounds,
-        round_mode=args.round_mode, pretrain=not args.no_pretrain,
+        round_mode=args.round_mode, backbone=args.backbone, round_batch=args.round_batch,
+        pretrain=not args.no_pretrain,
         overrides=[parse_override(o) for o in args.override], iterations=parse_iterations(args.iterations),
         val_fraction=args.val_fraction, test_fraction=args.test_fraction, work_dir=Path(args.work_dir),
         results_dir=Path(args.results_dir), num_qualitative=args.num_qualitative, num_threads=args.num_threads,

@@ -16,7 +16,10 @@ from ..networks.rounds import RoundMode
 from ..networks.teacher import DiffusionTeacher, check_spatial_size, probabilities_to_mask
 from .base import SemiSupervisedTrainer
 
-__all__ = ["CoTrainer", "LinearRampUp"]
+__all__ = ["ROUND_BATCHES", "CoTrainer", "LinearRampUp"]
+
+#: which part of the batch the R diffusion rounds run on (``round_batch``)
+ROUND_BATCHES = ("all", "unlabeled")
 
 
 class LinearRampUp:
@@ -93,6 +96,9 @@ class CoTrainer(SemiSupervisedTrainer):
             noise error at that size) and ``P~_j`` is upsampled back (bilinear / trilinear) for ``L_align``
             against the full-resolution targets. 0.5 makes the rounds' passes about 4x (2D) cheaper; its effect on
             Dice is in ``docs/performance.md``.
+        round_batch: **changes the method** (an option, ``"all"`` by default): ``"unlabeled"`` runs the R rounds
+            on the unlabelled half of the batch only (the labelled ``L_align_j`` and ``L_rec_j`` are 0, the
+            unlabelled ones unchanged): half the rounds' passes at equal halves.
         epoch_length: iterations per epoch (default: the paired loader's length).
         non_blocking: non-blocking copies.
         amp: autocast on.
@@ -127,6 +133,7 @@ class CoTrainer(SemiSupervisedTrainer):
         batch_rounds: bool = True,
         checkpoint_rounds: bool = False,
         round_scale: float = 1.0,
+        round_batch: str = "all",
         epoch_length: int | None = None,
         non_blocking: bool = False,
         amp: bool = False,
@@ -143,6 +150,8 @@ class CoTrainer(SemiSupervisedTrainer):
         round_mode = RoundMode.parse(round_mode)
         if not 0.0 < round_scale <= 1.0:
             raise ValueError(f"round_scale must be in (0, 1], got {round_scale}.")
+        if round_batch not in ROUND_BATCHES:
+            raise ValueError(f"round_batch must be one of {list(ROUND_BATCHES)}, got {round_batch!r}.")
         if teacher.num_classes != student.num_classes or teacher.in_channels != student.in_channels:
             raise ValueError(
                 f"the twin student must match the teacher: teacher (in_channels={teacher.in_channels}, "
@@ -167,6 +176,7 @@ class CoTrainer(SemiSupervisedTrainer):
         self.batch_rounds = batch_rounds
         self.checkpoint_rounds = checkpoint_rounds
         self.round_scale = float(round_scale)
+        self.round_batch = round_batch
 
     def check_inputs(self, x_l: torch.Tensor, x_u: torch.Tensor) -> None:
         self.teacher.check_input(x_l, "labelled batch")
@@ -197,11 +207,14 @@ class CoTrainer(SemiSupervisedTrainer):
         r = self.rounds
         if r > 0:
             cond = probabilities_to_mask(p_t.detach().float().softmax(1)).to(x.dtype)
+            xr, n_r = x, n_l
+            if self.round_batch == "unlabeled":  # the labelled terms stay 0
+                xr, cond, target, n_r = x[n_l:], cond[n_l:], target[n_l:], 0
             if self.round_mode == RoundMode.INDEPENDENT and self.batch_rounds and not self.checkpoint_rounds:
-                align_l, align_u, rec_l, rec_u = self._run_round(x, cond, target, n_l, r)[:4]
+                align_l, align_u, rec_l, rec_u = self._run_round(xr, cond, target, n_r, r)[:4]
             else:
                 for _ in range(r):
-                    a_l, a_u, r_l, r_u, p_tilde = self._run_round(x, cond, target, n_l, 1)
+                    a_l, a_u, r_l, r_u, p_tilde = self._run_round(xr, cond, target, n_r, 1)
                     align_l, align_u, rec_l, rec_u = align_l + a_l, align_u + a_u, rec_l + r_l, rec_u + r_u
                     if self.round_mode == RoundMode.CHAINED:
                         cond = probabilities_to_mask(p_tilde.float().softmax(1)).to(x.dtype)
@@ -254,7 +267,11 @@ class CoTrainer(SemiSupervisedTrainer):
             p_tilde = F.interpolate(p_tilde, size=full, mode="bilinear" if len(full) == 2 else "trilinear")
         b = x.shape[0]
         pt_r = p_tilde.reshape(repeats, b, *p_tilde.shape[1:])
-        align_l = sum(seg(pt_r[j, :n_l], target[:n_l]) for j in range(repeats))
-        align_u = sum(seg(pt_r[j, n_l:], target[n_l:]) for j in range(repeats))
         rl = rec.loss.reshape(repeats, b)
-        return align_l, align_u, rl[:, :n_l].mean(1).sum(), rl[:, n_l:].mean(1).sum(), pt_r[-1].detach()
+        align_l, rec_l = torch.zeros((), device=x.device), torch.zeros((), device=x.device)
+        if n_l > 0:  # round_batch "unlabeled" passes none
+            align_l = sum(seg(pt_r[j, :n_l], target[:n_l]) for j in range(repeats))
+            rec_l = rl[:, :n_l].mean(1).sum()
+        align_u = sum(seg(pt_r[j, n_l:], target[n_l:]) for j in range(repeats))
+        return align_l, align_u, rec_l, rl[:, n_l:].mean(1).sum(), pt_r[-1].detach()
+

@@ -145,6 +145,9 @@ class RunnerSettings:
         largest_cc: keep the largest connected component before the metrics (``None``: the protocol's default).
         rounds: diffusion rounds ``R`` of the diffusion methods.
         round_mode: ``independent`` or ``chained``.
+        backbone: both pathways' backbone in phase 1 and the co-training methods (``diffusion_unet``, the paper's,
+            or ``fast``); a non-default one marks the run's name (``full_fast``) and phase 1's folder.
+        round_batch: the diffusion methods' ``round_batch`` (``all`` or ``unlabeled``, marked ``_unlabeled``).
         pretrain: run phase 1 before the methods that have one (``--no-pretrain`` clears it).
         overrides: ``(phase, key, value)`` bundle ids (``parse_override``).
         iterations: ``{phase: N}`` replacing the profile's iteration budgets.
@@ -176,6 +179,8 @@ class RunnerSettings:
     largest_cc: bool | None = None
     rounds: int = DEFAULT_ROUNDS
     round_mode: str = DEFAULT_ROUND_MODE
+    backbone: str = "diffusion_unet"
+    round_batch: str = "all"
     pretrain: bool = True
     overrides: Sequence[tuple[str, str, Any]] = field(default_factory=list)
     iterations: Mapping[str, int] = field(default_factory=dict)
@@ -197,6 +202,9 @@ class RunnerSettings:
             raise RunnerError(f"--rounds must be >= 0, got {self.rounds}.")
         if self.jobs < 1:
             raise RunnerError(f"--jobs must be >= 1, got {self.jobs}.")
+        if self.backbone not in ("diffusion_unet", "fast") or self.round_batch not in ("all", "unlabeled"):
+            raise RunnerError(f"--backbone {self.backbone!r} / --round-batch {self.round_batch!r}: use diffusion_unet "
+                              "or fast / all or unlabeled.")
         r_min = min(float(r) for r in self.ratios)
         if self.phase1_ratio is not None and not 0.0 < float(self.phase1_ratio) <= r_min:
             raise RunnerError(f"--phase1-ratio {self.phase1_ratio}: must be in (0, {r_min:g}] (the smallest "
@@ -648,7 +656,7 @@ class Experiment:
         tp_path = self.phase1_splits.get(int(seed), split_path)
         tp_split = json.loads(tp_path.read_text())
         settings = {"dataset_dir": str(self.datalist.parent), "datalist": str(tp_path),
-                    **self.phase_settings("teacher_pretrain", tp_split, {})}
+                    **self.phase_settings("teacher_pretrain", tp_split, self.backbone_ids())}
         tag = tp_path.stem.removeprefix("datalist_")
         phase_dir = self.work / "phase1" / f"{tag}_{fingerprint(settings)[:8]}" / "teacher_pretrain"
         with self._locks_guard:
@@ -656,6 +664,10 @@ class Experiment:
         with lock:
             return phase_dir, self.run_phase(phase_dir, "teacher_pretrain", settings,
                                              f"{label}[phase 1 {phase_dir.parent.name}]")
+
+    def backbone_ids(self) -> dict[str, Any]:
+        """``{"backbone": ...}`` when not the default (so the default runs keep their settings' fingerprints)."""
+        return {"backbone": self.settings.backbone} if self.settings.backbone != "diffusion_unet" else {}
 
     # -- one run ---------------------------------------------------------------------------------------------
     def run_one(self, method: str, ratio: float, seed: int, split_path: Path) -> dict[str, Any]:
@@ -671,11 +683,17 @@ class Experiment:
         m: Method = METHODS[method]
         split = json.loads(split_path.read_text())
         name = run_name(m, s.rounds, s.round_mode, s.pretrain)
+        extra = m.bundle_settings(s.rounds, s.round_mode)
+        if m.bundle == "cotrain" and self.backbone_ids():
+            name += f"_{s.backbone}"
+            extra.update(self.backbone_ids())
+        if m.diffusion and s.round_batch != "all":
+            name += f"_{s.round_batch}"
+            extra["round_batch"] = s.round_batch
         run_dir = self.work / name / f"r{report.ratio_tag(ratio)}_s{seed}"
         label = f"[{name} r={report.ratio_tag(ratio)} s={seed}]"
         times: list[float] = []
         resumed = False
-        extra = m.bundle_settings(s.rounds, s.round_mode)
         if "teacher_pretrain" in m.phases(s.pretrain):
             tp_dir, rec = self.run_phase1(seed, split_path, label)
             times.append(rec["wall_time_s"])
@@ -788,6 +806,7 @@ class Experiment:
             "dataset": relative_path(self.datalist), "profile": s.profile, "methods": list(s.methods),
             "ratios": [float(r) for r in s.ratios], "seeds": [int(x) for x in s.seeds], "protocols": list(s.protocols),
             "rounds (full)": s.rounds, "round_mode (full)": s.round_mode, "phase 1 (full)": s.pretrain,
+            "backbone": s.backbone, "round_batch (full)": s.round_batch,
             "overrides": [f"{p}:{k}={json.dumps(v)}" for p, k, v in self.overrides],
             "profile budgets": {k: vars(v) for k, v in self.profile.phases.items()},
             "profile bundle settings": f"bundles/<phase>/configs/profiles/{s.profile}.json",

@@ -13,13 +13,16 @@ from .teacher import (
     normalized_entropy,
     probabilities_to_mask,
 )
+from .time_unet import BACKBONES, TimeConditionedUNet
 
 __all__ = [
+    "BACKBONES",
     "ChannelProbe",
     "DiffusionTeacher",
     "MaskPathwaySegmenter",
     "Reconstruction",
     "RoundMode",
+    "TimeConditionedUNet",
     "align_teacher_classes",
     "background_mask",
     "best_class_order",

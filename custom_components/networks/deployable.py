@@ -45,10 +45,11 @@ class MaskPathwaySegmenter(nn.Module):
         spatial_dims: 2 or 3.
         in_channels: image channels ``C``.
         num_classes: classes ``K``.
-        channels: backbone feature channels per level (default backbone only).
-        num_res_blocks: backbone residual blocks per level (default backbone only).
-        attention_levels: backbone attention per level (default backbone only).
-        norm_num_groups: backbone group-norm groups (default backbone only).
+        channels: backbone feature channels per level.
+        num_res_blocks: backbone residual blocks per level (``diffusion_unet`` only).
+        attention_levels: backbone attention per level (``diffusion_unet`` only).
+        norm_num_groups: backbone group-norm groups (``diffusion_unet`` only).
+        backbone: ``"diffusion_unet"`` or ``"fast"`` (:func:`~custom_components.networks.teacher.build_backbone`).
         mask_net: an existing mask backbone to wrap (shared, not copied); ``None`` builds the default one.
         num_train_timesteps: ``T`` of the schedule the pathway was trained with.
         schedule: the MONAI noise schedule name it was trained with.
@@ -69,6 +70,7 @@ class MaskPathwaySegmenter(nn.Module):
         num_res_blocks: int | Sequence[int] = 1,
         attention_levels: Sequence[bool] | None = None,
         norm_num_groups: int = 8,
+        backbone: str = "diffusion_unet",
         mask_net: nn.Module | None = None,
         num_train_timesteps: int = 1000,
         schedule: str = "scaled_linear_beta",
@@ -95,7 +97,7 @@ class MaskPathwaySegmenter(nn.Module):
         self.num_draws = num_draws
         self.mask_net = mask_net or build_backbone(
             spatial_dims, num_classes + in_channels, num_classes, channels, num_res_blocks, attention_levels,
-            norm_num_groups
+            norm_num_groups, backbone=backbone
         )
         self.scheduler = DDPMScheduler(
             num_train_timesteps=num_train_timesteps, schedule=schedule, clip_sample=False, **(schedule_args or {})

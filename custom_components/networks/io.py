@@ -19,7 +19,7 @@ def describe_architecture(net: nn.Module) -> str:
     Args:
         net: a ``DiffusionTeacher`` (or any module).
     """
-    fields = ["spatial_dims", "in_channels", "num_classes", "num_levels"]
+    fields = ["spatial_dims", "in_channels", "num_classes", "num_levels", "backbone"]
     desc = ", ".join(f"{f}={getattr(net, f)}" for f in fields if hasattr(net, f))
     n = sum(p.numel() for p in net.parameters())
     return f"{type(net).__name__}({desc}; {n} parameters)"
@@ -83,7 +83,8 @@ def check_weights(
             details.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[:2]})")
         raise CheckpointError(
             f"{what} '{path}' does not match the configured architecture {describe_architecture(net)}: "
-            f"{'; '.join(details)}. Use the same spatial_dims, in_channels, num_classes and channels as in training."
+            f"{'; '.join(details)}. Use the same spatial_dims, in_channels, num_classes, channels and backbone as in "
+            "training."
         )
     return state
 

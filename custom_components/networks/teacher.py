@@ -17,6 +17,7 @@ from monai.networks.nets import DiffusionModelUNet
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 
 from .noise import seeded_normal_like
+from .time_unet import BACKBONES, TimeConditionedUNet
 
 __all__ = [
     "DiffusionTeacher",
@@ -55,8 +56,12 @@ def build_backbone(
     attention_levels: Sequence[bool] | None = None,
     norm_num_groups: int = 8,
     num_head_channels: int = 8,
-) -> DiffusionModelUNet:
-    """The default backbone of both pathways: MONAI's ``DiffusionModelUNet``.
+    backbone: str = "diffusion_unet",
+) -> nn.Module:
+    """The backbone of both pathways: MONAI's ``DiffusionModelUNet`` (``backbone="diffusion_unet"``, the paper's and
+    the default) or :class:`~custom_components.networks.time_unet.TimeConditionedUNet` (``backbone="fast"``: MONAI's
+    supervised ``UNet(num_res_units=2)`` layout with the timestep; ``num_res_blocks``, ``attention_levels``,
+    ``norm_num_groups`` and ``num_head_channels`` are ``DiffusionModelUNet``'s and not used by it).
 
     Args:
         spatial_dims: 2 or 3.
@@ -67,7 +72,15 @@ def build_backbone(
         attention_levels: self-attention per level; ``None`` means no attention anywhere.
         norm_num_groups: group-norm groups (must divide every entry of ``channels``).
         num_head_channels: attention head width, used only where attention is on.
+        backbone: ``"diffusion_unet"`` or ``"fast"``.
+
+    Raises:
+        ValueError: an unknown ``backbone``.
     """
+    if backbone not in BACKBONES:
+        raise ValueError(f"backbone must be one of {list(BACKBONES)}, got {backbone!r}.")
+    if backbone == "fast":
+        return TimeConditionedUNet(spatial_dims, in_channels, out_channels, channels)
     if attention_levels is None:
         attention_levels = [False] * len(channels)
     return DiffusionModelUNet(
@@ -233,10 +246,12 @@ class DiffusionTeacher(nn.Module):
         spatial_dims: 2 or 3.
         in_channels: image channels ``C``.
         num_classes: classes ``K`` (2 for binary).
-        channels: backbone feature channels per level (default backbone only).
-        num_res_blocks: backbone residual blocks per level (default backbone only).
-        attention_levels: backbone attention per level (default backbone only; ``None``: none).
-        norm_num_groups: backbone group-norm groups (default backbone only).
+        channels: backbone feature channels per level.
+        num_res_blocks: backbone residual blocks per level (``diffusion_unet`` only).
+        attention_levels: backbone attention per level (``diffusion_unet`` only; ``None``: none).
+        norm_num_groups: backbone group-norm groups (``diffusion_unet`` only).
+        backbone: ``"diffusion_unet"`` (MONAI's ``DiffusionModelUNet``, the paper's) or ``"fast"``
+            (:func:`build_backbone`).
         mask_net: a replacement backbone for ``S`` (any ``net(x, timesteps)`` module); ``None``: the default.
         image_net: a replacement backbone for ``G``; ``None``: the default.
         num_train_timesteps: ``T``.
@@ -256,6 +271,7 @@ class DiffusionTeacher(nn.Module):
         num_res_blocks: int | Sequence[int] = 1,
         attention_levels: Sequence[bool] | None = None,
         norm_num_groups: int = 8,
+        backbone: str = "diffusion_unet",
         mask_net: nn.Module | None = None,
         image_net: nn.Module | None = None,
         num_train_timesteps: int = 1000,
@@ -282,14 +298,16 @@ class DiffusionTeacher(nn.Module):
         self.infer_timestep = infer_timestep
         self.infer_seed = infer_seed
         self.min_alpha_cumprod = min_alpha_cumprod
-        backbone = dict(
+        self.backbone = backbone
+        arch = dict(
             channels=channels,
             num_res_blocks=num_res_blocks,
             attention_levels=attention_levels,
             norm_num_groups=norm_num_groups,
+            backbone=backbone,
         )
-        self.mask_net = mask_net or build_backbone(spatial_dims, num_classes + in_channels, num_classes, **backbone)
-        self.image_net = image_net or build_backbone(spatial_dims, in_channels + num_classes, in_channels, **backbone)
+        self.mask_net = mask_net or build_backbone(spatial_dims, num_classes + in_channels, num_classes, **arch)
+        self.image_net = image_net or build_backbone(spatial_dims, in_channels + num_classes, in_channels, **arch)
         self.scheduler = DDPMScheduler(
             num_train_timesteps=num_train_timesteps, schedule=schedule, clip_sample=False, **(schedule_args or {})
         )

@@ -120,3 +120,20 @@ def test_export_module_directly(tmp_path):
     assert check_parity(net, ts, _inputs(2, (16,)), atol=TS_ATOL) <= TS_ATOL
     with pytest.raises(ValueError, match="out_path is required"):
         export_torchscript(net)
+
+
+@pytest.mark.parametrize("backbone", ["diffusion_unet", "fast"])
+@pytest.mark.parametrize("sd", [2, 3])
+def test_the_deployable_model_exports_with_parity_for_each_backbone(tiny_bundle, sd, backbone):
+    """The real ``MaskPathwaySegmenter`` (not the stand-in) with either backbone: TorchScript and ONNX, parity at the
+    export shape and another one."""
+    net_def = {"_target_": "custom_components.networks.MaskPathwaySegmenter", "spatial_dims": "@spatial_dims",
+               "in_channels": "@in_channels", "num_classes": "@num_classes", "channels": [8, 16],
+               "norm_num_groups": 4, "backbone": backbone}
+    b = tiny_bundle(network_def=net_def, spatial_dims=sd)
+    net = build_bundle_network(b)
+    sizes = (16, 24) if sd == 2 else (16,)
+    ts = export_torchscript(b)
+    assert check_parity(net, ts, _inputs(sd, sizes), atol=TS_ATOL) <= TS_ATOL
+    pytest.importorskip("onnxruntime")
+    assert check_parity(net, export_onnx(b), _inputs(sd, sizes), atol=ONNX_ATOL) <= ONNX_ATOL

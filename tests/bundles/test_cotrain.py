@@ -29,10 +29,12 @@ def _root_cause(err: BaseException) -> BaseException:
     return err
 
 
-def _fresh_teacher(path: Path, spatial_dims: int, in_channels: int, channels=(8, 16), seed: int = 123) -> Path:
+def _fresh_teacher(path: Path, spatial_dims: int, in_channels: int, channels=(8, 16), seed: int = 123,
+                   backbone: str = "diffusion_unet") -> Path:
     """Write a freshly initialised DiffusionTeacher state dict (a stand-in for phase 1's teacher.pt)."""
     torch.manual_seed(seed)
-    net = DiffusionTeacher(spatial_dims, in_channels, 2, channels=list(channels), norm_num_groups=4)
+    net = DiffusionTeacher(spatial_dims, in_channels, 2, channels=list(channels), norm_num_groups=4,
+                           backbone=backbone)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(net.state_dict(), path)
     return path
@@ -110,6 +112,30 @@ def test_train_2d_from_teacher_checkpoint(rounds, round_mode, round_scale, tiny_
     out = trainer.state.output
     assert float(out["loss_rec"]) > 0 and torch.isfinite(out["loss"])
     _check_outputs(tmp_path / "models", wf, 2)
+
+
+def test_fast_backbone_with_rounds_on_the_unlabelled_half_trains_and_its_model_runs_inference(
+        tiny_dataset_2d, tmp_path, make_bundle_workflow, run_bundle):
+    """Issue 27: ``backbone: fast`` (one id: teacher, student, deployable) and ``round_batch: unlabeled`` through the
+    bundle: phase 1's fast teacher loads, training runs, and inference.json with the same id runs the saved model."""
+    from custom_components.networks import TimeConditionedUNet
+
+    data = tiny_dataset_2d(num_cases=6, size=24)
+    ckpt = _fresh_teacher(tmp_path / "phase1" / "teacher.pt", 2, 3, backbone="fast")
+    overrides = _train_overrides(data, tmp_path, [16, 16], str(ckpt), rounds=2, backbone="fast",
+                                 round_batch="unlabeled")
+    wf = make_bundle_workflow(BUNDLE, ["train"], "train", **overrides)
+    wf.initialize()
+    wf.run()
+    wf.finalize()
+    trainer = wf.parser.get_parsed_content("train#trainer")
+    assert trainer.round_batch == "unlabeled" and isinstance(trainer.teacher.image_net, TimeConditionedUNet)
+    assert isinstance(trainer.student.mask_net, TimeConditionedUNet)
+    assert float(trainer.state.output["loss_rec"]) > 0
+    _check_outputs(tmp_path / "models", wf, 2)
+    run_bundle(BUNDLE, ["inference"], "inference", **_inference_overrides(
+        tmp_path, [16, 16], input_dir=str(data / "imagesTr"), backbone="fast"))
+    assert len(list((tmp_path / "pred").glob("*_seg.png"))) == len(list((data / "imagesTr").glob("*.png")))
 
 
 def test_model_selection_never_reads_the_test_split(tiny_dataset_2d, tmp_path, make_bundle_workflow):

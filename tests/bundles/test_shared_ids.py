@@ -16,8 +16,8 @@ PROFILES = sorted({p.name for p in BUNDLES.glob("*/configs/profiles/*.json")})
 
 SHARED = [
     # (ids, files that must agree on each id that they define)
-    (["channels", "num_res_blocks", "norm_num_groups", "num_train_timesteps", "noise_schedule", "infer_timestep",
-      "intensity_transforms"], DIFFUSION),
+    (["channels", "num_res_blocks", "norm_num_groups", "backbone", "num_train_timesteps", "noise_schedule",
+      "infer_timestep", "intensity_transforms"], DIFFUSION),
     (["network_def"], ["teacher_pretrain/configs/train.json", "cotrain/configs/train.json",
                        "pseudolabel/configs/inference.json"]),
     (["spatial_dims", "in_channels", "num_classes", "roi_size", "seed", "labeled_key", "unlabeled_key",
@@ -61,3 +61,29 @@ def test_profile_files_agree_on_the_ids_the_phases_share(profile):
     assert len({json.dumps(f["roi_size"]) for f in files.values()}) == 1
     assert files["teacher_pretrain"].get("channels") == files["cotrain"].get("channels")  # phase 2 loads phase 1
     assert not [k for f in files.values() for k in f if "#" in k]  # top-level ids only, no list positions
+
+
+@pytest.mark.parametrize("rel,net_id", [("teacher_pretrain/configs/train.json", "network_def"),
+                                        ("cotrain/configs/train.json", "network_def"),
+                                        ("cotrain/configs/train.json", "student_def"),
+                                        ("cotrain/configs/train.json", "deployable_def"),
+                                        ("cotrain/configs/inference.json", "network_def"),
+                                        ("pseudolabel/configs/inference.json", "network_def")])
+def test_one_backbone_id_switches_every_diffusion_network(rel, net_id):
+    """``backbone`` is one top-level id (default the paper's ``diffusion_unet``); overriding it to ``fast`` builds the
+    fast backbone in every pathway of every diffusion network the bundles build."""
+    from monai.bundle import ConfigParser
+    from monai.networks.nets import DiffusionModelUNet
+
+    from custom_components.networks import TimeConditionedUNet
+
+    for backbone, cls in (("diffusion_unet", DiffusionModelUNet), ("fast", TimeConditionedUNet)):
+        parser = ConfigParser()
+        parser.read_config(str(BUNDLES / rel))
+        if backbone != "diffusion_unet":
+            parser["backbone"] = backbone
+        else:
+            assert parser["backbone"] == "diffusion_unet"
+        net = parser.get_parsed_content(net_id, instantiate=True)
+        nets = [net.mask_net] + ([net.image_net] if hasattr(net, "image_net") else [])
+        assert all(isinstance(n, cls) for n in nets), (backbone, [type(n).__name__ for n in nets])

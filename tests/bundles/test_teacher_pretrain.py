@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from custom_components.bundle_tools.verify import validate_metadata
+from custom_components.errors import CheckpointError
 from custom_components.networks import DiffusionTeacher, load_teacher_weights
 
 BUNDLE = "teacher_pretrain"
@@ -31,13 +32,14 @@ def _overrides(dataset: Path, out: Path, roi: list[int], **extra) -> dict:
     }
 
 
-def _check_teacher_file(path: Path, spatial_dims: int, in_channels: int, trained: torch.nn.Module) -> None:
+def _check_teacher_file(path: Path, spatial_dims: int, in_channels: int, trained: torch.nn.Module,
+                        backbone: str = "diffusion_unet") -> None:
     """teacher.pt: a plain state dict (weights_only), loadable into a fresh teacher, equal to the trained one."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     assert isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values())
     assert any(k.startswith("mask_net.") for k in state) and any(k.startswith("image_net.") for k in state)
     assert any(v.ndim == spatial_dims + 2 for v in state.values()), f"{spatial_dims}D convolutions expected"
-    fresh = DiffusionTeacher(spatial_dims, in_channels, 2, channels=[8, 16], norm_num_groups=4)
+    fresh = DiffusionTeacher(spatial_dims, in_channels, 2, channels=[8, 16], norm_num_groups=4, backbone=backbone)
     load_teacher_weights(fresh, path)
     for k, v in trained.state_dict().items():
         assert torch.equal(fresh.state_dict()[k], v.cpu()), f"{k} differs from the trained teacher"
@@ -58,6 +60,21 @@ def test_train_2d_writes_teacher_checkpoint(tiny_dataset_2d, tmp_path, run_bundl
     assert {"val_probe_dice", "val_best_assignment_dice", "val_frac_class0", "val_rec_mse"} <= set(metrics)
     _check_teacher_file(tmp_path / "models" / "teacher.pt", 2, 3, wf.parser.get_parsed_content("network"))
     assert (tmp_path / "models" / "train_state.pt").is_file()
+
+
+def test_train_3d_profile_with_the_fast_backbone(tiny_dataset_3d, tmp_path, run_bundle):
+    """Issue 27: ``backbone: fast`` is one id for both pathways; phase 1 trains and writes its teacher.pt."""
+    from custom_components.networks import TimeConditionedUNet
+
+    data = tiny_dataset_3d(num_cases=6, size=(16, 20, 12))
+    wf = run_bundle(BUNDLE, ["train", "profile_3d"], "train", **_overrides(data, tmp_path, [16, 16, 16]),
+                    backbone="fast")
+    net = wf.parser.get_parsed_content("network")
+    assert isinstance(net.mask_net, TimeConditionedUNet) and isinstance(net.image_net, TimeConditionedUNet)
+    assert torch.isfinite(wf.parser.get_parsed_content("train#trainer").state.output["loss"])
+    _check_teacher_file(tmp_path / "models" / "teacher.pt", 3, 1, net, backbone="fast")
+    with pytest.raises(CheckpointError, match="backbone=diffusion_unet"):  # the other backbone is named
+        _check_teacher_file(tmp_path / "models" / "teacher.pt", 3, 1, net)
 
 
 def test_train_3d_profile(tiny_dataset_3d, tmp_path, run_bundle):

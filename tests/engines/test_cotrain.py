@@ -32,10 +32,11 @@ def perturb_(module: torch.nn.Module, scale: float = 0.1) -> torch.nn.Module:
     return module
 
 
-def nets(dims: int = 2, c: int = 1, k: int = 2, seed: int = 0) -> tuple[DiffusionTeacher, DiffusionTeacher]:
+def nets(dims: int = 2, c: int = 1, k: int = 2, seed: int = 0,
+         backbone: str = "diffusion_unet") -> tuple[DiffusionTeacher, DiffusionTeacher]:
     torch.manual_seed(seed)
-    teacher = perturb_(DiffusionTeacher(dims, c, k, **TINY))
-    student = perturb_(DiffusionTeacher(dims, c, k, **TINY))
+    teacher = perturb_(DiffusionTeacher(dims, c, k, **TINY, backbone=backbone))
+    student = perturb_(DiffusionTeacher(dims, c, k, **TINY, backbone=backbone))
     return teacher, student
 
 
@@ -75,8 +76,8 @@ def make_trainer(teacher, student, loader=None, max_epochs: int = 1, **kw) -> Co
 
 # ------------------------------------------------------------------------------------------- gradient routing
 @functools.lru_cache(maxsize=None)
-def _losses_for_routing(batch_rounds: bool, round_scale: float = 1.0):
-    teacher, student = nets()
+def _losses_for_routing(batch_rounds: bool, round_scale: float = 1.0, backbone: str = "diffusion_unet"):
+    teacher, student = nets(backbone=backbone)
     trainer = make_trainer(teacher, student, rounds=2, batch_rounds=batch_rounds, unsup_weight=lambda e: 1.0,
                            round_scale=round_scale)
     x_l, y, x_u = batch()
@@ -90,9 +91,10 @@ def _losses_for_routing(batch_rounds: bool, round_scale: float = 1.0):
     return out, groups
 
 
-def grad_norms(term: str, batch_rounds: bool = True, round_scale: float = 1.0) -> dict[str, float]:
+def grad_norms(term: str, batch_rounds: bool = True, round_scale: float = 1.0,
+               backbone: str = "diffusion_unet") -> dict[str, float]:
     """|d term / d params| summed per parameter group (0 where a group is not in the term's graph)."""
-    out, groups = _losses_for_routing(batch_rounds, round_scale)
+    out, groups = _losses_for_routing(batch_rounds, round_scale, backbone)
     loss = out[term]
     names = list(groups)
     params = [p for n in names for p in groups[n]]
@@ -124,6 +126,13 @@ def test_rec_trains_only_the_teacher_image_pathway(batch_rounds: bool) -> None:
     g = grad_norms("loss_rec", batch_rounds)
     assert g["G_T"] > 0
     assert g["S_T"] == 0 and g["S_S"] == 0
+
+
+def test_the_fast_backbone_keeps_the_gradient_routing() -> None:
+    cps, align, rec = (grad_norms(term, backbone="fast") for term in ("loss_cps", "loss_align", "loss_rec"))
+    assert cps["S_S"] > 0 and cps["S_T"] > 0 and cps["G_T"] == 0
+    assert align["S_T"] > 0 and align["S_S"] == 0 and align["G_T"] == 0
+    assert rec["G_T"] > 0 and rec["S_T"] == 0 and rec["S_S"] == 0
 
 
 def test_half_resolution_rounds_keep_the_gradient_routing() -> None:
@@ -357,12 +366,15 @@ def test_align_uses_detached_reconstruction_as_input(monkeypatch: pytest.MonkeyP
 
 # ------------------------------------------------------------------------------------------------- end to end
 @pytest.mark.parametrize(
-    "dims,c,k,rounds,mode",
-    [(2, 1, 2, 2, "independent"), (2, 3, 4, 1, "chained"), (3, 1, 2, 1, "independent")],
-    ids=["2d-C1-K2-R2", "2d-C3-K4-R1-chained", "3d-C1-K2-R1"],
+    "dims,c,k,rounds,mode,backbone",
+    [(2, 1, 2, 2, "independent", "diffusion_unet"), (2, 3, 4, 1, "chained", "diffusion_unet"),
+     (3, 1, 2, 1, "independent", "diffusion_unet"), (2, 3, 4, 2, "independent", "fast"),
+     (3, 1, 2, 1, "independent", "fast")],
+    ids=["2d-C1-K2-R2", "2d-C3-K4-R1-chained", "3d-C1-K2-R1", "2d-C3-K4-R2-fast", "3d-C1-K2-R1-fast"],
 )
-def test_trainer_runs_and_reports_every_component(dims: int, c: int, k: int, rounds: int, mode: str) -> None:
-    teacher, student = nets(dims, c, k)
+def test_trainer_runs_and_reports_every_component(dims: int, c: int, k: int, rounds: int, mode: str,
+                                                  backbone: str) -> None:
+    teacher, student = nets(dims, c, k, backbone=backbone)
     loader = paired(dims, c, k, n_l=2, n_u=4, bs=2) if dims == 2 else paired(dims, c, k, n_l=1, n_u=1, bs=1)
     t_before = [p.detach().clone() for p in teacher.parameters()]
     s_before = [p.detach().clone() for p in student.mask_net.parameters()]
@@ -500,3 +512,78 @@ def test_total_loss_equals_the_method_formula(monkeypatch: pytest.MonkeyPatch, m
     for key, value in ref.items():
         torch.testing.assert_close(got[key], value.float(), atol=2e-5, rtol=1e-5, msg=key)
     assert float(got["unsup_weight"]) == pytest.approx(lam)
+
+
+# ------------------------------------------------------------------------------------------ round_batch
+class ContentDraws:
+    """``t`` and noise of ``segment`` / ``reconstruct`` drawn per row from a seed computed from that row's input, so
+    an image gets the same draws whatever else is in the batch (with one round: the same draws in both settings)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, net: DiffusionTeacher) -> None:
+        seg, rec = net.segment, net.reconstruct
+
+        def segment(x, t=None, noise=None, mask_net=None):
+            t, noise = self.draw(x, (net.num_classes, *x.shape[2:]))
+            return seg(x, t, noise, mask_net)
+
+        def reconstruct(x, mask, t=None, noise=None):
+            t, noise = self.draw(x, tuple(x.shape[1:]))
+            return rec(x, mask, t, noise)
+
+        monkeypatch.setattr(net, "segment", segment)
+        monkeypatch.setattr(net, "reconstruct", reconstruct)
+
+    @staticmethod
+    def draw(x: torch.Tensor, shape: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+        ts, noises = [], []
+        for row in x.detach():
+            g = torch.Generator().manual_seed(int(abs(float(row.double().sum())) * 1e4) % 2**31)
+            ts.append(torch.randint(0, 1000, (1,), generator=g))
+            noises.append(torch.randn(shape, generator=g))
+        return torch.cat(ts), torch.stack(noises).to(x.dtype)
+
+
+def _losses_with_content_draws(monkeypatch, round_batch: str, batch_rounds: bool) -> dict:
+    teacher, student = nets(seed=2)
+    with monkeypatch.context() as m:
+        ContentDraws(m, teacher)
+        ContentDraws(m, student)
+        trainer = make_trainer(teacher, student, rounds=1, round_batch=round_batch, batch_rounds=batch_rounds,
+                               unsup_weight=lambda e: 0.6)
+        out = trainer.compute_losses(*batch(n_l=2, n_u=3), epoch=0)
+    return {k: v.detach() for k, v in out.items()}
+
+
+@pytest.mark.parametrize("batch_rounds", [True, False], ids=["batched", "loop"])
+def test_round_batch_unlabeled_drops_exactly_the_labelled_round_terms(monkeypatch, batch_rounds: bool) -> None:
+    full = _losses_with_content_draws(monkeypatch, "all", batch_rounds)
+    unl = _losses_with_content_draws(monkeypatch, "unlabeled", batch_rounds)
+    # the labelled alignment / reconstruction terms are 0: L_sup is the supervised Dice alone
+    torch.testing.assert_close(unl["loss_sup"], unl["loss_sup_dice"])
+    assert float(full["loss_sup"]) > float(full["loss_sup_dice"])
+    # everything on the unlabelled half is the full computation's (the same draws per image)
+    for key in ("loss_unsup", "loss_cps", "loss_sup_dice"):
+        torch.testing.assert_close(unl[key], full[key], atol=1e-6, rtol=1e-6, msg=key)
+    assert float(unl["loss_unsup"]) > 0.6 * float(unl["loss_cps"]) + 1e-4  # the unlabelled round terms are in it
+    assert float(unl["loss_align"]) < float(full["loss_align"]) and float(unl["loss_rec"]) < float(full["loss_rec"])
+
+
+def test_round_batch_unlabeled_runs_the_image_pathway_on_the_unlabelled_images_only(monkeypatch) -> None:
+    teacher, student = nets()
+    seen = []
+    rec = teacher.reconstruct
+
+    def reconstruct(x, mask, *a, **k):
+        seen.append(x.detach().clone())
+        return rec(x, mask, *a, **k)
+
+    monkeypatch.setattr(teacher, "reconstruct", reconstruct)
+    x_l, y, x_u = batch(n_l=2, n_u=3)
+    make_trainer(teacher, student, rounds=2, round_batch="unlabeled").compute_losses(x_l, y, x_u, epoch=0)
+    assert len(seen) == 1 and torch.equal(seen[0], x_u.repeat(2, 1, 1, 1))
+
+
+def test_round_batch_must_be_known() -> None:
+    teacher, student = nets()
+    with pytest.raises(ValueError, match=r"round_batch must be one of \['all', 'unlabeled'\], got 'labeled'"):
+        make_trainer(teacher, student, round_batch="labeled")

@@ -291,6 +291,40 @@ def test_a_registered_method_runs_its_phases_with_its_ids(cases_datalist, tmp_pa
     assert cps[2]["teacher_ckpt"] == "" and cps[2]["rounds"] == 0
 
 
+def test_backbone_and_round_batch_reach_phase1_and_cotrain_and_mark_the_run(cases_datalist, tmp_path, monkeypatch):
+    """``--backbone fast --round-batch unlabeled``: phase 1 and every co-training method get ``backbone``, the
+    diffusion methods ``round_batch``; the run names say so; the default runs pass neither (same fingerprints)."""
+    dl = cases_datalist(tmp_path, 40)
+
+    def run(**kw):
+        exp = Experiment(_args(tmp_path, dl, methods=["full", "cps", "supervised"], **kw), "cmd")
+        calls = []
+
+        def fake_run_phase(phase_dir, bundle, settings, label):
+            calls.append((bundle, phase_dir.relative_to(exp.work).as_posix(), dict(settings)))
+            phase_dir.mkdir(parents=True, exist_ok=True)
+            return {"wall_time_s": 1.0, "fingerprint": "fp"}
+
+        monkeypatch.setattr(exp, "run_phase", fake_run_phase)
+        monkeypatch.setattr(exp, "evaluate_phase", lambda *a, **k: (tmp_path / "metrics.json", 0.0))
+        monkeypatch.setattr(exp, "report", lambda total, splits: exp.runs)
+        return [r["method"] for r in exp.run()], calls
+
+    names, calls = run(backbone="fast", round_batch="unlabeled")
+    assert names == ["full_fast_unlabeled", "cps_fast", "supervised"]
+    by = {(b, d.split("/")[0]): st for b, d, st in calls}
+    assert by[("teacher_pretrain", "phase1")]["backbone"] == "fast"
+    assert by[("cotrain", "full_fast_unlabeled")]["backbone"] == "fast"
+    assert by[("cotrain", "full_fast_unlabeled")]["round_batch"] == "unlabeled"
+    assert by[("cotrain", "cps_fast")]["backbone"] == "fast" and "round_batch" not in by[("cotrain", "cps_fast")]
+    assert "backbone" not in by[("supervised", "supervised")]
+    names, calls = run()
+    assert names == ["full", "cps", "supervised"]
+    assert not [st for _, _, st in calls if "backbone" in st or "round_batch" in st]
+    with pytest.raises(RunnerError, match="--backbone 'unet'"):
+        _args(tmp_path, dl, backbone="unet")
+
+
 # ---------------------------------------------------------------------------------------------- 3D: la_uamt, profiles
 def _as_3d(dl: Path) -> Path:
     """Rewrite a ``cases_datalist`` as a 3D single-channel dataset."""

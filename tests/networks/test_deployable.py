@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from custom_components.networks import DiffusionTeacher, MaskPathwaySegmenter
+from custom_components.networks import BACKBONES, DiffusionTeacher, MaskPathwaySegmenter
 
 torch.set_num_threads(1)
 
@@ -36,8 +36,10 @@ def images(dims: int, c: int, batch: int = 2, seed: int = 1) -> torch.Tensor:
 
 @pytest.mark.parametrize("dims,c,k", [(2, 3, 2), (2, 1, 4), (3, 1, 2)], ids=["2d-C3-K2", "2d-C1-K4", "3d-C1-K2"])
 @pytest.mark.parametrize("num_draws", [1, 2])
-def test_wrapping_teacher_mask_net_equals_teacher_predict(dims: int, c: int, k: int, num_draws: int) -> None:
-    teacher = tiny_teacher(dims, c, k, infer_timestep=300, infer_seed=7)
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_wrapping_teacher_mask_net_equals_teacher_predict(dims: int, c: int, k: int, num_draws: int,
+                                                          backbone: str) -> None:
+    teacher = tiny_teacher(dims, c, k, infer_timestep=300, infer_seed=7, backbone=backbone)
     seg = MaskPathwaySegmenter(
         dims, c, k, **TINY, mask_net=teacher.mask_net, timestep=300, seed=7, num_draws=num_draws
     ).eval()
@@ -65,8 +67,9 @@ def test_output_is_seeded_and_seed_dependent() -> None:
     assert not torch.allclose(a, c)
 
 
-def test_output_is_batch_invariant() -> None:
-    teacher = tiny_teacher(2, 3, 2)
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_output_is_batch_invariant(backbone: str) -> None:
+    teacher = tiny_teacher(2, 3, 2, backbone=backbone)
     seg = MaskPathwaySegmenter(2, 3, 2, **TINY, mask_net=teacher.mask_net, num_draws=2).eval()
     a, b = images(2, 3, batch=1, seed=3), images(2, 3, batch=1, seed=4)
     with torch.no_grad():
@@ -93,12 +96,13 @@ def test_returns_the_networks_probabilities_unchanged() -> None:
     assert not hasattr(seg, "fg_logit_offset") and "fg_logit_offset" not in seg.state_dict()
 
 
-def test_state_dict_loads_with_weights_only(tmp_path) -> None:
-    teacher = tiny_teacher(2, 3, 2)
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_state_dict_loads_with_weights_only(tmp_path, backbone: str) -> None:
+    teacher = tiny_teacher(2, 3, 2, backbone=backbone)
     seg = MaskPathwaySegmenter(2, 3, 2, **TINY, mask_net=teacher.mask_net).eval()
     path = tmp_path / "model.pt"
     torch.save(seg.state_dict(), path)
-    fresh = MaskPathwaySegmenter(2, 3, 2, **TINY).eval()
+    fresh = MaskPathwaySegmenter(2, 3, 2, **TINY, backbone=backbone).eval()
     fresh.load_state_dict(torch.load(path, weights_only=True))
     x = images(2, 3)
     with torch.no_grad():
@@ -126,11 +130,12 @@ def test_ddim_sampler_equals_the_teachers_ddim_and_differs_from_one_pass(num_dra
     assert set(ddim.state_dict()) == set(one.state_dict())  # the same model.pt serves every sampler
 
 
-def test_ddim_sampler_traces_at_any_size() -> None:
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_ddim_sampler_traces_at_any_size(backbone: str) -> None:
     """TorchScript export of the deployable model traces (MONAI's DiffusionModelUNet cannot be scripted): the DDIM
     loop is unrolled over fixed timesteps and the seeded noise is computed in the graph, so a model traced at one
     size predicts what the eager model does at another."""
-    teacher = tiny_teacher(2, 1, 2)
+    teacher = tiny_teacher(2, 1, 2, backbone=backbone)
     seg = MaskPathwaySegmenter(2, 1, 2, **TINY, mask_net=teacher.mask_net, sampler="ddim", ddim_steps=3).eval()
     traced = torch.jit.trace(seg, images(2, 1, batch=1), check_trace=False)
     x = torch.randn(2, 1, 2 * SIZE, SIZE, generator=torch.Generator().manual_seed(9))

@@ -11,7 +11,7 @@ import pytest
 import torch
 from monai.networks.schedulers import DDPMScheduler
 
-from custom_components.networks import DiffusionTeacher, background_mask
+from custom_components.networks import BACKBONES, DiffusionTeacher, background_mask
 from custom_components.networks.teacher import check_spatial_size, normalized_entropy
 
 torch.set_num_threads(1)
@@ -24,7 +24,7 @@ TINY = dict(channels=(8, 16), norm_num_groups=4)
 CONFIGS = [(2, 1, 2), (2, 3, 4), (3, 1, 2), (3, 1, 4)]
 CONFIG_IDS = [f"{d}d-C{c}-K{k}" for d, c, k in CONFIGS]
 
-_CACHE: dict[tuple[int, int, int], DiffusionTeacher] = {}
+_CACHE: dict[tuple[int, int, int, str], DiffusionTeacher] = {}
 
 
 def perturb_(module: torch.nn.Module, scale: float = 0.2, seed: int = 0) -> torch.nn.Module:
@@ -37,13 +37,15 @@ def perturb_(module: torch.nn.Module, scale: float = 0.2, seed: int = 0) -> torc
     return module
 
 
-def tiny_teacher(spatial_dims: int, in_channels: int, num_classes: int) -> DiffusionTeacher:
+def tiny_teacher(spatial_dims: int, in_channels: int, num_classes: int,
+                 backbone: str = "diffusion_unet") -> DiffusionTeacher:
     """A tiny teacher in eval mode with non-trivial weights, built once per configuration (tests here never
     change its weights)."""
-    key = (spatial_dims, in_channels, num_classes)
+    key = (spatial_dims, in_channels, num_classes, backbone)
     if key not in _CACHE:
         torch.manual_seed(0)
-        _CACHE[key] = perturb_(DiffusionTeacher(spatial_dims, in_channels, num_classes, **TINY)).eval()
+        _CACHE[key] = perturb_(DiffusionTeacher(spatial_dims, in_channels, num_classes, **TINY,
+                                                backbone=backbone)).eval()
     return _CACHE[key]
 
 
@@ -54,8 +56,9 @@ def images(spatial_dims: int, in_channels: int, batch: int = BATCH, seed: int = 
 
 # ---------------------------------------------------------------------------------------------------- shapes
 @pytest.mark.parametrize("dims,c,k", CONFIGS, ids=CONFIG_IDS)
-def test_segment_returns_k_channel_logits(dims: int, c: int, k: int) -> None:
-    teacher = tiny_teacher(dims, c, k)
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_segment_returns_k_channel_logits(dims: int, c: int, k: int, backbone: str) -> None:
+    teacher = tiny_teacher(dims, c, k, backbone)
     x = images(dims, c)
     with torch.no_grad():
         logits = teacher.segment(x)
@@ -66,8 +69,9 @@ def test_segment_returns_k_channel_logits(dims: int, c: int, k: int) -> None:
 
 
 @pytest.mark.parametrize("dims,c,k", CONFIGS, ids=CONFIG_IDS)
-def test_reconstruct_shapes_and_per_sample_loss(dims: int, c: int, k: int) -> None:
-    teacher = tiny_teacher(dims, c, k)
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_reconstruct_shapes_and_per_sample_loss(dims: int, c: int, k: int, backbone: str) -> None:
+    teacher = tiny_teacher(dims, c, k, backbone)
     x = images(dims, c)
     mask = 2 * torch.rand(BATCH, k, *x.shape[2:]) - 1
     noise = torch.randn_like(x)
@@ -83,8 +87,9 @@ def test_reconstruct_shapes_and_per_sample_loss(dims: int, c: int, k: int) -> No
 
 @pytest.mark.parametrize("dims,c,k", CONFIGS, ids=CONFIG_IDS)
 @pytest.mark.parametrize("num_draws", [1, 3])
-def test_predict_probabilities_and_uncertainty(dims: int, c: int, k: int, num_draws: int) -> None:
-    teacher = tiny_teacher(dims, c, k)
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_predict_probabilities_and_uncertainty(dims: int, c: int, k: int, num_draws: int, backbone: str) -> None:
+    teacher = tiny_teacher(dims, c, k, backbone)
     x = images(dims, c)
     probs, unc = teacher.predict(x, num_draws=num_draws)
     assert probs.shape == (BATCH, k, *x.shape[2:])
@@ -110,8 +115,9 @@ def test_predict_rejects_zero_draws() -> None:
 
 
 @pytest.mark.parametrize("dims,c,k", CONFIGS, ids=CONFIG_IDS)
-def test_predict_ddim_returns_probabilities(dims: int, c: int, k: int) -> None:
-    teacher = tiny_teacher(dims, c, k)
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_predict_ddim_returns_probabilities(dims: int, c: int, k: int, backbone: str) -> None:
+    teacher = tiny_teacher(dims, c, k, backbone)
     x = images(dims, c)
     probs = teacher.predict_ddim(x, num_steps=3)
     assert probs.shape == (BATCH, k, *x.shape[2:])
@@ -152,8 +158,10 @@ def test_segment_noises_the_background_mask_with_the_scheduler() -> None:
 # ---------------------------------------------------------------------------------------------------- x0_hat
 @pytest.mark.parametrize("dims,c,k", [(2, 3, 2), (3, 1, 4)], ids=["2d-C3-K2", "3d-C1-K4"])
 @pytest.mark.parametrize("t", [10, 500, 900])
-def test_x0_hat_equals_ddpm_scheduler_predicted_original_sample(dims: int, c: int, k: int, t: int) -> None:
-    teacher = tiny_teacher(dims, c, k)
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_x0_hat_equals_ddpm_scheduler_predicted_original_sample(dims: int, c: int, k: int, t: int,
+                                                                backbone: str) -> None:
+    teacher = tiny_teacher(dims, c, k, backbone)
     x = images(dims, c)
     mask = 2 * torch.rand(BATCH, k, *x.shape[2:]) - 1
     noise = torch.randn_like(x)
@@ -186,8 +194,9 @@ def test_x0_hat_recovers_the_clean_image_from_the_true_noise() -> None:
 
 
 # ---------------------------------------------------------------------------------------------------- seeding
-def test_predict_is_seeded_and_repeatable() -> None:
-    teacher = tiny_teacher(2, 3, 2)
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_predict_is_seeded_and_repeatable(backbone: str) -> None:
+    teacher = tiny_teacher(2, 3, 2, backbone)
     x = images(2, 3)
     torch.manual_seed(123)
     a, ua = teacher.predict(x, num_draws=2)
@@ -196,8 +205,9 @@ def test_predict_is_seeded_and_repeatable() -> None:
     assert torch.equal(a, b) and torch.equal(ua, ub)
 
 
-def test_predict_depends_on_seed_and_timestep() -> None:
-    teacher = tiny_teacher(2, 3, 2)
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_predict_depends_on_seed_and_timestep(backbone: str) -> None:
+    teacher = tiny_teacher(2, 3, 2, backbone)
     x = images(2, 3)
     base, _ = teacher.predict(x, seed=0)
     other_seed, _ = teacher.predict(x, seed=1)
@@ -209,9 +219,10 @@ def test_predict_depends_on_seed_and_timestep() -> None:
 
 
 @pytest.mark.parametrize("dims", [2, 3])
-def test_predict_is_batch_invariant(dims: int) -> None:
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_predict_is_batch_invariant(dims: int, backbone: str) -> None:
     """An image's output does not depend on the other images of the batch (same noise per sample)."""
-    teacher = tiny_teacher(dims, 1, 2)
+    teacher = tiny_teacher(dims, 1, 2, backbone)
     a = images(dims, 1, batch=1, seed=10)
     b = images(dims, 1, batch=1, seed=11)
     c = images(dims, 1, batch=1, seed=12)
@@ -284,8 +295,57 @@ def test_check_spatial_size_factor_follows_levels() -> None:
         (dict(spatial_dims=2, in_channels=0, num_classes=2), "in_channels must be >= 1, got 0"),
         (dict(spatial_dims=2, in_channels=1, num_classes=2, infer_timestep=1000),
          r"infer_timestep must be in \[0, 1000\)"),
+        (dict(spatial_dims=2, in_channels=1, num_classes=2, backbone="unet"),
+         r"backbone must be one of \['diffusion_unet', 'fast'\], got 'unet'"),
     ],
 )
 def test_constructor_rejects_invalid_arguments(kwargs: dict, msg: str) -> None:
     with pytest.raises(ValueError, match=msg):
         DiffusionTeacher(**kwargs, **TINY)
+
+
+# ---------------------------------------------------------------------------------------------------- fast backbone
+def _flops(net: torch.nn.Module, *args: torch.Tensor) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as fc:
+        net(*args).float().sum().backward()
+    return int(fc.get_total_flops())
+
+
+@pytest.mark.parametrize("dims,size,channels", [(2, (32, 32), (16, 32, 64, 128)), (3, (56, 56, 40), (8, 16, 32, 64))],
+                         ids=["ph2_cpu-2d", "la_cpu-3d"])
+def test_fast_backbone_costs_at_most_1_5x_the_supervised_unet_in_flops(dims: int, size: tuple, channels: tuple) -> None:
+    """Issue 27: per pass (forward + backward) at most 1.5x MONAI's ``UNet(num_res_units=2)`` of the same widths, here
+    counted in FLOPs (the wall-clock ratio is ``scripts/benchmark.py --cpu``'s); ``DiffusionModelUNet`` is several
+    times over."""
+    from monai.networks.nets import UNet
+
+    from custom_components.networks import build_backbone
+
+    c, k = (3, 2) if dims == 2 else (1, 2)
+    x = torch.randn(1, c, *size)
+    sup = _flops(UNet(dims, c, k, channels, [2] * (len(channels) - 1), num_res_units=2), x)
+    t = torch.tensor([500])
+    fast = _flops(build_backbone(dims, c + k, k, channels, backbone="fast"), torch.randn(1, c + k, *size), t)
+    ref = _flops(build_backbone(dims, c + k, k, channels, backbone="diffusion_unet"), torch.randn(1, c + k, *size), t)
+    assert fast <= 1.5 * sup, (fast / sup, ref / sup)
+    assert ref > 2 * fast  # the reference backbone is the expensive one
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_fast_backbone_uses_the_timestep_from_the_start_and_scripts(dims: int) -> None:
+    from custom_components.networks import build_backbone
+
+    torch.manual_seed(0)
+    net = build_backbone(dims, 3, 2, (8, 16, 32), backbone="fast").eval()
+    x = torch.randn(2, 3, *([16] * dims))
+    t = torch.tensor([10, 900])
+    with torch.no_grad():
+        out = net(x, t)
+        assert out.shape == (2, 2, *x.shape[2:])
+        torch.testing.assert_close(out, net(x, t.flip(0)))  # zero-initialised time projections: t not used yet
+        perturb_(net)
+        out = net(x, t)
+        assert not torch.allclose(out, net(x, t.flip(0)))
+        torch.testing.assert_close(torch.jit.script(net)(x, t), out)  # scripts (export tries scripting first)

@@ -143,10 +143,36 @@ def test_cpu_switches_option_times_only_the_named_switches_and_the_reference(tmp
                                                  "ph2_cpu/p2_R3/reference"]
 
 
+def test_cpu_fast_backbone_groups_are_multiples_of_their_first_row(tmp_path, monkeypatch):
+    """Issue 27: per pass against the supervised UNet of the same widths, co-training steps (fast backbone, R = 3 / 1,
+    rounds on the unlabelled half) against the supervised step, one-pass inference against the supervised UNet;
+    each group timed interleaved and every row a multiple of the group's first; the first-loss check kept."""
+    bench = load_script("benchmark")
+    monkeypatch.setattr(bench, "cpu_plan", lambda with_compile: [("ph2_cpu", ph, 0, sws)
+                                                                  for ph, sws in bench.FAST_GROUPS])
+    res, md = _cpu_run(bench, tmp_path, ["--no-rss", "--switches", "pass_fast,fast_R3_fp32,fast_R3,"
+                                         "fast_R1_unlabeled,infer_fast"])
+    by = {c["case"]: c for c in res["cases"]}
+    assert list(by) == ["ph2_cpu/pass/pass_unet", "ph2_cpu/pass/pass_fast", "ph2_cpu/fast_step/sup_cpu_fast",
+                        "ph2_cpu/fast_step/fast_R3_fp32", "ph2_cpu/fast_step/fast_R3",
+                        "ph2_cpu/fast_step/fast_R1_unlabeled", "ph2_cpu/infer_cmp/infer_sup",
+                        "ph2_cpu/infer_cmp/infer_fast"]
+    for c in by.values():
+        base = by[c["case"].rsplit("/", 1)[0] + "/" + c["baseline"]]
+        assert c["x_of_baseline"] == pytest.approx(c["ms_per_step"] / base["ms_per_step"])
+        assert res["fast_backbone"][c["case"]] == c["x_of_baseline"]
+    assert by["ph2_cpu/fast_step/fast_R1_unlabeled"]["switch_rounds"] == 1
+    assert by["ph2_cpu/fast_step/sup_cpu_fast"]["switch_phase"] == "sup"
+    assert by["ph2_cpu/fast_step/fast_R3"]["first_loss_rel_diff"] < 1e-2  # bf16 against fp32, the same network
+    assert "first_loss_rel_diff" not in by["ph2_cpu/fast_step/fast_R3_fp32"]  # nothing of its own to compare with
+    assert "Issue 27, the fast backbone" in md and md.count("\n| ph2_cpu | fast_step |") == 4
+
+
 @pytest.mark.slow
 def test_cpu_quick_runs_every_group_with_peak_rss(tmp_path):
     res, _ = _cpu_run(load_script("benchmark"), tmp_path, [])
     phases = {(c["phase"], c["rounds"]) for c in res["cases"]}
-    assert phases == {("p2", 3), ("p2", 0), ("p1", 0), ("sup", 0), ("infer", 0), ("infer_ens4", 0), ("ddim", 0)}
+    assert phases == {("p2", 3), ("p2", 0), ("p1", 0), ("sup", 0), ("infer", 0), ("infer_ens4", 0), ("ddim", 0),
+                      ("pass", 0), ("fast_step", 0), ("infer_cmp", 0)}
     rss = [c for c in res["cases"] if "peak_rss_mb" in c]
     assert rss and all(c["peak_rss_mb"] > 0 for c in rss)
