@@ -297,10 +297,10 @@ def test_backbone_and_round_batch_reach_phase1_and_cotrain_and_mark_the_run(case
     dl = cases_datalist(tmp_path, 40)
 
     def run(**kw):
-        exp = Experiment(_args(tmp_path, dl, methods=["full", "cps", "supervised"], **kw), "cmd")
+        exp = Experiment(_args(tmp_path, dl, methods=["full", "cps_diffusion", "supervised"], **kw), "cmd")
         calls = []
 
-        def fake_run_phase(phase_dir, bundle, settings, label):
+        def fake_run_phase(phase_dir, bundle, settings, label, method_files=()):
             calls.append((bundle, phase_dir.relative_to(exp.work).as_posix(), dict(settings)))
             phase_dir.mkdir(parents=True, exist_ok=True)
             return {"wall_time_s": 1.0, "fingerprint": "fp"}
@@ -311,15 +311,15 @@ def test_backbone_and_round_batch_reach_phase1_and_cotrain_and_mark_the_run(case
         return [r["method"] for r in exp.run()], calls
 
     names, calls = run(backbone="fast", round_batch="unlabeled")
-    assert names == ["full_fast_unlabeled", "cps_fast", "supervised"]
+    assert names == ["full_fast_unlabeled", "cps_diffusion_fast", "supervised"]
     by = {(b, d.split("/")[0]): st for b, d, st in calls}
     assert by[("teacher_pretrain", "phase1")]["backbone"] == "fast"
     assert by[("cotrain", "full_fast_unlabeled")]["backbone"] == "fast"
     assert by[("cotrain", "full_fast_unlabeled")]["round_batch"] == "unlabeled"
-    assert by[("cotrain", "cps_fast")]["backbone"] == "fast" and "round_batch" not in by[("cotrain", "cps_fast")]
+    assert by[("cotrain", "cps_diffusion_fast")]["backbone"] == "fast" and "round_batch" not in by[("cotrain", "cps_diffusion_fast")]
     assert "backbone" not in by[("supervised", "supervised")]
     names, calls = run()
-    assert names == ["full", "cps", "supervised"]
+    assert names == ["full", "cps_diffusion", "supervised"]
     assert not [st for _, _, st in calls if "backbone" in st or "round_batch" in st]
     with pytest.raises(RunnerError, match="--backbone 'unet'"):
         _args(tmp_path, dl, backbone="unet")
