@@ -316,7 +316,8 @@ def test_backbone_and_round_batch_reach_phase1_and_cotrain_and_mark_the_run(case
     assert by[("teacher_pretrain", "phase1")]["backbone"] == "fast"
     assert by[("cotrain", "full_fast_unlabeled")]["backbone"] == "fast"
     assert by[("cotrain", "full_fast_unlabeled")]["round_batch"] == "unlabeled"
-    assert by[("cotrain", "cps_diffusion_fast")]["backbone"] == "fast" and "round_batch" not in by[("cotrain", "cps_diffusion_fast")]
+    cps_fast = by[("cotrain", "cps_diffusion_fast")]
+    assert cps_fast["backbone"] == "fast" and "round_batch" not in cps_fast
     assert "backbone" not in by[("supervised", "supervised")]
     names, calls = run()
     assert names == ["full", "cps_diffusion", "supervised"]
