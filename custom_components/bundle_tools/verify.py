@@ -64,47 +64,57 @@ ALLOWED_TARGETS: frozenset[str] = frozenset({
     "Activationsd", "AsDiscreted", "CacheDataset", "CheckpointLoader", "CheckpointSaver", "Compose", "CopyItemsd",
     "DataLoader", "Dataset", "DiceCELoss", "DistributedSampler", "EnsureChannelFirstd", "EnsureTyped", "Identityd",
     "Invertd", "LoadImaged", "LrScheduleHandler", "MeanDice", "MeanIoUHandler", "MetricsSaver",
-    "NormalizeIntensityd", "RandCropByPosNegLabeld", "RandFlipd", "RandRotate90d", "RandSpatialCropd",
+    "NormalizeIntensityd", "RandAffined", "RandCropByPosNegLabeld", "RandFlipd", "RandRotate90d",
+    "RandScaleIntensityd", "RandShiftIntensityd", "RandSpatialCropSamplesd", "RandSpatialCropd",
     "ResizeWithPadOrCropd", "Resized", "SaveImaged", "ScaleIntensityRanged", "ScaleIntensityd", "SimpleInferer",
     "SlidingWindowInferer", "Spacingd", "SpatialPadd", "StatsHandler", "SupervisedEvaluator", "SupervisedTrainer",
-    "TensorBoardStatsHandler", "UNet", "ValidationHandler",
-    "custom_components.data.datalist.validate_datalist", "custom_components.data.loaders.PairedLoader",
-    "custom_components.engines.CoTrainer", "custom_components.engines.DualNetworkEvaluator",
-    "custom_components.engines.TeacherMonitorEvaluator", "custom_components.engines.TeacherPretrainTrainer",
-    "custom_components.handlers.NaNGuard", "custom_components.handlers.ResumableCheckpoint",
-    "custom_components.handlers.SelectedModelSaver", "custom_components.handlers.pseudolabel_writer.PseudoLabelWriter",
-    "custom_components.handlers.report.SegmentationReport", "custom_components.handlers.tensorboard.LazySummaryWriter",
+    "TensorBoardStatsHandler", "UNet", "ValidationHandler", "custom_components.data.datalist.validate_datalist",
+    "custom_components.data.loaders.PairedLoader", "custom_components.engines.BCPTrainer",
+    "custom_components.engines.CPSTrainer", "custom_components.engines.CoTrainer",
+    "custom_components.engines.DualNetworkEvaluator", "custom_components.engines.MeanTeacherTrainer",
+    "custom_components.engines.SemiSupervisedTrainer", "custom_components.engines.TeacherMonitorEvaluator",
+    "custom_components.engines.TeacherPretrainTrainer", "custom_components.engines.UAMTTrainer",
+    "custom_components.engines.UniMatchTrainer", "custom_components.handlers.NaNGuard",
+    "custom_components.handlers.ResumableCheckpoint", "custom_components.handlers.SelectedModelSaver",
+    "custom_components.handlers.pseudolabel_writer.PseudoLabelWriter",
+    "custom_components.handlers.report.SegmentationReport",
+    "custom_components.handlers.tensorboard.LazySummaryWriter",
     "custom_components.inferers.UAMTSlidingWindowInferer",
-    "custom_components.inferers.multiround.MultiRoundPseudoLabelInferer", "custom_components.losses.HardTargetDiceLoss",
-    "custom_components.metrics.BestAssignmentDice", "custom_components.metrics.OutputAverage",
-    "custom_components.networks.DiffusionTeacher", "custom_components.networks.MaskPathwaySegmenter",
-    "custom_components.transforms.ThresholdForegroundd", "custom_components.transforms.labels.FillMissingLabeld",
+    "custom_components.inferers.multiround.MultiRoundPseudoLabelInferer", "custom_components.losses.CPSLoss",
+    "custom_components.losses.HardTargetDiceLoss", "custom_components.metrics.BestAssignmentDice",
+    "custom_components.metrics.OutputAverage", "custom_components.networks.DiffusionTeacher",
+    "custom_components.networks.MaskPathwaySegmenter", "custom_components.transforms.ThresholdForegroundd",
+    "custom_components.transforms.labels.FillMissingLabeld",
     "custom_components.transforms.palette.PalettePNGWriter",
     "custom_components.transforms.pseudolabel.ConfidenceScored",
     "custom_components.transforms.uncertainty.PredictiveEntropyd", "ignite.handlers.ProgressBar",
-    "torch.nn.parallel.DistributedDataParallel", "torch.optim.Adam", "torch.optim.lr_scheduler.LambdaLR",
-    "torch.optim.lr_scheduler.LinearLR", "torch.optim.lr_scheduler.SequentialLR", "torch.optim.lr_scheduler.StepLR",
+    "torch.nn.parallel.DistributedDataParallel", "torch.optim.Adam", "torch.optim.lr_scheduler.LinearLR",
+    "torch.optim.lr_scheduler.SequentialLR", "torch.optim.lr_scheduler.StepLR",
 })
 #: callables called in ``$`` expressions, by full name (``np`` is ``numpy``; builtins by their bare name).
 ALLOWED_CALLABLES: frozenset[str] = frozenset({
+    "float", "isinstance", "len", "list", "max", "range", "str",
     "custom_components.bundle_tools.settings.record_trained_settings", "custom_components.bundle_utils.bundle_root",
     "custom_components.data.datalist.folder_entries", "custom_components.data.datalist.load_datalist",
     "custom_components.data.datalist.validate_datalist", "custom_components.data.datalist.validate_inference_input",
-    "custom_components.engines.LinearRampUp", "custom_components.engines.evaluation_threshold",
-    "custom_components.engines.selected_threshold", "custom_components.handlers.pseudolabel_writer.check_output_dir",
+    "custom_components.engines.LinearRampUp", "custom_components.engines.SigmoidRampUp",
+    "custom_components.engines.evaluation_threshold", "custom_components.engines.selected_threshold",
+    "custom_components.handlers.pseudolabel_writer.check_output_dir",
+    "custom_components.handlers.pseudolabel_writer.pending_entries",
     "custom_components.handlers.tracking.use_output_transform", "custom_components.metrics.OutputAverage",
     "custom_components.networks.ChannelProbe", "custom_components.networks.MaskPathwaySegmenter.from_teacher",
     "custom_components.networks.align_teacher_classes", "custom_components.networks.check_spatial_size",
     "custom_components.networks.check_weights", "custom_components.networks.load_teacher_weights",
     "custom_components.runtime.distributed.distributed_device",
     "custom_components.runtime.distributed.init_distributed",
-    "custom_components.runtime.distributed.rank_zero_handlers", "custom_components.runtime.distributed.wrap_backbones",
-    "custom_components.runtime.fastpath.native_bf16", "custom_components.runtime.fastpath.set_backend_flags",
+    "custom_components.runtime.distributed.rank_zero_handlers",
+    "custom_components.runtime.distributed.wrap_backbones", "custom_components.runtime.fastpath.native_bf16",
+    "custom_components.runtime.fastpath.set_backend_flags", "custom_components.runtime.rerun.check_same_run",
     "monai.data.load_decathlon_datalist", "monai.handlers.from_engine", "monai.utils.set_determinism",
     "os.makedirs", "pathlib.Path", "torch.cuda.is_available", "torch.cuda.set_device", "torch.device",
     "torch.distributed.destroy_process_group", "torch.distributed.get_rank", "torch.distributed.init_process_group",
     "torch.distributed.is_initialized", "torch.nn.Sequential", "torch.nn.Softmax",
-    "float", "isinstance", "len", "max", "min", "range", "str",
+    "torch.optim.swa_utils.AveragedModel", "torch.optim.swa_utils.get_ema_multi_avg_fn",
 })
 #: dotted names read in ``$`` expressions without being called (dtypes, handler classes passed as values).
 ALLOWED_VALUES: frozenset[str] = frozenset({
@@ -641,6 +651,16 @@ def scan_config_file(path: str | Path, rel_name: str | None = None) -> list[Exec
                         items.append(ExecutableItem(name, cid, "located", str(v), status, [str(v)], reason))
     for keys, key, value in _walk(content):
         cid = "#".join(keys)
+        last = key.rsplit("#", 1)[-1] if isinstance(key, str) else None
+        if isinstance(key, str) and "#" in key:  # an override of a nested id ("train#trainer#_target_": ...)
+            if last == "_target_":
+                status, names, reason = classify_target(value)
+                items.append(ExecutableItem(name, cid, "target", str(value), status, names, reason))
+                continue
+            verdict = _unsafe_argument(last, value)
+            if verdict:
+                items.append(ExecutableItem(name, cid, "argument", f"{key}: {value!r}", verdict[0], [last],
+                                            f"{key} with {verdict[1]}"))
         if key == "_target_" or not isinstance(value, str):
             continue
         if value.startswith("$"):

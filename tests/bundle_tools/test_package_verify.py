@@ -223,7 +223,7 @@ def test_allowlists_are_exactly_what_the_bundles_use():
             obj = stack.pop()
             items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
             for k, v in items:
-                if k == "_target_":
+                if k == "_target_" or (isinstance(k, str) and k.endswith("#_target_")):
                     targets.add(v)
                 elif k in ("reader", "writer") and isinstance(v, str) and isinstance(obj, dict) and "_target_" in obj:
                     targets.add(cfg.get(v[1:]) if v.startswith("@") else v)
@@ -298,6 +298,11 @@ PAYLOADS = {
                                    "configs/inference.json", "../other/train.json"),
     "writer_by_name": (lambda b: _add_to_inference(b, seg_writer="monai.utils.misc.run_cmd"),
                        "configs/inference.json", "seg_writer: 'monai.utils.misc.run_cmd'"),
+    "nested_target_override": (lambda b: _add_to_inference(b, **{"network_def#_target_": "monai.utils.misc.run_cmd"}),
+                               "configs/inference.json", "monai.utils.misc.run_cmd"),
+    "nested_argument_override": (lambda b: _add_to_inference(b, **{"payload": {"_target_": "torch.load", "f": "x.pt"},
+                                                                  "payload#weights_only": False}),
+                                 "configs/inference.json", "weights_only"),
     "logging_conf_eval": (lambda b: _write(b, "configs/logging.conf", (
         REPO / "bundles/cotrain/configs/logging.conf").read_text().replace("args=()", "args=(__import__('os'),)")),
         "configs/logging.conf", "__import__('os')"),
