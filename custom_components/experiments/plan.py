@@ -28,8 +28,13 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["COST_MODEL", "MIN_WIDTH_PX", "WHOLE_IMAGE_LIMIT", "PATCH_SIZE", "MAX_ITERATIONS", "fingerprint",
-           "machine", "make_plan", "parse_duration", "structure_width"]
+__all__ = ["COST_MODEL", "MIN_WIDTH_PX", "WHOLE_IMAGE_LIMIT", "PATCH_SIZE", "MAX_ITERATIONS", "PlanError",
+           "bundle_ids", "fingerprint", "load_plan", "machine", "make_plan", "parse_duration", "plan_profile",
+           "structure_width"]
+
+
+class PlanError(ValueError):
+    """A plan the runner cannot use (missing, malformed, or asking for what the bundles cannot do yet)."""
 
 MIN_WIDTH_PX = 3.0
 """The thinnest labelled structure keeps at least this many pixels of width at the working resolution."""
@@ -261,3 +266,47 @@ def make_plan(fp: Mapping[str, Any], mach: Mapping[str, Any], time_budget_s: flo
                                    "cotrain": phase(iters, epoch_length=20)}},
         "cost_model": {**COST_MODEL, "seconds_per_iteration": t_iter, "device": dev},
     }
+
+
+def load_plan(path: str | Path) -> dict[str, Any]:
+    """Read a ``plan.json`` written by ``scripts/plan_dataset.py`` (``PlanError`` naming the file otherwise)."""
+    import json
+
+    p = Path(path)
+    if not p.is_file():
+        raise PlanError(f"{p}: no plan; make it with: python scripts/plan_dataset.py {p.parent} --time-budget 30m")
+    try:
+        plan = json.loads(p.read_text())
+        plan["patch"]["roi_size"], plan["iterations"]["budgets"]  # noqa: B018 - the keys the runner reads
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise PlanError(f"{p}: not a plan written by scripts/plan_dataset.py ({type(e).__name__}: {e}).") from e
+    return plan
+
+
+def bundle_ids(plan: Mapping[str, Any]) -> dict[str, Any]:
+    """The bundle ids a plan sets in every phase (``roi_size``, ``batch_size``, ``channels``): what a named
+    profile's ``bundles/<phase>/configs/profiles/<name>.json`` sets.
+
+    Raises:
+        PlanError: a 2D plan with patches and a sliding window (the 2D bundles resize whole images to ``roi_size``;
+            patch training in 2D is not wired yet). 3D bundles train on patches and predict with a sliding window.
+    """
+    dims = int(plan["fingerprint"]["spatial_dims"])
+    if plan["patch"]["inference"] == "sliding_window" and dims == 2:
+        raise PlanError(f"the plan trains 2D patches of {plan['patch']['roi_size']} with a sliding window "
+                        f"({plan['patch']['reason']}); the 2D bundles resize whole images, so this is not wired yet: "
+                        "use a named profile with --override '*:roi_size=[...]' meanwhile.")
+    return {"roi_size": [int(x) for x in plan["patch"]["roi_size"]], "batch_size": int(plan["batch_size"]["value"]),
+            "channels": [int(x) for x in plan["channels"]["value"]]}
+
+
+def plan_profile(plan: Mapping[str, Any]) -> Any:
+    """The runner's :class:`~custom_components.experiments.budget.Profile` named ``auto`` from a plan's budgets."""
+    from .budget import PhaseBudget, Profile
+    from .methods import PHASES
+
+    b = plan["iterations"]["budgets"]
+    return Profile("auto", {ph: PhaseBudget(**b[ph]) for ph in PHASES},
+                   num_threads=None if (plan.get("machine") or {}).get("gpu") else 1,
+                   description="settings planned from the dataset (plan.json)",
+                   spatial_dims=int(plan["fingerprint"]["spatial_dims"]))
