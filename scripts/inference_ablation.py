@@ -49,7 +49,7 @@ from custom_components.errors import UserError, run_cli
 from custom_components.experiments import report
 from custom_components.experiments.environment import environment_info, relative_path
 from custom_components.experiments.runner import EVAL_OVERRIDES_FILE, OVERRIDES_FILE, SETTINGS_FILE
-from custom_components.metrics.stats import compare_rows
+from custom_components.metrics.stats import compare_rows, format_interval, format_spread
 
 PHASE = "cotrain"
 
@@ -239,12 +239,11 @@ def markdown(rows: Sequence[Mapping[str, Any]], settings: Sequence[Mapping[str, 
         r = by[s["name"]]
         d, o = r["dice"], r["dice_over_seeds"]
         p = (r.get("paired") or {}).get(ref)
-        delta = "-" if not p or p["mean_diff"] is None else (
-            f"{100 * p['mean_diff']:+.2f} [{100 * p['ci_low']:+.2f}, {100 * p['ci_high']:+.2f}]")
+        delta = format_interval(p)
         thr = ", ".join(f"{thresholds[s['name']][sd]:.2f}" for sd in sorted(thresholds[s["name"]]))
         t = timing[s["name"]]["per_image_s"]
         lines.append(f"| {s['name']} | {s['passes']} | {','.join(map(str, r['seeds']))} | {r['num_test_cases']} | "
-                     f"{100 * d['mean']:.2f} ± {100 * d['std']:.2f} | {100 * o['mean']:.2f} ± {100 * o['std']:.2f} | "
+                     f"{100 * d['mean']:.2f} ± {100 * d['std']:.2f} | {format_spread(o, report.cases_per_seed(r))} | "
                      f"{delta} | {thr} | {t:.4f} | {t / ref_s:.2f} |")
     lines += ["", "## Runs", "", "| run | seed | selected at training | folder |", "|---|---|---|---|"]
     for run in info["runs"]:

@@ -37,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", required=True, help="the dataset's datalist.json (with 'cases') or its folder")
     p.add_argument("--name", default=None, help="dataset name in outputs (default: the dataset folder's name)")
-    p.add_argument("--profile", choices=available_profiles(), default="quick")
+    p.add_argument("--profile", choices=[*available_profiles(), "auto"], default="quick",
+                   help="a named profile (the benchmarks), or auto: the dataset's plan.json (scripts/plan_dataset.py)")
+    p.add_argument("--plan", default=None, help="--profile auto: the plan file (default <dataset dir>/plan.json)")
     p.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS),
                    help="; ".join(f"{m.name}: {m.description}" for m in METHODS.values()))
     p.add_argument("--ratios", nargs="+", type=float, default=[0.1], help="labelled ratios in (0, 1]")
@@ -88,7 +90,7 @@ def settings_from_args(args: argparse.Namespace) -> RunnerSettings:
         RunnerError: a malformed ``--override`` / ``--iterations`` or a setting out of range.
     """
     return RunnerSettings(
-        dataset=Path(args.dataset), name=args.name, profile=args.profile, methods=list(args.methods),
+        dataset=Path(args.dataset), name=args.name, profile=args.profile, plan=args.plan, methods=list(args.methods),
         ratios=list(args.ratios), seeds=list(args.seeds), seed_ratios=parse_seed_ratios(args.seed_ratios),
         protocols=list(args.protocol), largest_cc=True if args.largest_cc else None, rounds=args.rounds,
         round_mode=args.round_mode, backbone=args.backbone, round_batch=args.round_batch,

@@ -13,6 +13,9 @@ Rules (all tested):
 - official splits: ``official_test`` ids become the test split; with ``official_train`` the training pool keeps
   that list's order, validation is a seeded sample taken outside the first ``val_protect_fraction`` of the list,
   and labelled = the first N remaining ids (the ``la_uamt`` protocol: 4/8/16 of 80 for ratio 0.05/0.1/0.2).
+- few labels (``make_folds``): k-fold cross-validation over the labelled cases; each is tested exactly once, the
+  unlabelled pool only ever trains, and a validation carve-out under ``MIN_VALIDATION`` cases is dropped
+  (``"selection": "last"``).
 """
 
 from __future__ import annotations
@@ -32,7 +35,13 @@ from custom_components.errors import UserError
 class SplitError(UserError, ValueError):
     """A dataset cannot be split as asked; the message names the datalist or list file and the problem."""
 
-__all__ = ["SplitError", "make_split", "write_split", "split_filename", "case_id", "read_id_list"]
+__all__ = ["SplitError", "make_split", "make_folds", "write_split", "split_filename", "fold_filename", "case_id",
+           "read_id_list", "MIN_VALIDATION", "FEW_LABELS"]
+
+MIN_VALIDATION = 3
+"""Fewest validation cases worth selecting a checkpoint on; below, the last checkpoint is kept."""
+FEW_LABELS = 20
+"""At or below this many labelled cases, cross-validation (``make_folds``) is the honest protocol."""
 
 _META_KEYS = ("name", "spatial_dims", "num_classes", "in_channels", "spacing", "labels", "source", "image_size")
 _EXTS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg", ".h5")
@@ -95,6 +104,11 @@ def split_filename(labeled_ratio: float, seed: int, labeled_first_n: int | None 
     if labeled_first_n is not None:
         return f"datalist_n{int(labeled_first_n)}_s{int(seed)}.json"
     return f"datalist_r{float(labeled_ratio):g}_s{int(seed)}.json"
+
+
+def fold_filename(num_folds: int, fold: int, seed: int) -> str:
+    """File name of one cross-validation fold's datalist: ``datalist_cv<k>_f<i>_s<seed>.json``."""
+    return f"datalist_cv{int(num_folds)}_f{int(fold)}_s{int(seed)}.json"
 
 
 def _round(x: float) -> int:
@@ -338,3 +352,70 @@ def write_split(
         out[key] = lst
     path.write_text(json.dumps(out, indent=2))
     return path
+
+
+def make_folds(
+    datalist_or_cases: str | Path | Mapping[str, Any] | Sequence[Mapping[str, Any]],
+    num_folds: int = 5,
+    seed: int = 0,
+    val_fraction: float = 0.2,
+) -> list[dict[str, Any]]:
+    """k-fold cross-validation over the labelled cases (the few-label protocol of ``docs/your_data.md``).
+
+    One seeded permutation of the labelled cases is cut into ``k = min(num_folds, n)`` folds of sizes differing by at
+    most one (``n < num_folds``: one case per fold). Fold ``i``'s cases are its ``test`` split; the other labelled
+    cases train, with the whole unlabelled pool as ``unlabeled``; validation is the first
+    ``round(val_fraction * n_train)`` training cases of the seeded order, and when that would be under
+    ``MIN_VALIDATION`` cases there is none: ``validation`` is empty and ``"selection": "last"`` (the last checkpoint
+    is kept), else ``"selection": "best"``.
+
+    Args:
+        datalist_or_cases: as for :func:`make_split` (its ``"unlabeled"`` list is the unlabelled pool).
+        num_folds: wanted number of folds (``k``).
+        seed: seed of the permutation.
+        val_fraction: validation fraction of each training fold's labelled cases, in [0, 1).
+
+    Returns:
+        one datalist per fold (keys of :func:`make_split` plus ``fold``, ``num_folds``, ``selection``).
+
+    Raises:
+        SplitError: fewer than 2 labelled cases, ``num_folds < 2`` or ``val_fraction`` out of range.
+    """
+    if num_folds < 2:
+        raise SplitError(f"--folds must be >= 2, got {num_folds}.")
+    if not 0.0 <= val_fraction < 1.0:
+        raise SplitError(f"val_fraction must be in [0, 1), got {val_fraction}.")
+    data, cases = _load(datalist_or_cases)
+    by_id = {case_id(c): c for c in cases}
+    if len(by_id) != len(cases):
+        raise SplitError("make_folds: duplicate case ids among the labelled cases.")
+    if len(by_id) < 2:
+        raise SplitError(f"make_folds: {len(by_id)} labelled case: cross-validation needs at least 2.")
+    ids = sorted(by_id)
+    perm = [ids[i] for i in np.random.default_rng(int(seed)).permutation(len(ids))]
+    k = min(int(num_folds), len(ids))
+    folds = [perm[i::k] for i in range(k)]  # sizes differ by at most one
+    pool = _pool(data)
+    out = []
+    for i, test in enumerate(folds):
+        train = [c for c in perm if c not in set(test)]
+        n_val = _round(val_fraction * len(train))
+        if n_val < MIN_VALIDATION:
+            n_val = 0
+        val, lab = train[:n_val], train[n_val:]
+        d: dict[str, Any] = {key: data[key] for key in _META_KEYS if key in data}
+        d.update({
+            "seed": int(seed),
+            "labeled_ratio": 1.0,
+            "fold": i,
+            "num_folds": k,
+            "selection": "best" if val else "last",
+            "split": {"cross_validation": True, "val_fraction": val_fraction, "num_labeled": len(lab),
+                      "num_unlabeled_pool": len(pool)},
+            "labeled": [dict(by_id[c]) for c in lab],
+            "unlabeled": [dict(c) for c in pool],
+            "validation": [dict(by_id[c]) for c in val],
+            "test": [dict(by_id[c]) for c in test],
+        })
+        out.append(d)
+    return out

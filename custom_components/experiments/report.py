@@ -8,6 +8,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from custom_components.metrics.stats import MIN_CASES, TOO_SMALL, format_interval, format_spread, interval_ok
+
 from .environment import relative_path
 from .methods import METHODS
 
@@ -171,14 +173,11 @@ def format_markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
             cd = r.get("class_dice") or {}
             cells.append(", ".join(f"{c} " + ("n/a" if v.get("mean") is None else f"{100 * v['mean']:.1f}")
                                    for c, v in cd.items()) or "-")
-        seeds = r.get("dice_over_seeds") or {}
-        cells.append("n/a" if seeds.get("mean") is None else f"{100 * seeds['mean']:.2f} ± {100 * seeds['std']:.2f}")
+        cells.append(format_spread(r.get("dice_over_seeds"), cases_per_seed(r)))
         gap = r.get("gap_closed")
         cells.append("-" if gap is None else f"{100 * gap:.0f} %")
         for ref in refs:
-            pb = (r.get("paired") or {}).get(ref) or {}
-            cells.append("-" if pb.get("mean_diff") is None else
-                         f"{100 * pb['mean_diff']:+.2f} [{100 * pb['ci_low']:+.2f}, {100 * pb['ci_high']:+.2f}]")
+            cells.append(format_interval((r.get("paired") or {}).get(ref)))
         sels = r.get("selection") or []
         cells.append(", ".join(f"{s.get('network')} @ {float(s.get('threshold', 0.5)):.2f}"
                                + (f" (test window: {float(s['test_threshold']):.2f})" if "test_threshold" in s else "")
@@ -189,11 +188,39 @@ def format_markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def cases_per_seed(row: Mapping[str, Any]) -> int:
+    """Test cases behind each seed's score of an aggregated row (the fewest, over its seeds)."""
+    per_seed: dict[str, int] = {}
+    for k in row.get("case_dice") or {}:
+        per_seed[k.split("/", 1)[0]] = per_seed.get(k.split("/", 1)[0], 0) + 1
+    if per_seed:
+        return min(per_seed.values())
+    return int(row.get("num_test_cases") or 0) // max(1, len(row.get("seeds") or [1]))
+
+
+def few_label_warnings(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Warnings about the evidence itself: fewer than 3 labelled training cases, fewer than ``MIN_CASES`` test
+    cases (no interval is printed then)."""
+    out = []
+    for r in rows:
+        few = [n for n in r.get("num_labeled") or [] if n is not None and int(n) < 3]
+        if few:
+            out.append(f"{r['method']} at {_ratio_label(r)}: only {'/'.join(map(str, few))} labelled case(s) "
+                       "trained (fewer than 3): its scores say little about the method.")
+        n = cases_per_seed(r)
+        if not interval_ok(n):
+            out.append(f"{r['method']} at {_ratio_label(r)}: {n} test case(s) per seed (fewer than {MIN_CASES}): "
+                       f"no interval or spread is printed ({TOO_SMALL}); use cross-validation "
+                       "(`make_split.py --folds`).")
+    return out
+
+
 def headline(rows: Sequence[Mapping[str, Any]], reference: str = "supervised") -> str | None:
     """One sentence per protocol table: does each method beat ``reference`` at each labelled ratio?
 
     "beats" / "is below" when the paired 95 % interval of the per-case Dice difference excludes 0, "is within
-    noise of" otherwise (``compare_rows``'s ``paired``).
+    noise of" otherwise (``compare_rows``'s ``paired``); from fewer than ``MIN_CASES`` paired cases no verdict and
+    no interval: "cannot be compared with ... (n too small)".
 
     Args:
         rows: rows of one protocol after ``compare_rows``.
@@ -207,6 +234,12 @@ def headline(rows: Sequence[Mapping[str, Any]], reference: str = "supervised") -
     for r in sorted(rows, key=lambda x: (x["ratio"], order.index(_base(x)) if _base(x) in order else len(order))):
         pb = (r.get("paired") or {}).get(reference) or {}
         if pb.get("mean_diff") is None:
+            continue
+        n = pb.get("n_cases", pb.get("n"))
+        if not interval_ok(n) or pb.get("ci_low") is None:
+            parts.append(f"{r['method']} cannot be compared with {reference} at {_ratio_label(r)} labelled "
+                         f"({100 * pb['mean_diff']:+.1f} Dice points from n = {n} test case(s): "
+                         f"{TOO_SMALL})")
             continue
         verdict = ("beats" if pb["ci_low"] > 0 else "is below" if pb["ci_high"] < 0 else "is within noise of")
         parts.append(f"{r['method']} {verdict} {reference} at {_ratio_label(r)} labelled "
@@ -266,6 +299,9 @@ def write_markdown(path: Path, dataset: str, tables: Mapping[str, Sequence[Mappi
         lines += [f"**Test Dice, protocol `{proto}`: {v}** (paired 95 % intervals over the test "
                   "cases)" for proto, v in verdicts if v]
         lines.append("")
+    evidence = [w for rows in tables.values() for w in few_label_warnings(rows)]
+    if evidence:
+        lines += ["## Warning: little evidence", ""] + [f"- {w}" for w in dict.fromkeys(evidence)] + [""]
     lines += ["## Command", "", "```", command, "```", ""]
     lines += ["## Setting", ""]
     for k, v in settings.items():

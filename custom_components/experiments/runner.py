@@ -134,7 +134,8 @@ class RunnerSettings:
     Args:
         dataset: the dataset's ``datalist.json`` (with ``"cases"``) or its folder.
         name: dataset name in outputs (default: the dataset folder's name).
-        profile: profile name (``budget.available_profiles()``).
+        profile: profile name (``budget.available_profiles()``), or ``auto``: the settings of the dataset's plan
+            (``plan``, default ``<dataset_dir>/plan.json`` from ``scripts/plan_dataset.py``).
         methods: registered method names (``methods.METHODS``).
         ratios: labelled ratios in (0, 1].
         seeds: split seeds (also the training seeds).
@@ -163,6 +164,7 @@ class RunnerSettings:
             ``ratios``. Set it to the smallest ratio of an earlier call on the same work folder, so that an ablation
             at one ratio reuses that call's phase 1 instead of training its own; it must not exceed any ratio of
             this call (the nested splits then give the probe no label a run lacks).
+        plan: the ``plan.json`` of ``--profile auto`` (default: next to the dataset's ``datalist.json``).
 
     Raises:
         RunnerError: a setting out of range (checked when the object is made).
@@ -193,6 +195,7 @@ class RunnerSettings:
     jobs: int = 1
     force: bool = False
     phase1_ratio: float | None = None
+    plan: Path | None = None
 
     def __post_init__(self) -> None:
         self.dataset, self.work_dir, self.results_dir = Path(self.dataset), Path(self.work_dir), Path(self.results_dir)
@@ -209,7 +212,7 @@ class RunnerSettings:
         if self.phase1_ratio is not None and not 0.0 < float(self.phase1_ratio) <= r_min:
             raise RunnerError(f"--phase1-ratio {self.phase1_ratio}: must be in (0, {r_min:g}] (the smallest "
                               "of --ratios), so that phase 1's probe sees no label a run lacks.")
-        if self.profile not in available_profiles():
+        if self.profile not in [*available_profiles(), "auto"]:
             raise RunnerError(f"--profile {self.profile!r}: unknown; available: {available_profiles()}.")
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown:
@@ -425,7 +428,23 @@ class Experiment:
         self.name = s.name or self.datalist.parent.name
         self.work = Path(s.work_dir).resolve() / self.name
         self.results_dir = Path(s.results_dir).resolve()
-        self.profile: Profile = load_profile(s.profile).with_iterations(s.iterations)
+        self.plan_ids: dict[str, Any] = {}  # --profile auto: the plan's bundle ids (a named profile's bundle file)
+        self.plan_path: Path | None = None
+        self.plan_reasons: dict[str, str] = {}
+        if s.profile == "auto":  # one source of settings: the dataset's plan.json (scripts/plan_dataset.py)
+            from .plan import PlanError, bundle_ids, load_plan, plan_profile
+
+            self.plan_path = Path(s.plan) if s.plan else self.datalist.parent / "plan.json"
+            try:
+                plan = load_plan(self.plan_path)
+                self.plan_reasons = {k: plan[k]["reason"] for k in ("resolution", "patch", "batch_size", "channels",
+                                                                       "iterations") if k in plan}
+                self.plan_ids = bundle_ids(plan)
+                self.profile: Profile = plan_profile(plan).with_iterations(s.iterations)
+            except PlanError as e:
+                raise RunnerError(f"--profile auto: {e}") from e
+        else:
+            self.profile = load_profile(s.profile).with_iterations(s.iterations)
         if self.profile.spatial_dims is not None and self.profile.spatial_dims != self.spatial_dims:
             raise RunnerError(f"--profile {s.profile}: made for {self.profile.spatial_dims}D data, but {self.datalist} "
                               f"is {self.spatial_dims}D.")
@@ -484,6 +503,7 @@ class Experiment:
         """
         user = overrides_for(phase, self.overrides)
         s: dict[str, Any] = self.data_overrides()
+        s.update(self.plan_ids)  # --profile auto: where a named profile stacks its bundle file
         s["seed"] = int(split["seed"])
         s.update(extra)
         files = self.bundle_files(phase, BUNDLES_DIR / phase / "configs", ["train.json"])
@@ -809,7 +829,9 @@ class Experiment:
             "backbone": s.backbone, "round_batch (full)": s.round_batch,
             "overrides": [f"{p}:{k}={json.dumps(v)}" for p, k, v in self.overrides],
             "profile budgets": {k: vars(v) for k, v in self.profile.phases.items()},
-            "profile bundle settings": f"bundles/<phase>/configs/profiles/{s.profile}.json",
+            "profile bundle settings": (f"{relative_path(self.plan_path)}: {json.dumps(self.plan_ids)}"
+                                        if self.plan_path else f"bundles/<phase>/configs/profiles/{s.profile}.json"),
+            **{f"plan: {k}": v for k, v in self.plan_reasons.items()},
             "splits": {f"r{report.ratio_tag(r)}_s{sd}": relative_path(p) for (r, sd), p in splits.items()},
             "wall time of this call (s)": round(total_s, 1),
         }

@@ -6,7 +6,10 @@
   same image) with a seeded percentile bootstrap interval (``scipy.stats.bootstrap``, ``paired=True``: case indices
   resampled with replacement);
 - :func:`gap_closed`: the fraction of the reference-to-upper-bound gap a method closes;
-- :func:`compare_rows`: all of the above for the runner's aggregated rows of one ratio.
+- :func:`compare_rows`: all of the above for the runner's aggregated rows of one ratio;
+- :func:`format_interval` / :func:`format_spread`: the printed forms, which say "n too small" instead of an
+  interval or a spread from fewer than :data:`MIN_CASES` cases (an interval from 1-4 cases is noise that looks
+  like evidence).
 """
 
 from __future__ import annotations
@@ -18,7 +21,54 @@ from typing import Any
 import numpy as np
 import scipy.stats
 
-__all__ = ["seed_spread", "paired_bootstrap", "gap_closed", "compare_rows"]
+__all__ = ["MIN_CASES", "TOO_SMALL", "seed_spread", "paired_bootstrap", "gap_closed", "compare_rows",
+           "interval_ok", "format_interval", "format_spread"]
+
+MIN_CASES = 5
+"""Fewest cases an interval or a spread is printed from."""
+TOO_SMALL = "n too small"
+
+
+def interval_ok(n: Any) -> bool:
+    """Whether ``n`` cases are enough to print an interval or a spread (``n >= MIN_CASES``)."""
+    return n is not None and int(n) >= MIN_CASES
+
+
+def format_interval(pb: Mapping[str, Any] | None, scale: float = 100.0, digits: int = 2) -> str:
+    """``"+1.23 [+0.10, +2.40]"`` for a :func:`paired_bootstrap` result; ``"+1.23 (n = 4: n too small)"`` from
+    fewer than :data:`MIN_CASES` paired cases; ``"-"`` without a shared case.
+
+    Args:
+        pb: the result of :func:`paired_bootstrap` (or ``None``).
+        scale: factor applied to the numbers (100: Dice points).
+        digits: decimals.
+    """
+    if not pb or pb.get("mean_diff") is None:
+        return "-"
+    f = f"{{:+.{digits}f}}"
+    mean = f.format(scale * pb["mean_diff"])
+    n = pb.get("n_cases", pb.get("n"))
+    if not interval_ok(n) or pb.get("ci_low") is None:
+        return f"{mean} (n = {n}: {TOO_SMALL})"
+    return f"{mean} [{f.format(scale * pb['ci_low'])}, {f.format(scale * pb['ci_high'])}]"
+
+
+def format_spread(stat: Mapping[str, Any] | None, n_cases: Any, scale: float = 100.0, digits: int = 2) -> str:
+    """``"mean ± std"`` of a :func:`seed_spread`; ``"mean (n = 4: n too small)"`` when the scores come from fewer
+    than :data:`MIN_CASES` test cases; ``"n/a"`` without a value.
+
+    Args:
+        stat: ``{"mean", "std"}``.
+        n_cases: number of test cases behind the scores (per seed).
+        scale: factor applied to the numbers.
+        digits: decimals.
+    """
+    if not stat or stat.get("mean") is None:
+        return "n/a"
+    mean = f"{scale * stat['mean']:.{digits}f}"
+    if not interval_ok(n_cases):
+        return f"{mean} (n = {n_cases}: {TOO_SMALL})"
+    return f"{mean} ± {scale * stat['std']:.{digits}f}"
 
 
 def seed_spread(values: Sequence[float]) -> dict[str, Any]:
@@ -34,7 +84,8 @@ def seed_spread(values: Sequence[float]) -> dict[str, Any]:
 
 
 def paired_bootstrap(
-    a: Mapping[str, float], b: Mapping[str, float], num_samples: int = 10000, seed: int = 0, level: float = 0.95
+    a: Mapping[str, float], b: Mapping[str, float], num_samples: int = 10000, seed: int = 0, level: float = 0.95,
+    min_cases: int = MIN_CASES,
 ) -> dict[str, Any]:
     """Mean paired difference ``a - b`` over the cases both have, with a percentile bootstrap interval.
 
@@ -44,9 +95,12 @@ def paired_bootstrap(
         num_samples: bootstrap resamples.
         seed: seed of the resampling (the interval is a deterministic function of the inputs and the seed).
         level: coverage of the interval.
+        min_cases: fewest shared cases an interval is computed from (below: ``ci_low`` / ``ci_high`` are ``None``).
 
     Returns:
-        ``{"mean_diff", "ci_low", "ci_high", "n", "level"}`` (``None`` values when no case is shared).
+        ``{"mean_diff", "ci_low", "ci_high", "n", "n_cases", "level"}``: ``n`` pairs, ``n_cases`` distinct test
+        cases (the part of an id after ``"<seed>/"``); ``None`` values when no case is shared; ``ci_low`` /
+        ``ci_high`` are ``None`` from fewer than ``min_cases`` distinct cases: no interval, "n too small").
 
     Raises:
         ValueError: ``level`` not in (0, 1) or ``num_samples < 1``.
@@ -61,6 +115,10 @@ def paired_bootstrap(
     av = np.array([float(a[k]) for k in keys], dtype=np.float64)
     bv = np.array([float(b[k]) for k in keys], dtype=np.float64)
     d = av - bv
+    n_cases = len({k.split("/", 1)[-1] for k in keys})  # distinct test cases: seeds of one image are not new cases
+    if n_cases < min_cases:
+        return {"mean_diff": float(d.mean()), "ci_low": None, "ci_high": None, "n": len(d), "n_cases": n_cases,
+                "level": level}
     if len(d) == 1:  # one case: every resample is that case (scipy needs two observations)
         lo = hi = float(d[0])
     else:
@@ -69,7 +127,8 @@ def paired_bootstrap(
             confidence_level=level, method="percentile", rng=np.random.default_rng(seed),
         )
         lo, hi = res.confidence_interval
-    return {"mean_diff": float(d.mean()), "ci_low": float(lo), "ci_high": float(hi), "n": len(d), "level": level}
+    return {"mean_diff": float(d.mean()), "ci_low": float(lo), "ci_high": float(hi), "n": len(d), "n_cases": n_cases,
+            "level": level}
 
 
 def _mean_difference(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:

@@ -7,7 +7,16 @@ import json
 import pytest
 from monai.data import load_decathlon_datalist
 
-from custom_components.data.splits import case_id, make_split, read_id_list, split_filename, write_split
+from custom_components.data.splits import (
+    SplitError,
+    case_id,
+    fold_filename,
+    make_folds,
+    make_split,
+    read_id_list,
+    split_filename,
+    write_split,
+)
 
 
 def _cases(n: int) -> list[dict]:
@@ -158,3 +167,52 @@ def test_no_validation_or_no_labelled_case_is_an_error(tmp_path):
     p.write_text(json.dumps({"cases": [], "unlabeled": [{"image": "imagesTr/u.png"}]}))
     with pytest.raises(SplitError, match=r"datalist\.json: make_split: no labelled case \(1 unlabelled images\)"):
         make_split(p, 1.0)
+
+
+# ------------------------------------------------------------------------------------------- cross-validation folds
+@pytest.mark.parametrize("n_lab", [2, 4, 7, 12, 20])
+def test_folds_test_each_labelled_case_once_and_never_an_unlabelled_image(n_lab):
+    data = _dataset_with_pool(n_lab, 16)
+    folds = make_folds(data, num_folds=5, seed=3)
+    assert len(folds) == min(5, n_lab) and [f["fold"] for f in folds] == list(range(len(folds)))
+    labelled = sorted(_imgs(data["cases"]))
+    tested = [i for f in folds for i in _imgs(f["test"])]
+    assert sorted(tested) == labelled  # every labelled case tested exactly once
+    sizes = [len(f["test"]) for f in folds]
+    assert max(sizes) - min(sizes) <= 1
+    pool = sorted(_imgs(data["unlabeled"]))
+    for f in folds:
+        train = _imgs(f["labeled"]) + _imgs(f["validation"])
+        assert not set(_imgs(f["test"])) & set(train)  # the fold's test cases never train
+        assert sorted(train + _imgs(f["test"])) == labelled  # the other labelled cases all train
+        assert sorted(_imgs(f["unlabeled"])) == pool and not set(pool) & set(_imgs(f["test"]))
+        assert all("label" not in e for e in f["unlabeled"]) and f["labeled_ratio"] == 1.0
+
+
+def test_four_labelled_images_make_four_folds_of_one_without_validation():
+    folds = make_folds(_dataset_with_pool(4, 16), num_folds=5, seed=0)
+    assert len(folds) == 4 and all(f["num_folds"] == 4 for f in folds)
+    assert [len(f["test"]) for f in folds] == [1, 1, 1, 1]
+    for f in folds:  # 3 training cases: a carve-out of 1 would be noise, so no selection
+        assert f["validation"] == [] and len(f["labeled"]) == 3 and f["selection"] == "last"
+    assert fold_filename(4, 2, 0) == "datalist_cv4_f2_s0.json"
+
+
+def test_fold_validation_carve_out_rule():
+    """Validation = round(0.2 x training fold) when that is at least 3 cases, else none (the last checkpoint)."""
+    f20 = make_folds(_dataset_with_pool(20, 0), num_folds=5, seed=0)  # 16 train -> 3 validation, 13 labelled
+    assert all(len(f["validation"]) == 3 and len(f["labeled"]) == 13 and f["selection"] == "best" for f in f20)
+    f10 = make_folds(_dataset_with_pool(10, 0), num_folds=5, seed=0)  # 8 train -> 2 (< 3): none
+    assert all(f["validation"] == [] and len(f["labeled"]) == 8 and f["selection"] == "last" for f in f10)
+    f10b = make_folds(_dataset_with_pool(10, 0), num_folds=5, seed=0, val_fraction=0.4)  # 8 train -> 3
+    assert all(len(f["validation"]) == 3 and f["selection"] == "best" for f in f10b)
+    for f in f20:
+        assert not set(_imgs(f["validation"])) & set(_imgs(f["test"]) + _imgs(f["labeled"]))
+
+
+def test_folds_are_deterministic_per_seed():
+    data = _dataset_with_pool(9, 5)
+    a, b, c = (make_folds(data, seed=s) for s in (1, 1, 2))
+    assert a == b and [_imgs(f["test"]) for f in a] != [_imgs(f["test"]) for f in c]
+    with pytest.raises(SplitError, match="at least 2"):
+        make_folds(_dataset_with_pool(1, 5))

@@ -152,7 +152,8 @@ def test_table_has_seed_spread_gap_closed_and_paired_intervals(tmp_path):
     from custom_components.metrics.stats import compare_rows
 
     runs = []
-    per = {"supervised": ([0.5, 0.6], [0.4, 0.5]), "cps": ([0.6, 0.7], [0.5, 0.6]), "upper": ([0.9, 0.9], [0.8, 0.8])}
+    per = {"supervised": ([0.5, 0.6, 0.5, 0.6, 0.55], [0.4, 0.5, 0.4, 0.5, 0.45]),
+           "cps": ([0.6, 0.7, 0.6, 0.7, 0.65], [0.5, 0.6, 0.5, 0.6, 0.55]), "upper": ([0.9] * 5, [0.8] * 5)}
     for method, seeds in per.items():
         for seed, dice in enumerate(seeds):
             m = _fake_metrics(tmp_path / f"{method}{seed}.json", "clean", dice)
@@ -162,7 +163,7 @@ def test_table_has_seed_spread_gap_closed_and_paired_intervals(tmp_path):
                                        "curve": {"thresholds": [0.1, 0.5, 0.9], "dice": [0.2, 0.5, 0.4]}}})
     rows = compare_rows(rx.aggregate(runs, "clean"), num_samples=500)
     cps = next(r for r in rows if r["method"] == "cps")
-    assert cps["case_dice"] == {"0/c0": 0.6, "0/c1": 0.7, "1/c0": 0.5, "1/c1": 0.6}  # paired by seed and case
+    assert len(cps["case_dice"]) == 10 and cps["case_dice"]["0/c1"] == 0.7 and cps["case_dice"]["1/c0"] == 0.5
     table = rx.format_markdown_table(rows).strip().splitlines()
     assert "Dice over seeds (%)" in table[0] and "gap closed" in table[0] and "Δ Dice vs supervised" in table[0]
     line = next(ln for ln in table if ln.startswith("| cps "))
@@ -178,3 +179,31 @@ def test_table_has_seed_spread_gap_closed_and_paired_intervals(tmp_path):
         if r["method"] == "cps":
             r["paired"]["supervised"].update(mean_diff=0.01, ci_low=-0.02, ci_high=0.04)
     assert "cps is within noise of supervised" in rx.headline(rows)
+
+
+@pytest.mark.parametrize("n", [1, 4, 5])
+def test_no_interval_and_no_verdict_from_fewer_than_five_test_cases(tmp_path, n):
+    """A table and the one-line verdict from n test cases: n = 1 or 4 print "n too small" (no interval, no spread,
+    no "beats"; a warning at the top of the page); n = 5 prints the interval and the verdict."""
+    from custom_components.metrics.stats import TOO_SMALL, compare_rows
+
+    runs = []
+    for method, base in (("supervised", 0.5), ("full", 0.7)):  # full: +20 on every case
+        for seed in (0, 1):
+            m = _fake_metrics(tmp_path / f"{method}{seed}.json", "clean", [base + 0.01 * i - 0.05 * seed
+                                                                           for i in range(n)])
+            runs.append({"method": method, "ratio": 1.0, "seed": seed, "num_labeled": 2 if n == 1 else 4,
+                         "metrics": {"clean": str(m)}})
+    rows = compare_rows(rx.aggregate(runs, "clean"), num_samples=500)
+    line = next(ln for ln in rx.format_markdown_table(rows).splitlines() if ln.startswith("| full "))
+    verdict = rx.headline(rows)
+    md = rx.write_markdown(tmp_path / "r.md", "fake", {"clean": rows}, {}, "cmd", {}, runs).read_text()
+    if n < 5:
+        assert line.count(TOO_SMALL) == 2 and "[" not in line and "±" not in line.split("|")[9]
+        assert "beats" not in verdict and TOO_SMALL in verdict and "[" not in verdict
+        assert "cannot be compared with supervised" in verdict
+        assert "## Warning: little evidence" in md and f"{n} test case(s) per seed" in md
+    else:
+        assert TOO_SMALL not in line and "+20.00 [+20.00, +20.00]" in line and "69.50 ± 3.54" in line
+        assert verdict.startswith("full beats supervised") and TOO_SMALL not in md
+    assert ("only 2 labelled case(s) trained (fewer than 3)" in md) == (n == 1)

@@ -491,3 +491,33 @@ def test_dataset_warnings_are_carried_into_every_run(cases_datalist, tmp_path, m
     monkeypatch.setattr(exp, "report", lambda total, splits: exp.runs)
     runs = exp.run()
     assert runs and all(any("every mask is empty" in w for w in r["warnings"]) for r in runs)
+
+
+def test_profile_auto_takes_every_setting_from_the_plan(cases_datalist, tmp_path):
+    """``--profile auto``: the plan's roi_size / batch / widths in every phase's ids (user overrides still win), its
+    iteration budgets in the schedule, no named profile file stacked; no plan or a 2D patch plan is an error."""
+    from custom_components.experiments.plan import make_plan
+
+    dl = cases_datalist(tmp_path, 40)
+    with pytest.raises(RunnerError, match="plan_dataset.py"):
+        Experiment(_args(tmp_path, dl, profile="auto"), "cmd")
+    fp = {"spatial_dims": 2, "median_size": [200, 150], "num_labeled": 40, "structure_width_px": {"1": 30.0}}
+    plan = make_plan(fp, {"cores": 2, "gpu": None}, 3 * 3600)
+    (dl.parent / "plan.json").write_text(json.dumps(plan))
+    exp = Experiment(_args(tmp_path, dl, profile="auto", override=["cotrain:batch_size=2"]), "cmd")
+    split = json.loads(rx.write_splits(dl, tmp_path / "sp", [0.5], [0])[(0.5, 0)].read_text())
+    n_lab = len(split["labeled"])
+    sup = exp.phase_settings("supervised", split, {})
+    assert sup["roi_size"] == [208, 160] and sup["channels"] == [16, 32, 64] and sup["batch_size"] == 8
+    iters = plan["iterations"]["value"]
+    assert sup["max_epochs"] == math.ceil(iters / math.ceil(n_lab / 8))
+    co = exp.phase_settings("cotrain", split, {})
+    assert co["batch_size"] == 2 and co["roi_size"] == [208, 160]  # the user's override wins over the plan
+    assert co["max_epochs"] * co["epoch_length"] >= iters  # the same iterations as supervised
+    files = [f.name for f in exp.config_list(tmp_path / "p", "cotrain", ["train.json", rx.OVERRIDES_FILE])]
+    assert files == ["train.json", rx.OVERRIDES_FILE]
+    assert exp.plan_reasons["resolution"] == plan["resolution"]["reason"]
+    thin = make_plan({**fp, "median_size": [1024, 1024], "structure_width_px": {"1": 2.0}}, {"cores": 2}, 3600)
+    (dl.parent / "plan.json").write_text(json.dumps(thin))
+    with pytest.raises(RunnerError, match="sliding window .* not wired yet"):
+        Experiment(_args(tmp_path, dl, profile="auto"), "cmd")

@@ -53,3 +53,34 @@ def test_make_split_real_pool_and_id_lists(tmp_path, capsys):
     d = json.loads((tmp_path / "splits" / "datalist_r1_s0.json").read_text())
     assert [e["id"] for e in d["test"]] == ["c0", "c1"] and [e["id"] for e in d["validation"]] == ["c5"]
     assert [e["image"] for e in d["unlabeled"]] == [f"../imagesTr/u{i}.png" for i in range(20)]
+
+
+def _four_labelled(tmp_path):
+    cases = [{"image": f"imagesTr/c{i}.png", "label": f"labelsTr/c{i}.png"} for i in range(4)]
+    pool = [{"image": f"imagesTr/u{i}.png"} for i in range(16)]
+    (tmp_path / "datalist.json").write_text(json.dumps({"name": "mine", "cases": cases, "unlabeled": pool}))
+    return tmp_path / "datalist.json"
+
+
+def test_ratio_split_of_four_labelled_images_warns_and_points_to_folds(tmp_path, capsys):
+    assert load_script("make_split").main([str(_four_labelled(tmp_path)), "--ratio", "1.0"]) == 0
+    cap = capsys.readouterr()
+    assert "labeled 2, unlabeled 16, validation 1, test 1" in cap.out
+    assert "WARNING: test has 1 case(s) and validation has 1 case(s) (fewer than 5)" in cap.err
+    assert "--folds 5" in cap.err
+
+
+def test_folds_write_one_datalist_per_fold(tmp_path, capsys):
+    dl = _four_labelled(tmp_path)
+    assert load_script("make_split").main([str(dl), "--cv", "--seed", "0"]) == 0
+    cap = capsys.readouterr()
+    assert "WARNING" not in cap.err and cap.out.count("no validation: the last checkpoint is kept") == 4
+    tested = []
+    for i in range(4):
+        d = json.loads((tmp_path / "splits" / f"datalist_cv4_f{i}_s0.json").read_text())
+        assert d["selection"] == "last" and len(d["test"]) == 1 and len(d["unlabeled"]) == 16
+        assert (tmp_path / "splits" / d["test"][0]["image"]).parent.name == "imagesTr"  # paths rewritten
+        tested += [e["image"] for e in d["test"]]
+    assert len(set(tested)) == 4 and not (tmp_path / "splits" / "datalist_cv4_f4_s0.json").exists()
+    with pytest.raises(SystemExit):
+        load_script("make_split").main([str(dl)])  # neither --ratio nor --folds
