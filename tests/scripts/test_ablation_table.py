@@ -32,21 +32,22 @@ def test_page_merges_the_ablations_of_separate_calls(tmp_path, capsys):
     work = tmp_path / "ph2"
     for s in (0, 1, 2):
         _run(work, "supervised", 0.1, s, [0.5, 0.6, 0.7])
-        _run(work, "cps", 0.1, s, [0.6, 0.7, 0.8])
+        _run(work, "cps_diffusion", 0.1, s, [0.6, 0.7, 0.8])
         _run(work, "upper", 1.0, s, [0.9, 0.9, 0.9])
     _run(work, "full_R1", 0.1, 0, [0.7, 0.8, 0.9])  # one seed finished
     _run(work, "full_R1", 0.2, 0, [0.1, 0.1, 0.1])  # another ratio: left out
     page = tmp_path / "abl.md"
-    assert run_cli(ablation_table.main, ["--work-dir", str(work), "--ratio", "0.1", "--methods", "supervised", "cps",
-                                         "full_R1", "full_nopretrain", "upper", "--page", str(page)]) == 0
+    methods = ["supervised", "cps_diffusion", "full_R1", "full_nopretrain", "upper"]
+    assert run_cli(ablation_table.main, ["--work-dir", str(work), "--ratio", "0.1", "--methods", *methods,
+                                         "--page", str(page)]) == 0
     md = page.read_text()
     assert "- `full_R1`: seeds 0" in md and "- `full_nopretrain`: seeds none finished" in md
     rows = {r["method"]: r for r in json.loads(page.with_suffix(".json").read_text())["rows"]}
-    assert set(rows) == {"supervised", "cps", "full_R1", "upper"}
+    assert set(rows) == {"supervised", "cps_diffusion", "full_R1", "upper"}
     r1 = rows["full_R1"]
     assert r1["seeds"] == [0] and r1["paired"]["supervised"]["n"] == 3  # paired on seed 0's cases only
     assert r1["paired"]["supervised"]["mean_diff"] == pytest.approx(0.2)
-    assert r1["paired"]["cps"]["mean_diff"] == pytest.approx(0.1)
+    assert r1["paired"]["cps_diffusion"]["mean_diff"] == pytest.approx(0.1)
     assert r1["gap_closed"] == pytest.approx((0.8 - 0.6) / (0.9 - 0.6))
     assert "| full_R1 | 10 % | 0 | 3 |" in md
 
