@@ -1,6 +1,6 @@
 """The receiver's path of docs/sharing.md, run exactly as written on runner-trained folders (issue 28, part 5).
 
-The experiment runner trains a tiny ``cps`` (cotrain) or ``supervised`` run (2D PNG, or 3D NIfTI on a 16^3
+The experiment runner trains a tiny ``cps_diffusion`` (cotrain) or ``supervised`` run (2D PNG, or 3D NIfTI on a 16^3
 volume); the sender packages the trained folder with ``scripts/package_bundle.py``; the runner's work folders and
 the dataset are deleted; then the receiver's commands: ``verify_bundle.py`` on the package (no
 ``--accept-review``), one predict command from outside the folder on a plain folder of new images, MONAI's
@@ -25,12 +25,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
 TINY = {  # runner overrides: tiny networks, one short epoch
-    "cps": ["*:max_epochs=1", "cotrain:epoch_length=2", "cotrain:channels=[8,16]", "cotrain:norm_num_groups=4",
-            "*:num_workers=0"],
+    "cps_diffusion": ["*:max_epochs=1", "cotrain:epoch_length=2", "cotrain:channels=[8,16]",
+                      "cotrain:norm_num_groups=4", "*:num_workers=0"],
     "supervised": ["*:max_epochs=1", "supervised:epoch_length=2", "supervised:channels=[4,8,16,32]",
                    "*:num_workers=0"],
 }
-PHASE = {"cps": "cotrain", "supervised": "supervised"}
+PHASE = {"cps_diffusion": "cotrain", "supervised": "supervised"}
 
 
 def _run(cmd: list[str], cwd: Path, ok: bool = True) -> subprocess.CompletedProcess:
@@ -69,9 +69,9 @@ def _new_images(tmp: Path, dims: int) -> Path:
 
 
 @pytest.mark.parametrize("method,dims", [
-    pytest.param("cps", 2),
+    pytest.param("cps_diffusion", 2),
     pytest.param("supervised", 2, marks=pytest.mark.slow),
-    pytest.param("cps", 3, marks=pytest.mark.slow),
+    pytest.param("cps_diffusion", 3, marks=pytest.mark.slow),
     pytest.param("supervised", 3, marks=pytest.mark.slow),
 ])
 def test_receiver_commands_of_sharing_md(tmp_path, method, dims):
