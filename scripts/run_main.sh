@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's main command: set up the environment, make the built-in synthetic data (200 cases at 32x32, the
-# size the quick profile trains at), run the quick benchmark (supervised-only, CPS on the diffusion backbone (cps_diffusion) and the full method at 10 %
-# labels, plus the 100 % upper bound, split seeds 0 and 1) and print the results table with the spread across
+# size the quick profile trains at), run the quick benchmark (supervised-only, two baselines on its UNet: mean
+# teacher and two-UNet CPS, CPS on the diffusion backbone (cps_diffusion) and the full method at 10 % labels, plus
+# the 100 % upper bound, split seeds 0 and 1) and print the results table with the spread across
 # seeds, the paired differences and the fraction of the gap closed (also written to docs/results/synthetic_2d.md).
 # Each run uses one thread and the runs go side by side, one per core (JOBS, default: the number of cores, at
 # most 4; the results are the same as one after the other).
@@ -25,5 +26,5 @@ JOBS="${JOBS:-$(( CORES < 4 ? CORES : 4 ))}"
 # --force: the demo always reflects the code checked out; runs left by an older version of the bundles are retrained
 # (runs whose settings are unchanged are still reused).
 "$PY" scripts/run_experiments.py --dataset "$DATA/datalist.json" --name synthetic_2d --profile quick \
-  --methods supervised cps_diffusion full upper --ratios 0.1 --seeds 0 1 --jobs "$JOBS" --force "$@"
+  --methods supervised mean_teacher cps cps_diffusion full upper --ratios 0.1 --seeds 0 1 --jobs "$JOBS" --force "$@"
 echo "[main] total wall time: $(( $(date +%s) - START )) s"
