@@ -285,6 +285,61 @@ def plot_dice_vs_ratio(
     return out
 
 
+def plot_dice_vs_time(
+    points: Sequence[Mapping[str, Any]],
+    out_png: str | Path,
+    title: str | None = None,
+    figsize: tuple[float, float] = (8.0, 4.5),
+    dpi: int = 100,
+) -> Path:
+    """Test Dice against training wall time, one point per method and labelled ratio (x on a log scale).
+
+    Args:
+        points: rows ``{"method", "ratio", "time_s", "dice", "dice_std"}`` (Dice in %; ``dice_std``, the error bar,
+            may be 0); one colour per method, one marker per ratio.
+        out_png: output file.
+        title: figure title.
+        figsize: figure size in inches.
+        dpi: resolution.
+
+    Returns:
+        the path of the written PNG.
+
+    Raises:
+        ValueError: without a point, or for a point with a non-positive time.
+    """
+    if not points:
+        raise ValueError("visualize.py: plot_dice_vs_time needs at least one point.")
+    bad = [p for p in points if not float(p["time_s"]) > 0]
+    if bad:
+        raise ValueError(f"visualize.py: plot_dice_vs_time needs positive times, got {bad[0]}.")
+    methods = list(dict.fromkeys(str(p["method"]) for p in points))
+    ratios = sorted({float(p["ratio"]) for p in points})
+    markers = "os^DvP*X"
+    fig, ax = plt.subplots(figsize=figsize, dpi=dpi)
+    for p in points:
+        m, r = str(p["method"]), float(p["ratio"])
+        ax.errorbar(float(p["time_s"]), float(p["dice"]), yerr=float(p.get("dice_std") or 0.0), capsize=3,
+                    color=f"C{methods.index(m) % 10}", marker=markers[ratios.index(r) % len(markers)], linestyle="")
+    for i, m in enumerate(methods):
+        ax.plot([], [], color=f"C{i % 10}", marker="o", linestyle="", label=m)
+    for j, r in enumerate(ratios):
+        ax.plot([], [], color="black", marker=markers[j % len(markers)], linestyle="", label=f"{100 * r:g} % labelled")
+    ax.set_xscale("log")
+    ax.set_xlabel("training wall time per run (s, log scale)")
+    ax.set_ylabel("test Dice (%)")
+    if title:
+        ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    out = Path(out_png)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=dpi)
+    plt.close(fig)
+    return out
+
+
 def plot_curves(
     history: Mapping[str, Sequence[float]] | Sequence[Mapping[str, float]],
     out_png: str | Path,

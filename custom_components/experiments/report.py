@@ -13,8 +13,8 @@ from custom_components.metrics.stats import MIN_CASES, TOO_SMALL, format_interva
 from .environment import relative_path
 from .methods import METHODS
 
-__all__ = ["ReportError", "aggregate", "dice_vs_ratio_figure", "format_console_table", "format_markdown_table",
-           "qualitative_figure", "ratio_tag", "write_markdown"]
+__all__ = ["ReportError", "aggregate", "dice_vs_ratio_figure", "dice_vs_time_figure", "dice_vs_time_points",
+           "format_console_table", "format_markdown_table", "qualitative_figure", "ratio_tag", "write_markdown"]
 
 
 class ReportError(RuntimeError):
@@ -389,6 +389,41 @@ def dice_vs_ratio_figure(rows: Sequence[Mapping[str, Any]], path: Path, title: s
         return None
     return plot_dice_vs_ratio(res, path, upper_bound={"fully supervised (upper)": upper} if upper is not None else None,
                               title=title)
+
+
+def dice_vs_time_points(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One point per method and ratio: mean training wall time per run (s) and test Dice (%, mean over the test
+    cases, ± the spread of the seeds' means); rows without a Dice or a positive training time are left out.
+
+    Args:
+        rows: rows from ``aggregate`` (one protocol).
+    """
+    out = []
+    for r in rows:
+        t = (r.get("train_time_s") or {}).get("mean")
+        if r["dice"]["mean"] is None or t is None or not t > 0:
+            continue
+        spread = (r.get("dice_over_seeds") or {}).get("std") or 0.0
+        out.append({"method": r["method"], "ratio": r["ratio"], "time_s": float(t), "dice": 100 * r["dice"]["mean"],
+                    "dice_std": 100 * spread})
+    return out
+
+
+def dice_vs_time_figure(rows: Sequence[Mapping[str, Any]], path: Path, title: str) -> Path | None:
+    """Test Dice against training wall time (:func:`dice_vs_time_points`), one point per method and ratio.
+
+    Args:
+        rows: rows from ``aggregate`` (one protocol).
+        path: output ``.png``.
+        title: figure title.
+
+    Returns:
+        ``path``, or ``None`` when no row has both a Dice and a training time.
+    """
+    from custom_components.visualize import plot_dice_vs_time
+
+    points = dice_vs_time_points(rows)
+    return plot_dice_vs_time(points, path, title=title) if points else None
 
 
 def qualitative_figure(config_files: Sequence[Path], models_dir: Path, path: Path, num_cases: int,

@@ -816,6 +816,13 @@ class Experiment:
         except Exception as e:  # noqa: BLE001 - a figure must not lose the measured table
             print(f"[runner] warning: Dice-vs-ratio plot failed: {type(e).__name__}: {e}", flush=True)
         try:
+            fig = report.dice_vs_time_figure(tables[s.protocols[0]], self.results_dir / f"{self.name}_dice_vs_time.png",
+                                             title=f"{self.name}: test Dice ({s.protocols[0]}) vs training time")
+            if fig:
+                figures.append(fig.name)
+        except Exception as e:  # noqa: BLE001 - a figure must not lose the measured table
+            print(f"[runner] warning: Dice-vs-time plot failed: {type(e).__name__}: {e}", flush=True)
+        try:
             fig = self.qualitative()
             if fig:
                 figures.append(fig.name)

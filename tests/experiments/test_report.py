@@ -207,3 +207,22 @@ def test_no_interval_and_no_verdict_from_fewer_than_five_test_cases(tmp_path, n)
         assert TOO_SMALL not in line and "+20.00 [+20.00, +20.00]" in line and "69.50 ± 3.54" in line
         assert verdict.startswith("full beats supervised") and TOO_SMALL not in md
     assert ("only 2 labelled case(s) trained (fewer than 3)" in md) == (n == 1)
+
+
+def test_dice_vs_time_has_one_point_per_method_and_ratio_with_its_mean_time(tmp_path):
+    """Issue 26: the comparison's Dice-vs-training-time figure; a row without a training time is left out."""
+    runs = []
+    for method, ratio, times, dice in (("full", 0.1, (10.0, 30.0), [0.8, 0.6]), ("supervised", 0.1, (2.0, 4.0), [0.5]),
+                                       ("supervised", 0.05, (1.0, 1.0), [0.4]), ("cps", 0.1, (None, None), [0.7])):
+        for seed, t in enumerate(times):
+            m = _fake_metrics(tmp_path / f"{method}_{ratio}_{seed}.json", "clean", dice)
+            runs.append({"method": method, "ratio": ratio, "seed": seed, "metrics": {"clean": str(m)},
+                         **({"train_time_s": t} if t is not None else {})})
+    rows = [r for m in ("full", "supervised", "cps") for r in rx.aggregate(runs, "clean") if r["method"] == m]
+    pts = {(p["method"], p["ratio"]): p for p in rx.dice_vs_time_points(rows)}
+    assert set(pts) == {("full", 0.1), ("supervised", 0.1), ("supervised", 0.05)}
+    assert pts[("full", 0.1)]["time_s"] == pytest.approx(20.0) and pts[("full", 0.1)]["dice"] == pytest.approx(70.0)
+    assert pts[("supervised", 0.05)]["dice"] == pytest.approx(40.0)
+    png = rx.dice_vs_time_figure(rows, tmp_path / "t.png", "t")
+    assert png is not None and png.stat().st_size > 0
+    assert rx.dice_vs_time_figure([r for r in rows if r["method"] == "cps"], tmp_path / "none.png", "t") is None
