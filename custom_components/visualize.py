@@ -23,6 +23,15 @@ __all__ = ["qualitative_panel", "plot_dice_vs_ratio", "plot_curves", "select_sli
 _CLASS_COLORS = plt.get_cmap("tab10").colors
 
 
+def _save_figure(fig: Any, out_png: str | Path, dpi: int) -> Path:
+    """Write ``fig`` to ``out_png`` (parent folders created), close it and return the path."""
+    out = Path(out_png)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=dpi)
+    plt.close(fig)
+    return out
+
+
 def _np(x: Any) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()
@@ -199,11 +208,7 @@ def qualitative_panel(
                 else:
                     ax.imshow(np.ma.masked_where(m != k, m), cmap=ListedColormap([color]), alpha=alpha,
                               interpolation="nearest")
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=dpi)
-    plt.close(fig)
-    return out
+    return _save_figure(fig, out_png, dpi)
 
 
 def _mean_std(v: Any) -> tuple[float, float]:
@@ -278,11 +283,7 @@ def plot_dice_vs_ratio(
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=dpi)
-    plt.close(fig)
-    return out
+    return _save_figure(fig, out_png, dpi)
 
 
 def plot_dice_vs_time(
@@ -333,11 +334,7 @@ def plot_dice_vs_time(
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=dpi)
-    plt.close(fig)
-    return out
+    return _save_figure(fig, out_png, dpi)
 
 
 def plot_curves(
@@ -394,8 +391,4 @@ def plot_curves(
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=dpi)
-    plt.close(fig)
-    return out
+    return _save_figure(fig, out_png, dpi)
