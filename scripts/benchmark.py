@@ -154,10 +154,11 @@ def cpu_workload_configs(quick: bool = False) -> dict[str, dict[str, Any]]:
         # UNet of the supervised bundle (16-32-64-128, 2 residual units); validation batches of 20
         "ph2_cpu": dict(spatial_dims=2, in_channels=3, num_classes=2, size=(32, 32), batch=8, channels=(16, 32, 64),
                         groups=8, sup_channels=(16, 32, 64, 128), infer_batch=20, ddim_steps=5, rounds=(0, 3)),
-        # LA at half resolution: patches 56x56x40, batch 1 (+1), channels 8-16-32-64; a synthetic 72x72x44 volume
-        # through the UAMT sliding window (window 56x56x40, strides 16/16/4: 8 windows)
+        # LA at half resolution: patches 56x56x40, batch 1 (+1), channels 16-32-64-128 (every network, as the
+        # la_cpu profile); a synthetic 72x72x44 volume through the UAMT sliding window (window 56x56x40, strides
+        # 16/16/4: 8 windows)
         "la_cpu": dict(spatial_dims=3, in_channels=1, num_classes=2, size=(56, 56, 40), batch=1,
-                       channels=(8, 16, 32, 64), groups=8, sup_channels=(8, 16, 32, 64), volume=(72, 72, 44),
+                       channels=(16, 32, 64, 128), groups=8, sup_channels=(16, 32, 64, 128), volume=(72, 72, 44),
                        window=(56, 56, 40), strides=(16, 16, 4), sw_batch=4, ddim_steps=4, rounds=(0, 3)),
     }
 

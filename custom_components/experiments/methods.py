@@ -50,6 +50,8 @@ class Method:
         settings: bundle ids that define the method (stacked after the profile, before user overrides).
         pretrain: run phase 1 first (shared per seed) and start from its ``teacher.pt``; without it the cotrain
             bundle gets ``teacher_ckpt=""``.
+        phase1_settings: teacher_pretrain ids of its phase 1 (for example the backbone, which phase 2 must match);
+            phase 1 is shared by the methods whose phase-1 settings are equal.
         diffusion: the runner's ``--rounds`` / ``--round-mode`` / ``--no-pretrain`` apply (and mark the folder name).
         fixed_ratio: train at this labelled ratio whatever ``--ratios`` says (the upper bound: 1.0).
         cost: relative cost of one run; with ``--jobs`` the costliest runs start first.
@@ -61,6 +63,7 @@ class Method:
     overrides: tuple[str, ...] = ()
     settings: Mapping[str, Any] = field(default_factory=dict)
     pretrain: bool = False
+    phase1_settings: Mapping[str, Any] = field(default_factory=dict)
     diffusion: bool = False
     fixed_ratio: float | None = None
     cost: int = 1
@@ -72,6 +75,8 @@ class Method:
             raise ValueError(f"method {self.name!r}: bundle must be one of {trainable}, got {self.bundle!r}.")
         if self.pretrain and self.bundle != "cotrain":
             raise ValueError(f"method {self.name!r}: phase 1 only precedes the cotrain bundle.")
+        if self.phase1_settings and not self.pretrain:
+            raise ValueError(f"method {self.name!r}: phase1_settings without phase 1 (pretrain=False).")
         object.__setattr__(self, "overrides", tuple(self.overrides))
 
     def phases(self, pretrain: bool = True) -> tuple[str, ...]:
@@ -163,5 +168,9 @@ register(Method("cps_diffusion", bundle="cotrain", settings={"rounds": 0}, cost=
                 "paper's ablation)"))
 register(Method("full", bundle="cotrain", pretrain=True, diffusion=True, cost=3,
                 description="phase 1, then co-training with R diffusion rounds (the method of the paper)"))
+register(Method("full_fast", bundle="cotrain", pretrain=True, diffusion=True, cost=2,
+                settings={"backbone": "fast", "round_batch": "unlabeled"}, phase1_settings={"backbone": "fast"},
+                description="the full method on the cheaper recipe: both pathways on TimeConditionedUNet (backbone "
+                "fast, phase 1 too) and the R rounds on the unlabelled half of the batch (round_batch unlabeled)"))
 register(Method("upper", bundle="supervised", fixed_ratio=1.0, cost=1,
                 description="the supervised bundle on every training case (fully supervised upper bound)"))

@@ -655,7 +655,8 @@ class Experiment:
         path.write_text("#!/usr/bin/env bash\n# reruns this phase (resumes from models/train_state.pt if present)\n"
                         f"cd {shlex.quote(str(path.parent))}\n{shlex.join(bundle_command(files))}\n")
 
-    def run_phase1(self, seed: int, split_path: Path, label: str) -> tuple[Path, dict[str, Any]]:
+    def run_phase1(self, seed: int, split_path: Path, label: str,
+                   method_ids: Mapping[str, Any] | None = None) -> tuple[Path, dict[str, Any]]:
         """Phase 1 for ``seed``, trained once and shared by every ratio and ablation of the call.
 
         Phase 1 never lets a label change the teacher, and every ratio of a seed trains on the same images (the
@@ -669,6 +670,7 @@ class Experiment:
             seed: split seed.
             split_path: the run's own split (used when no shared split was planned).
             label: console prefix of the run.
+            method_ids: the method's ``phase1_settings`` (a method's own phase 1 when they differ).
 
         Returns:
             the phase folder and its marker record.
@@ -676,7 +678,7 @@ class Experiment:
         tp_path = self.phase1_splits.get(int(seed), split_path)
         tp_split = json.loads(tp_path.read_text())
         settings = {"dataset_dir": str(self.datalist.parent), "datalist": str(tp_path),
-                    **self.phase_settings("teacher_pretrain", tp_split, self.backbone_ids())}
+                    **self.phase_settings("teacher_pretrain", tp_split, {**self.backbone_ids(), **(method_ids or {})})}
         tag = tp_path.stem.removeprefix("datalist_")
         phase_dir = self.work / "phase1" / f"{tag}_{fingerprint(settings)[:8]}" / "teacher_pretrain"
         with self._locks_guard:
@@ -715,7 +717,7 @@ class Experiment:
         times: list[float] = []
         resumed = False
         if "teacher_pretrain" in m.phases(s.pretrain):
-            tp_dir, rec = self.run_phase1(seed, split_path, label)
+            tp_dir, rec = self.run_phase1(seed, split_path, label, m.phase1_settings)
             times.append(rec["wall_time_s"])
             resumed |= bool(rec.get("resumed"))
             extra["teacher_ckpt"] = str(tp_dir / "models" / "teacher.pt")
