@@ -6,6 +6,11 @@
 #
 # PART (in the order worth running):
 #   ph2_20       PH2 128x128 at 20 % labels: full method, plain CPS, supervised, side by side (--jobs 3), ~5 min
+#   baselines_1  issue #26 (not run yet; estimated from ph2_20, not measured): the comparison at 128x128, 10 %, seed 0,
+#   baselines_2  first supervised, mean teacher, UA-MT, BCP, UniMatch (--jobs 5, ~6 min), then CPS, cps_diffusion,
+#                full, full_fast, upper (--jobs 5, ~8 min) with every method of the registry in the report: run both
+#                on one warm machine (the second call skips the runs the first made in $WORK), else the second
+#                retrains them and overruns its slot
 #   bench_2d     scripts/benchmark.py on the PH2-like 2D workload (every switch against eager fp32), ~4 min
 #   precision    the full method at 10 % with bf16 autocast in phases 1 and 2 (compare with the fp32/TF32 run), ~5 min
 #   p1_long      the full method at 10 % with the prototype's 1500 phase-1 iterations, ~6 min
@@ -61,7 +66,7 @@ if [ -z "$DATA" ]; then
   for d in /work/data/ph2_128 .devdata/ph2_128; do [ -f "$d/datalist.json" ] && DATA="$d" && break; done
 fi
 case " $* " in  # the LA parts need no PH2
-  *" ph2_20 "*|*" precision "*|*" p1_long "*|*" no_pretrain "*|*" seeds "*)
+  *" ph2_20 "*|*" baselines_1 "*|*" baselines_2 "*|*" precision "*|*" p1_long "*|*" no_pretrain "*|*" seeds "*)
     [ -n "$DATA" ] && [ -f "$DATA/datalist.json" ] || { echo "gpu_checks.sh: no prepared PH2 (set DATA=<folder>; see docs/data.md)" >&2; exit 1; } ;;
 esac
 LA_DATA="${LA_DATA:-.devdata/la}"
@@ -89,6 +94,9 @@ for part in "$@"; do
                    --iterations teacher_pretrain=1500 cotrain=500 supervised=800 ;;
     no_pretrain) runner ph2_128_nopretrain --methods full --ratios 0.1 --no-pretrain ;;
     seeds)       runner ph2_128_seeds --methods full cps_diffusion supervised --ratios 0.1 --seeds 1 2 --jobs 6 ;;
+    baselines_1) runner ph2_128_baselines --methods supervised mean_teacher uamt bcp unimatch --ratios 0.1 --jobs 5 ;;
+    baselines_2) runner ph2_128_baselines --methods supervised mean_teacher uamt bcp unimatch cps cps_diffusion full \
+                   full_fast upper --ratios 0.1 --jobs 5 ;;
     bench_2d)    "$PY" scripts/benchmark.py --only ph2 --time-budget 200 --output "$RESULTS/benchmark_2d.json" \
                    2>&1 | grep -v -i warn | tee "$RESULTS/benchmark_2d.log" | tail -40 ;;
     speed)       card="$("$PY" -c "import torch; print(torch.cuda.get_device_name(0).replace(' ', '_'))")"
@@ -113,7 +121,7 @@ for part in "$@"; do
                    --methods full --ratios 0.1 --protocol la_uamt --results-dir "$ldir" --work-dir "$WORK/la_8" \
                    --iterations teacher_pretrain=400 cotrain=400 --override cotrain:batch_size=1 2>&1 | grep -v -i warn | tee "$ldir/la_gpu_$card.log" \
                    | grep -E "finished|runner|rror|^method|^full" || true ;;
-    *) echo "gpu_checks.sh: unknown part '$part' (ph2_20 bench_2d precision p1_long no_pretrain seeds speed fast_backbone la_8 pack_la unpack_la)" >&2; exit 1 ;;
+    *) echo "gpu_checks.sh: unknown part '$part' (ph2_20 baselines_1 baselines_2 bench_2d precision p1_long no_pretrain seeds speed fast_backbone la_8 pack_la unpack_la)" >&2; exit 1 ;;
   esac
 done
 echo "[gpu_checks] done $(date -u +%H:%M:%S); results in $RESULTS"
