@@ -17,7 +17,7 @@ from .baselines import (
     uncertainty_masked_mse,
     unet_encoder_blocks,
 )
-from .cotrain import CoTrainer, LinearRampUp
+from .cotrain import CoTrainer, LinearRampUp, ProgressRampUp
 from .pretrain import (
     TeacherMonitorEvaluator,
     TeacherPretrainTrainer,
@@ -44,6 +44,7 @@ __all__ = [
     "DualNetworkEvaluator",
     "LinearRampUp",
     "MeanTeacherTrainer",
+    "ProgressRampUp",
     "SemiSupervisedTrainer",
     "SigmoidRampUp",
     "TeacherMonitorEvaluator",
