@@ -24,6 +24,7 @@ from .pretrain import (
     assignment_dice,
     class_fractions,
     permutation_dice,
+    phase1_gate,
     shuffled_masks,
 )
 from .selection import (
@@ -54,6 +55,7 @@ __all__ = [
     "dice_per_threshold",
     "evaluation_threshold",
     "permutation_dice",
+    "phase1_gate",
     "pick_threshold",
     "plain",
     "selected_threshold",
