@@ -224,6 +224,24 @@ def test_phase1_gate_falls_back_to_a_fresh_teacher_and_says_so_with_every_safegu
     assert "fresh (untrained) teacher" in selection["warnings"][0]
 
 
+def test_phase1_gate_reads_what_a_real_phase1_run_writes(tiny_dataset_2d, tmp_path, run_bundle, make_bundle_workflow):
+    """The default phase1_metrics (beside teacher_ckpt: ``<phase 1>/eval/metrics.csv``) is where teacher_pretrain
+    writes its checks, with the two values the gate compares."""
+    from custom_components.engines import phase1_gate
+
+    data = tiny_dataset_2d(num_cases=6, size=16)
+    p1 = tmp_path / "teacher_pretrain"
+    run_bundle("teacher_pretrain", ["train"], "train", **TINY, dataset_dir=str(data), output_dir=str(p1 / "eval"),
+               ckpt_dir=str(p1 / "models"), roi_size=[16, 16], batch_size=2, val_batch_size=2, max_epochs=1,
+               val_interval=1, check_datalist_files=False)
+    ckpt = p1 / "models" / "teacher.pt"
+    wf = make_bundle_workflow(BUNDLE, ["train"], "train",
+                              **_train_overrides(data, tmp_path / "p2", [16, 16], str(ckpt), phase1_gate=True))
+    wf.initialize()
+    assert wf.parser.get_parsed_content("phase1_metrics") == str(p1 / "eval" / "metrics.csv")
+    assert wf.parser.get_parsed_content("phase1_decision") == phase1_gate(p1 / "eval" / "metrics.csv")
+
+
 def test_plain_cps_without_teacher_checkpoint(tiny_dataset_2d, tmp_path, run_bundle):
     data = tiny_dataset_2d(num_cases=6, size=16)
     overrides = _train_overrides(data, tmp_path, [16, 16], "", rounds=0)
