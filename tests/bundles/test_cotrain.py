@@ -222,6 +222,13 @@ def test_phase1_gate_falls_back_to_a_fresh_teacher_and_says_so_with_every_safegu
     assert "phase-1 best-assignment Dice 0.3000 does not beat the all-foreground baseline 0.4500" in \
         selection["warnings"][0]
     assert "fresh (untrained) teacher" in selection["warnings"][0]
+    # evaluation stacks the same ids but never runs the gate again (here it could not: the checks are gone)
+    (ckpt.parents[1] / "eval" / "metrics.csv").unlink()
+    ev = make_bundle_workflow(BUNDLE, ["train", "evaluate"], "eval", **overrides)
+    ev.initialize()
+    ev.run()
+    ev.finalize()
+    assert (tmp_path / "eval" / "metrics.json").is_file()
 
 
 def test_phase1_gate_reads_what_a_real_phase1_run_writes(tiny_dataset_2d, tmp_path, run_bundle, make_bundle_workflow):
