@@ -17,13 +17,14 @@ from .baselines import (
     uncertainty_masked_mse,
     unet_encoder_blocks,
 )
-from .cotrain import CoTrainer, LinearRampUp
+from .cotrain import CoTrainer, LinearRampUp, ProgressRampUp
 from .pretrain import (
     TeacherMonitorEvaluator,
     TeacherPretrainTrainer,
     assignment_dice,
     class_fractions,
     permutation_dice,
+    phase1_gate,
     shuffled_masks,
 )
 from .selection import (
@@ -44,6 +45,7 @@ __all__ = [
     "DualNetworkEvaluator",
     "LinearRampUp",
     "MeanTeacherTrainer",
+    "ProgressRampUp",
     "SemiSupervisedTrainer",
     "SigmoidRampUp",
     "TeacherMonitorEvaluator",
@@ -53,6 +55,7 @@ __all__ = [
     "dice_per_threshold",
     "evaluation_threshold",
     "permutation_dice",
+    "phase1_gate",
     "pick_threshold",
     "plain",
     "selected_threshold",

@@ -11,15 +11,18 @@ from monai.engines.utils import IterationEvents
 from monai.utils import CommonKeys
 from torch.utils.checkpoint import checkpoint
 
-from ..losses import CPSLoss, HardTargetDiceLoss, hard_labels
+from ..losses import CPSLoss, HardTargetDiceLoss, check_pseudo_settings, pseudo_labels, weighted_loss
 from ..networks.rounds import RoundMode
 from ..networks.teacher import DiffusionTeacher, check_spatial_size, probabilities_to_mask
 from .base import SemiSupervisedTrainer
+from .baselines import SigmoidRampUp
 
-__all__ = ["ROUND_BATCHES", "CoTrainer", "LinearRampUp"]
+__all__ = ["RAMP_SHAPES", "ROUND_BATCHES", "CoTrainer", "LinearRampUp", "ProgressRampUp"]
 
 #: which part of the batch the R diffusion rounds run on (``round_batch``)
 ROUND_BATCHES = ("all", "unlabeled")
+#: shapes of :class:`ProgressRampUp` (``unlabeled_rampup``)
+RAMP_SHAPES = ("sigmoid", "linear")
 
 
 class LinearRampUp:
@@ -45,6 +48,33 @@ class LinearRampUp:
         return self.lambda_max * min(1.0, (epoch + 1) / self.ramp_epochs)
 
 
+class ProgressRampUp:
+    """The weight of the unlabelled terms as a function of the fraction ``t`` of training done (iterations, not
+    epochs): ``lambda_max * r(t)`` with ``r`` reaching 1 at ``t = ramp`` and 1 after it; ``"sigmoid"``:
+    ``exp(-5 (1 - t / ramp)^2)`` (:class:`SigmoidRampUp`, about 0.007 at ``t = 0``), ``"linear"``: ``t / ramp`` (0 at
+    ``t = 0``). The co-training's ``unsup_rampup`` (issue 25 safeguard, off by default).
+
+    Args:
+        lambda_max: the final weight.
+        ramp: the fraction of the iterations over which it ramps up, in (0, 1].
+        shape: ``"sigmoid"`` or ``"linear"``.
+
+    Raises:
+        ValueError: for ``lambda_max < 0``, ``ramp`` outside (0, 1] or an unknown shape.
+    """
+
+    def __init__(self, lambda_max: float = 1.0, ramp: float = 0.2, shape: str = "sigmoid") -> None:
+        if shape not in RAMP_SHAPES:
+            raise ValueError(f"unlabeled_rampup must be one of {list(RAMP_SHAPES)}, got {shape!r}.")
+        self.sigmoid = SigmoidRampUp(lambda_max, ramp)  # validates lambda_max and ramp
+        self.lambda_max, self.ramp, self.shape = float(lambda_max), float(ramp), shape
+
+    def __call__(self, t: float) -> float:
+        if self.shape == "sigmoid":
+            return self.sigmoid(t)
+        return self.lambda_max * min(1.0, max(0.0, t) / self.ramp)
+
+
 class CoTrainer(SemiSupervisedTrainer):
     """Teacher / twin-student co-training (the paper's method, one :class:`SemiSupervisedTrainer`).
 
@@ -59,6 +89,11 @@ class CoTrainer(SemiSupervisedTrainer):
     - ``L_sup = Dice(P_S, y) + Dice(P_T, y) + (w_d / R) sum_j (L_align_j + L_rec_j)`` on ``(x_l, y)``;
     - ``L = L_sup + L_unsup``; both optimizers step.
 
+    Safeguards against a misleading teacher (issue 25; off by default, the paper's behaviour): ``pseudo_confidence``
+    / ``pseudo_weighting`` weight every pseudo-supervised pixel (both CPS directions and the unlabelled alignment
+    target ``argmax P_S``) by its source's confidence (:func:`~custom_components.losses.pseudo_labels`);
+    ``unsup_rampup`` replaces ``lambda(e)`` by a ramp of the fraction of iterations done (:class:`ProgressRampUp`).
+
     Gradient routing follows from the detaches: CPS and the supervised Dice train ``S_S`` and ``S_T``; the
     alignment terms train only ``S_T`` (detached input, hard target); the reconstruction terms train only
     ``G_T`` (detached condition). ``R = 0`` is plain CPS.
@@ -68,7 +103,8 @@ class CoTrainer(SemiSupervisedTrainer):
 
     ``engine.state.output`` holds ``loss``, ``loss_sup``, ``loss_unsup``, ``loss_sup_dice``, ``loss_cps``,
     ``loss_align``, ``loss_rec`` (each round-sum over labelled + unlabelled, divided by ``R``) and
-    ``unsup_weight``.
+    ``unsup_weight``; with ``pseudo_confidence > 0`` also ``pseudo_kept`` (the fraction of unlabelled pixels whose
+    pseudo-label passes the threshold, mean over the teacher's and the student's).
 
     Args:
         device: training device.
@@ -85,6 +121,15 @@ class CoTrainer(SemiSupervisedTrainer):
         round_mode: ``"independent"`` or ``"chained"``.
         w_d: weight ``w_d`` of the diffusion terms.
         unsup_weight: callable ``lambda(e)`` of the 0-based epoch (default ``LinearRampUp(1.0, max_epochs)``).
+        unsup_rampup: **safeguard, changes the method** (``None``: off): a callable of the fraction of training done
+            (``progress()``, per iteration), e.g. ``ProgressRampUp(1.0, 0.2)``; when given, it replaces
+            ``unsup_weight`` as the weight of every unlabelled term.
+        pseudo_confidence: **safeguard, changes the method** (0: off): pseudo-labelled pixels whose source
+            probability (max softmax of the network that gives the target) is under this threshold in [0, 1) are
+            ignored by CPS and the unlabelled alignment terms.
+        pseudo_weighting: **safeguard, changes the method** (``"hard"``: off): ``"confidence"`` weights each kept
+            pseudo-labelled pixel by its source probability. Dice normalises itself over the kept pixels (a ratio of
+            weighted sums); CE (``use_ce``) is divided by the number of kept pixels.
         batch_rounds: run independent rounds as one batched forward pass.
         checkpoint_rounds: the memory switch for 3D: the rounds run one at a time (as with ``batch_rounds=False``),
             each under activation checkpointing (``torch.utils.checkpoint``), so only one round's activations live
@@ -111,8 +156,9 @@ class CoTrainer(SemiSupervisedTrainer):
         unlabeled_key: key of the unlabelled batch in a paired item.
 
     Raises:
-        ValueError: for ``rounds < 0``, an unknown ``round_mode``, ``round_scale`` outside (0, 1], or a student
-            whose channels or classes differ from the teacher's.
+        ValueError: for ``rounds < 0``, an unknown ``round_mode``, ``round_scale`` outside (0, 1], a student
+            whose channels or classes differ from the teacher's, a pseudo-label setting out of range, or a
+            ``cps_loss`` (a ``CPSLoss``) whose pseudo-label settings differ from the trainer's.
     """
 
     def __init__(
@@ -130,6 +176,9 @@ class CoTrainer(SemiSupervisedTrainer):
         round_mode: str = "independent",
         w_d: float = 1.0,
         unsup_weight: Callable[[int], float] | None = None,
+        unsup_rampup: Callable[[float], float] | None = None,
+        pseudo_confidence: float = 0.0,
+        pseudo_weighting: str = "hard",
         batch_rounds: bool = True,
         checkpoint_rounds: bool = False,
         round_scale: float = 1.0,
@@ -152,6 +201,14 @@ class CoTrainer(SemiSupervisedTrainer):
             raise ValueError(f"round_scale must be in (0, 1], got {round_scale}.")
         if round_batch not in ROUND_BATCHES:
             raise ValueError(f"round_batch must be one of {list(ROUND_BATCHES)}, got {round_batch!r}.")
+        check_pseudo_settings(pseudo_confidence, pseudo_weighting)
+        if isinstance(cps_loss, CPSLoss) and (cps_loss.confidence, cps_loss.weighting) != (
+                float(pseudo_confidence), pseudo_weighting):
+            raise ValueError(
+                f"cps_loss weights its pseudo-labels with confidence {cps_loss.confidence}, weighting "
+                f"{cps_loss.weighting!r}; the trainer's alignment targets with {pseudo_confidence}, "
+                f"{pseudo_weighting!r}: pass the same pseudo_confidence / pseudo_weighting to both."
+            )
         if teacher.num_classes != student.num_classes or teacher.in_channels != student.in_channels:
             raise ValueError(
                 f"the twin student must match the teacher: teacher (in_channels={teacher.in_channels}, "
@@ -168,11 +225,14 @@ class CoTrainer(SemiSupervisedTrainer):
         self.teacher_optimizer = teacher_optimizer
         self.student_optimizer = student_optimizer
         self.seg_loss = seg_loss or HardTargetDiceLoss()
-        self.cps_loss = cps_loss or CPSLoss(self.seg_loss)
+        self.pseudo_confidence = float(pseudo_confidence)
+        self.pseudo_weighting = pseudo_weighting
+        self.cps_loss = cps_loss or CPSLoss(self.seg_loss, self.pseudo_confidence, pseudo_weighting)
         self.rounds = rounds
         self.round_mode = round_mode
         self.w_d = w_d
         self.unsup_weight = unsup_weight or LinearRampUp(1.0, max_epochs)
+        self.unsup_rampup = unsup_rampup
         self.batch_rounds = batch_rounds
         self.checkpoint_rounds = checkpoint_rounds
         self.round_scale = float(round_scale)
@@ -201,7 +261,8 @@ class CoTrainer(SemiSupervisedTrainer):
         ps_l, ps_u, pt_l, pt_u = p_s[:n_l], p_s[n_l:], p_t[:n_l], p_t[n_l:]
         loss_sup_dice = seg(ps_l, y) + seg(pt_l, y)
         loss_cps = self.cps_loss(ps_u, pt_u)
-        target = torch.cat([y.long(), hard_labels(ps_u)], dim=0)
+        target_u, weight_u = pseudo_labels(ps_u, self.pseudo_confidence, self.pseudo_weighting)
+        target = torch.cat([y.long(), target_u], dim=0)
         zero = torch.zeros((), device=x.device)
         align_l, align_u, rec_l, rec_u = zero, zero, zero, zero
         r = self.rounds
@@ -211,20 +272,24 @@ class CoTrainer(SemiSupervisedTrainer):
             if self.round_batch == "unlabeled":  # the labelled terms stay 0
                 xr, cond, target, n_r = x[n_l:], cond[n_l:], target[n_l:], 0
             if self.round_mode == RoundMode.INDEPENDENT and self.batch_rounds and not self.checkpoint_rounds:
-                align_l, align_u, rec_l, rec_u = self._run_round(xr, cond, target, n_r, r)[:4]
+                align_l, align_u, rec_l, rec_u = self._run_round(xr, cond, target, weight_u, n_r, r)[:4]
             else:
                 for _ in range(r):
-                    a_l, a_u, r_l, r_u, p_tilde = self._run_round(xr, cond, target, n_r, 1)
+                    a_l, a_u, r_l, r_u, p_tilde = self._run_round(xr, cond, target, weight_u, n_r, 1)
                     align_l, align_u, rec_l, rec_u = align_l + a_l, align_u + a_u, rec_l + r_l, rec_u + r_u
                     if self.round_mode == RoundMode.CHAINED:
                         cond = probabilities_to_mask(p_tilde.float().softmax(1)).to(x.dtype)
         coef = self.w_d / r if r > 0 else 0.0
-        lam = float(self.unsup_weight(epoch))
+        lam = float(self.unsup_weight(epoch) if self.unsup_rampup is None else self.unsup_rampup(self.progress()))
         loss_unsup = lam * (loss_cps + coef * (align_u + rec_u))
         loss_sup = loss_sup_dice + coef * (align_l + rec_l)
         loss = loss_sup + loss_unsup
         self.fire_event(IterationEvents.LOSS_COMPLETED)
         denom = max(r, 1)
+        extra = {}
+        if self.pseudo_confidence > 0:
+            extra["pseudo_kept"] = sum((p.detach().float().softmax(1).amax(1) >= self.pseudo_confidence).float().mean()
+                                       for p in (ps_u, pt_u)) / 2
         return {
             CommonKeys.LOSS: loss,
             "loss_sup": loss_sup,
@@ -234,25 +299,28 @@ class CoTrainer(SemiSupervisedTrainer):
             "loss_align": (align_l + align_u) / denom,
             "loss_rec": (rec_l + rec_u) / denom,
             "unsup_weight": torch.tensor(lam),
+            **extra,
         }
 
     def _run_round(
-        self, x: torch.Tensor, cond: torch.Tensor, target: torch.Tensor, n_l: int, repeats: int
+        self, x: torch.Tensor, cond: torch.Tensor, target: torch.Tensor, weight_u: torch.Tensor | None, n_l: int,
+        repeats: int,
     ) -> tuple[torch.Tensor, ...]:
         """``repeats`` independent rounds as one forward pass over a ``repeats``-times repeated batch (each copy its
         own ``t_j`` and noise), under activation checkpointing when ``checkpoint_rounds`` is on (then ``repeats``
-        is 1).
+        is 1). ``weight_u``: the per-pixel weights of the unlabelled targets ``target[n_l:]`` (``None``: off).
 
         Returns ``(align_l, align_u, rec_l, rec_u, p_tilde)``: the round-sums of the labelled / unlabelled
         alignment and reconstruction terms and the detached re-segmentation logits of the last copy.
         """
         if self.checkpoint_rounds and torch.is_grad_enabled():
             # recomputed in backward with the same RNG state (same t_j and noise), so the gradients are unchanged
-            return checkpoint(self._round_terms, x, cond, target, n_l, repeats, use_reentrant=False)
-        return self._round_terms(x, cond, target, n_l, repeats)
+            return checkpoint(self._round_terms, x, cond, target, weight_u, n_l, repeats, use_reentrant=False)
+        return self._round_terms(x, cond, target, weight_u, n_l, repeats)
 
     def _round_terms(
-        self, x: torch.Tensor, cond: torch.Tensor, target: torch.Tensor, n_l: int, repeats: int
+        self, x: torch.Tensor, cond: torch.Tensor, target: torch.Tensor, weight_u: torch.Tensor | None, n_l: int,
+        repeats: int,
     ) -> tuple[torch.Tensor, ...]:
         seg = self.seg_loss
         rep = [repeats, *[1] * (x.ndim - 1)]
@@ -272,6 +340,6 @@ class CoTrainer(SemiSupervisedTrainer):
         if n_l > 0:  # round_batch "unlabeled" passes none
             align_l = sum(seg(pt_r[j, :n_l], target[:n_l]) for j in range(repeats))
             rec_l = rl[:, :n_l].mean(1).sum()
-        align_u = sum(seg(pt_r[j, n_l:], target[n_l:]) for j in range(repeats))
+        align_u = sum(weighted_loss(seg, pt_r[j, n_l:], target[n_l:], weight_u) for j in range(repeats))
         return align_l, align_u, rec_l, rl[:, n_l:].mean(1).sum(), pt_r[-1].detach()
 

@@ -15,6 +15,7 @@ from monai.engines.utils import IterationEvents
 from monai.inferers import Inferer
 from monai.utils import CommonKeys
 
+from ..errors import CheckpointError
 from ..losses import HardTargetDiceLoss
 from ..metrics.dice import label_dice
 from ..networks.teacher import DiffusionTeacher, background_mask, make_noise, probabilities_to_mask
@@ -27,6 +28,7 @@ __all__ = [
     "assignment_dice",
     "class_fractions",
     "permutation_dice",
+    "phase1_gate",
     "phase1_warnings",
     "structure_warning",
     "shuffled_masks",
@@ -126,6 +128,26 @@ def shuffled_masks(m: torch.Tensor) -> torch.Tensor:
     return m.flip(tuple(range(2, m.ndim)))
 
 
+def _phase1_check(metrics_csv: str | Path) -> tuple[str, float, float] | None:
+    """``(measure, dice, all-foreground baseline)`` of the last phase-1 validation (best-assignment Dice; probe Dice
+    where the file has no best-assignment value) from the bundle's ``MetricsSaver`` file; ``None`` when the file or
+    a value is missing."""
+    p = Path(metrics_csv)
+    if not p.is_file():
+        return None
+    vals = {}
+    for line in p.read_text().splitlines():
+        name, _, value = line.partition(",")
+        try:
+            vals[name.strip()] = float(value)
+        except ValueError:
+            continue
+    key = "val_best_assignment_dice" if "val_best_assignment_dice" in vals else "val_probe_dice"
+    if key not in vals or "val_all_foreground_dice" not in vals:
+        return None
+    return _MEASURES[key], vals[key], vals["val_all_foreground_dice"]
+
+
 def phase1_warnings(metrics_csv: str | Path) -> list[str]:
     """``structure_warning`` of the last phase-1 validation (best-assignment Dice; probe Dice where the file has no
     best-assignment value), read from the bundle's ``MetricsSaver`` file.
@@ -136,21 +158,43 @@ def phase1_warnings(metrics_csv: str | Path) -> list[str]:
     Returns:
         the warning in a list, or an empty list (also when the file or a value is missing).
     """
-    p = Path(metrics_csv)
-    if not p.is_file():
-        return []
-    vals = {}
-    for line in p.read_text().splitlines():
-        name, _, value = line.partition(",")
-        try:
-            vals[name.strip()] = float(value)
-        except ValueError:
-            continue
-    key = "val_best_assignment_dice" if "val_best_assignment_dice" in vals else "val_probe_dice"
-    if key not in vals or "val_all_foreground_dice" not in vals:
-        return []
-    w = structure_warning(vals[key], vals["val_all_foreground_dice"], _MEASURES[key])
+    check = _phase1_check(metrics_csv)
+    w = structure_warning(check[1], check[2], check[0]) if check else None
     return [w] if w else []
+
+
+def phase1_gate(metrics_csv: str | Path) -> tuple[bool, str]:
+    """The phase-1 gate of co-training (issue 25 safeguard, the cotrain bundle's ``phase1_gate``): use the phase-1
+    teacher only when its masks beat the all-foreground baseline on the labelled validation cases of phase 1 (the
+    comparison of :func:`structure_warning`, so the gate and the runner's phase-1 warning always agree).
+
+    Args:
+        metrics_csv: ``<output_dir>/metrics.csv`` of the teacher_pretrain run that wrote the teacher.
+
+    Returns:
+        ``(use_teacher, reason)``: ``False`` means co-training starts from a fresh (untrained) teacher; ``reason``
+        says why, with both numbers.
+
+    Raises:
+        CheckpointError: when the file or one of its two values is missing (the gate cannot decide).
+    """
+    check = _phase1_check(metrics_csv)
+    if check is None:
+        raise CheckpointError(
+            f"phase1_gate: no phase-1 checks in {metrics_csv} (the teacher_pretrain run's eval/metrics.csv with "
+            "val_best_assignment_dice or val_probe_dice and val_all_foreground_dice); set phase1_metrics to that "
+            "file, or phase1_gate false"
+        )
+    measure, dice, baseline = check
+    if structure_warning(dice, baseline, measure) is None:
+        reason = (f"phase1_gate: phase-1 {measure} {dice:.4f} beats the all-foreground baseline {baseline:.4f}; "
+                  "co-training starts from the phase-1 teacher")
+        logger.info("%s", reason)
+        return True, reason
+    reason = (f"phase1_gate: phase-1 {measure} {dice:.4f} does not beat the all-foreground baseline {baseline:.4f} "
+              "on validation; co-training started from a fresh (untrained) teacher instead of the phase-1 weights")
+    logger.warning("%s", reason)
+    return False, reason
 
 
 _MEASURES = {"val_best_assignment_dice": "best-assignment Dice", "val_probe_dice": "probe Dice"}

@@ -172,5 +172,11 @@ register(Method("full_fast", bundle="cotrain", pretrain=True, diffusion=True, co
                 settings={"backbone": "fast", "round_batch": "unlabeled"}, phase1_settings={"backbone": "fast"},
                 description="the full method on the cheaper recipe: both pathways on TimeConditionedUNet (backbone "
                 "fast, phase 1 too) and the R rounds on the unlabelled half of the batch (round_batch unlabeled)"))
+register(Method("full_safe", bundle="cotrain", pretrain=True, diffusion=True, cost=3,
+                settings={"phase1_gate": True, "unlabeled_rampup_frac": 0.4, "pseudo_confidence": 0.8},
+                description="the full method with the issue-25 safeguards on (a starting point, not yet measured): "
+                "phase-1 gate (a fresh teacher when phase 1 does not beat all-foreground), unlabelled terms ramped "
+                "up over the first 0.4 of the iterations (sigmoid), pseudo-labelled pixels under probability 0.8 "
+                "ignored"))
 register(Method("upper", bundle="supervised", fixed_ratio=1.0, cost=1,
                 description="the supervised bundle on every training case (fully supervised upper bound)"))

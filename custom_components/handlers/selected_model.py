@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -43,6 +44,8 @@ class SelectedModelSaver:
         filename: model file name.
         trainer: the trainer, to record the epoch (optional).
         also_save: file name -> module, saved (``state_dict``) together with every new best model.
+        warnings: run-level warnings written first in the ``warnings`` of every ``<stem>_selection.json`` (the
+            experiment runner shows them in its report), e.g. the phase-1 gate's fall-back to a fresh teacher.
     """
 
     def __init__(
@@ -53,6 +56,7 @@ class SelectedModelSaver:
         filename: str = "model.pt",
         trainer: Engine | None = None,
         also_save: dict[str, nn.Module] | None = None,
+        warnings: Sequence[str] | None = None,
     ) -> None:
         self.save_dir = Path(save_dir)
         self.deployable = deployable
@@ -60,6 +64,7 @@ class SelectedModelSaver:
         self.filename = filename
         self.trainer = trainer
         self.also_save = dict(also_save or {})
+        self.warnings = [str(w) for w in warnings or [] if w]
         self.best_dice = -1.0
         self.best: dict = {}
         self.history: list[dict] = []
@@ -106,6 +111,8 @@ class SelectedModelSaver:
             return
         epoch = int((self.trainer or engine).state.epoch)
         record = {"epoch": epoch, **sel, **{k: v for k, v in engine.state.metrics.items() if k.startswith("val_dice_")}}
+        if self.warnings:
+            record["warnings"] = [*self.warnings, *sel.get("warnings", [])]
         self.history.append({k: v for k, v in record.items() if k != "curve"})
         if not is_rank_zero():  # only rank 0 writes
             return

@@ -1,5 +1,14 @@
 """Segmentation losses of METHOD.md: soft Dice against hard targets and cross pseudo-supervision."""
 
-from .cps import CPSLoss, HardTargetDiceLoss, hard_labels
+from .cps import (
+    PSEUDO_WEIGHTINGS,
+    CPSLoss,
+    HardTargetDiceLoss,
+    check_pseudo_settings,
+    hard_labels,
+    pseudo_labels,
+    weighted_loss,
+)
 
-__all__ = ["CPSLoss", "HardTargetDiceLoss", "hard_labels"]
+__all__ = ["PSEUDO_WEIGHTINGS", "CPSLoss", "HardTargetDiceLoss", "check_pseudo_settings", "hard_labels",
+           "pseudo_labels", "weighted_loss"]

@@ -169,6 +169,86 @@ def test_train_3d_profile(tiny_dataset_3d, tmp_path, run_bundle):
     _check_outputs(tmp_path / "models", wf, 3)
 
 
+def _phase1_run(tmp_path: Path, best_assignment: float, baseline: float = 0.45) -> Path:
+    """A stand-in for a teacher_pretrain folder: models/teacher.pt and the checks of eval/metrics.csv."""
+    ckpt = _fresh_teacher(tmp_path / "teacher_pretrain" / "models" / "teacher.pt", 2, 3)
+    (ckpt.parents[1] / "eval").mkdir()
+    (ckpt.parents[1] / "eval" / "metrics.csv").write_text(
+        f"val_best_assignment_dice,{best_assignment}\nval_all_foreground_dice,{baseline}\n")
+    return ckpt
+
+
+def test_phase1_gate_keeps_a_teacher_that_beats_the_all_foreground_baseline(tiny_dataset_2d, tmp_path,
+                                                                            make_bundle_workflow):
+    data = tiny_dataset_2d(num_cases=6, size=16)
+    ckpt = _phase1_run(tmp_path, best_assignment=0.6)
+    wf = make_bundle_workflow(BUNDLE, ["train"], "train",
+                              **_train_overrides(data, tmp_path, [16, 16], str(ckpt), phase1_gate=True))
+    wf.initialize()
+    assert wf.parser.get_parsed_content("phase1_decision")[0] is True
+    saved = torch.load(ckpt, weights_only=True)
+    teacher = wf.parser.get_parsed_content("network")
+    assert all(torch.equal(v.cpu(), saved[k]) for k, v in teacher.state_dict().items()), "teacher_ckpt not loaded"
+    assert wf.parser.get_parsed_content("validate#model_saver").warnings == []
+    trainer = wf.parser.get_parsed_content("train#trainer")  # the safeguards are off by default
+    assert trainer.unsup_rampup is None and (trainer.pseudo_confidence, trainer.pseudo_weighting) == (0.0, "hard")
+
+
+def test_phase1_gate_falls_back_to_a_fresh_teacher_and_says_so_with_every_safeguard_on(tiny_dataset_2d, tmp_path,
+                                                                                       make_bundle_workflow):
+    """A phase-1 teacher below the all-foreground baseline is not loaded; model_selection.json's warnings (which the
+    runner's report shows) say so. The other switches reach the trainer and its CPS loss."""
+    from custom_components.engines import ProgressRampUp
+
+    data = tiny_dataset_2d(num_cases=6, size=16)
+    ckpt = _phase1_run(tmp_path, best_assignment=0.3)
+    overrides = _train_overrides(data, tmp_path, [16, 16], str(ckpt), phase1_gate=True, pseudo_confidence=0.55,
+                                 pseudo_weighting="confidence", unlabeled_rampup_frac=0.5,
+                                 unlabeled_rampup="linear")
+    wf = make_bundle_workflow(BUNDLE, ["train"], "train", **overrides)
+    wf.initialize()
+    saved = torch.load(ckpt, weights_only=True)
+    teacher = wf.parser.get_parsed_content("network")
+    assert not all(torch.equal(v.cpu(), saved[k]) for k, v in teacher.state_dict().items()), "phase-1 weights loaded"
+    trainer = wf.parser.get_parsed_content("train#trainer")
+    assert (trainer.pseudo_confidence, trainer.pseudo_weighting) == (0.55, "confidence")
+    assert (trainer.cps_loss.confidence, trainer.cps_loss.weighting) == (0.55, "confidence")
+    assert isinstance(trainer.unsup_rampup, ProgressRampUp)
+    assert (trainer.unsup_rampup.ramp, trainer.unsup_rampup.shape) == (0.5, "linear")
+    wf.run()
+    wf.finalize()
+    assert "pseudo_kept" in trainer.state.output
+    selection = json.loads((tmp_path / "models" / "model_selection.json").read_text())
+    assert "phase-1 best-assignment Dice 0.3000 does not beat the all-foreground baseline 0.4500" in \
+        selection["warnings"][0]
+    assert "fresh (untrained) teacher" in selection["warnings"][0]
+    # evaluation stacks the same ids but never runs the gate again (here it could not: the checks are gone)
+    (ckpt.parents[1] / "eval" / "metrics.csv").unlink()
+    ev = make_bundle_workflow(BUNDLE, ["train", "evaluate"], "eval", **overrides)
+    ev.initialize()
+    ev.run()
+    ev.finalize()
+    assert (tmp_path / "eval" / "metrics.json").is_file()
+
+
+def test_phase1_gate_reads_what_a_real_phase1_run_writes(tiny_dataset_2d, tmp_path, run_bundle, make_bundle_workflow):
+    """The default phase1_metrics (beside teacher_ckpt: ``<phase 1>/eval/metrics.csv``) is where teacher_pretrain
+    writes its checks, with the two values the gate compares."""
+    from custom_components.engines import phase1_gate
+
+    data = tiny_dataset_2d(num_cases=6, size=16)
+    p1 = tmp_path / "teacher_pretrain"
+    run_bundle("teacher_pretrain", ["train"], "train", **TINY, dataset_dir=str(data), output_dir=str(p1 / "eval"),
+               ckpt_dir=str(p1 / "models"), roi_size=[16, 16], batch_size=2, val_batch_size=2, max_epochs=1,
+               val_interval=1, check_datalist_files=False)
+    ckpt = p1 / "models" / "teacher.pt"
+    wf = make_bundle_workflow(BUNDLE, ["train"], "train",
+                              **_train_overrides(data, tmp_path / "p2", [16, 16], str(ckpt), phase1_gate=True))
+    wf.initialize()
+    assert wf.parser.get_parsed_content("phase1_metrics") == str(p1 / "eval" / "metrics.csv")
+    assert wf.parser.get_parsed_content("phase1_decision") == phase1_gate(p1 / "eval" / "metrics.csv")
+
+
 def test_plain_cps_without_teacher_checkpoint(tiny_dataset_2d, tmp_path, run_bundle):
     data = tiny_dataset_2d(num_cases=6, size=16)
     overrides = _train_overrides(data, tmp_path, [16, 16], "", rounds=0)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import functools
+import math
 
 import pytest
 import torch
@@ -11,8 +12,8 @@ from ignite.engine import Events
 from torch.utils.data import DataLoader
 
 from custom_components.data.loaders import PairedLoader
-from custom_components.engines import CoTrainer, LinearRampUp
-from custom_components.losses.cps import HardTargetDiceLoss
+from custom_components.engines import CoTrainer, LinearRampUp, ProgressRampUp
+from custom_components.losses.cps import CPSLoss, HardTargetDiceLoss
 from custom_components.networks import DiffusionTeacher
 from custom_components.networks.teacher import make_noise
 
@@ -434,13 +435,14 @@ def test_student_must_match_teacher() -> None:
 
 
 # ------------------------------------------------------------------------- the full loss, recomputed from METHOD.md
-def _soft_dice(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def _soft_dice(logits: torch.Tensor, target: torch.Tensor, w: torch.Tensor | float = 1.0) -> torch.Tensor:
     """METHOD.md's ``Dice(P, target)``, written out here (not via the project's loss): soft Dice of softmax
-    probabilities against the one-hot hard target, per sample and class, averaged over both (background included)."""
+    probabilities against the one-hot hard target, per sample and class, averaged over both (background included);
+    ``w``: per-pixel weights of the pseudo-label safeguard (every sum weighted)."""
     p = logits.float().softmax(1)
     oh = torch.nn.functional.one_hot(target[:, 0].long(), p.shape[1]).movedim(-1, 1).float()
     dims = tuple(range(2, p.ndim))
-    inter, denom = (p * oh).sum(dims), p.sum(dims) + oh.sum(dims)
+    inter, denom = (w * p * oh).sum(dims), (w * p).sum(dims) + (w * oh).sum(dims)
     return (1 - (2 * inter + 1e-5) / (denom + 1e-5)).mean()
 
 
@@ -452,10 +454,13 @@ def _draw(tag: int, kind: str, start: int, n: int, shape: tuple) -> tuple[torch.
     return t, torch.cat([make_noise((1, *shape), salt + r, "cpu", torch.float32) for r in rows])
 
 
-def _reference_losses(teacher, student, x_l, y, x_u, rounds: int, mode: str, lam: float, w_d: float) -> dict:
+def _reference_losses(teacher, student, x_l, y, x_u, rounds: int, mode: str, lam: float, w_d: float,
+                      confidence: float = 0.0, weighting: str = "hard") -> dict:
     """METHOD.md, "Phase 2", term by term, from the networks' outputs under the draws of ``RowDraws``
     (teacher tag 1, student tag 2): ``P_S`` / ``P_T`` are rows ``0..B-1``; round ``j`` reconstructs at rows
-    ``j B .. (j+1) B - 1`` and re-segments at teacher rows ``B + j B ..``."""
+    ``j B .. (j+1) B - 1`` and re-segments at teacher rows ``B + j B ..``. ``confidence`` / ``weighting``: the
+    pseudo-label safeguard (issue 25), every pseudo-labelled pixel weighted by ``[q >= confidence]`` (times ``q``
+    for ``"confidence"``), ``q`` = the max softmax of the network that gives the target."""
     n_l, x = x_l.shape[0], torch.cat([x_l, x_u])
     b, k = x.shape[0], teacher.num_classes
 
@@ -465,8 +470,14 @@ def _reference_losses(teacher, student, x_l, y, x_u, rounds: int, mode: str, lam
 
     p_s, p_t = seg(student, 2, x, 0), seg(teacher, 1, x, 0)
     hard = lambda logits: logits.detach().argmax(1, keepdim=True)  # noqa: E731
+
+    def weight(logits):
+        q = logits.detach().softmax(1).amax(1, keepdim=True)
+        return (q >= confidence).float() * (q if weighting == "confidence" else 1.0)
+
     sup_dice = _soft_dice(p_s[:n_l], y) + _soft_dice(p_t[:n_l], y)
-    cps = _soft_dice(p_s[n_l:], hard(p_t[n_l:])) + _soft_dice(p_t[n_l:], hard(p_s[n_l:]))
+    w_s, w_t = weight(p_s[n_l:]), weight(p_t[n_l:])
+    cps = _soft_dice(p_s[n_l:], hard(p_t[n_l:]), w_t) + _soft_dice(p_t[n_l:], hard(p_s[n_l:]), w_s)
     target = torch.cat([y, hard(p_s[n_l:])])  # y on labelled data, argmax P_S on unlabelled data
     align_l = align_u = rec_l = rec_u = torch.zeros(())
     cond = p_t
@@ -475,7 +486,7 @@ def _reference_losses(teacher, student, x_l, y, x_u, rounds: int, mode: str, lam
         rec = teacher.reconstruct(x, 2 * cond.detach().softmax(1) - 1, t, noise)
         p_tilde = seg(teacher, 1, rec.x0_hat.detach(), b + j * b)
         align_l = align_l + _soft_dice(p_tilde[:n_l], target[:n_l])
-        align_u = align_u + _soft_dice(p_tilde[n_l:], target[n_l:])
+        align_u = align_u + _soft_dice(p_tilde[n_l:], target[n_l:], w_s)
         rec_l, rec_u = rec_l + rec.loss[:n_l].mean(), rec_u + rec.loss[n_l:].mean()
         if mode == "chained":
             cond = p_tilde
@@ -484,7 +495,8 @@ def _reference_losses(teacher, student, x_l, y, x_u, rounds: int, mode: str, lam
     sup = sup_dice + c * (align_l + rec_l)
     return {"loss": sup + unsup, "loss_sup": sup, "loss_unsup": unsup, "loss_cps": cps, "loss_sup_dice": sup_dice,
             "loss_align": (align_l + align_u) / rounds, "loss_rec": (rec_l + rec_u) / rounds,
-            "_targets_differ": bool((hard(p_s[n_l:]) != hard(p_t[n_l:])).any())}
+            "_targets_differ": bool((hard(p_s[n_l:]) != hard(p_t[n_l:])).any()),
+            "_kept": (float((w_s > 0).float().mean()), float((w_t > 0).float().mean()))}
 
 
 @pytest.mark.parametrize(
@@ -508,6 +520,7 @@ def test_total_loss_equals_the_method_formula(monkeypatch: pytest.MonkeyPatch, m
         ref = _reference_losses(teacher, student, x_l, y, x_u, rounds, mode, lam, w_d)
     # guards: the mutations this test must catch change the result on this batch
     assert ref.pop("_targets_differ"), "argmax P_S and argmax P_T agree everywhere: the alignment target is untested"
+    ref.pop("_kept")
     assert float(ref["loss_align"]) > 0 and float(ref["loss_rec"]) > 0
     for key, value in ref.items():
         torch.testing.assert_close(got[key], value.float(), atol=2e-5, rtol=1e-5, msg=key)
@@ -587,3 +600,96 @@ def test_round_batch_must_be_known() -> None:
     teacher, student = nets()
     with pytest.raises(ValueError, match=r"round_batch must be one of \['all', 'unlabeled'\], got 'labeled'"):
         make_trainer(teacher, student, round_batch="labeled")
+
+
+# ------------------------------------------------------------------- safeguards against a misleading teacher (issue 25)
+@pytest.mark.parametrize(
+    "confidence,weighting,mode,batch_rounds",
+    [(0.56, "hard", "independent", True), (0.56, "confidence", "independent", False), (0.0, "confidence", "chained",
+                                                                                       False)],
+    ids=["threshold-batched", "threshold-confidence-loop", "confidence-chained"],
+)
+def test_pseudo_confidence_weights_every_pseudo_labelled_term_as_the_formula(
+        monkeypatch: pytest.MonkeyPatch, confidence: float, weighting: str, mode: str, batch_rounds: bool) -> None:
+    """With the pseudo-label safeguard on, CPS (each direction weighted by its source) and the unlabelled alignment
+    (weighted by ``P_S``, the source of its target) equal the formula with the weights; the labelled terms keep
+    ``y`` unweighted."""
+    rounds, lam, w_d = 2, 0.6, 0.7
+    teacher, student = nets(seed=2)
+    x_l, y, x_u = batch(n_l=2, n_u=3)
+    with monkeypatch.context() as m:
+        RowDraws(m, teacher, 1)
+        RowDraws(m, student, 2)
+        trainer = make_trainer(teacher, student, rounds=rounds, round_mode=mode, batch_rounds=batch_rounds, w_d=w_d,
+                               unsup_weight=lambda e: lam, pseudo_confidence=confidence, pseudo_weighting=weighting)
+        got = {k: v.detach() for k, v in trainer.compute_losses(x_l, y, x_u, epoch=0).items()}
+    with torch.no_grad():
+        ref = _reference_losses(teacher, student, x_l, y, x_u, rounds, mode, lam, w_d, confidence, weighting)
+        plain = _reference_losses(teacher, student, x_l, y, x_u, rounds, mode, lam, w_d)
+    ref.pop("_targets_differ"), plain.pop("_targets_differ"), plain.pop("_kept")
+    kept_s, kept_t = ref.pop("_kept")
+    if confidence > 0:  # guard: the threshold drops some pixels of both sources and keeps others
+        assert 0.1 < kept_s < 0.9 and 0.1 < kept_t < 0.9, (kept_s, kept_t)
+        assert float(got["pseudo_kept"]) == pytest.approx((kept_s + kept_t) / 2)
+    else:
+        assert "pseudo_kept" not in got
+    for key in ("loss_cps", "loss_align"):  # guard: the safeguard changes the pseudo-labelled terms on this batch
+        assert abs(float(ref[key]) - float(plain[key])) > 1e-4, key  # 5x the tolerance below
+    for key in ("loss_sup_dice", "loss_rec"):
+        torch.testing.assert_close(ref[key], plain[key])
+    for key, value in ref.items():
+        torch.testing.assert_close(got[key], value.float(), atol=2e-5, rtol=1e-5, msg=key)
+
+
+def test_cps_loss_with_other_pseudo_settings_than_the_trainer_is_rejected() -> None:
+    teacher, student = nets()
+    with pytest.raises(ValueError, match=r"cps_loss weights its pseudo-labels with confidence 0.5, weighting 'hard'; "
+                                         r"the trainer's alignment targets with 0.0, 'hard'"):
+        make_trainer(teacher, student, cps_loss=CPSLoss(confidence=0.5))
+    with pytest.raises(ValueError, match=r"pseudo_confidence must be in \[0, 1\), got 1.5"):
+        make_trainer(teacher, student, pseudo_confidence=1.5)
+    trainer = make_trainer(teacher, student, pseudo_confidence=0.7, pseudo_weighting="confidence")
+    assert (trainer.cps_loss.confidence, trainer.cps_loss.weighting) == (0.7, "confidence")
+
+
+def test_progress_ramp_up_values() -> None:
+    """~0 at the first iteration, 1 at the end of the ramp and after it."""
+    sig, lin = ProgressRampUp(1.0, 0.4), ProgressRampUp(2.0, 0.4, "linear")
+    assert sig(0.0) == pytest.approx(math.exp(-5)) and sig(0.0) < 0.01
+    assert lin(0.0) == 0.0
+    assert [sig(t) for t in (0.4, 0.7, 1.0)] == pytest.approx([1.0, 1.0, 1.0])
+    assert [lin(t) for t in (0.1, 0.2, 0.4, 1.0)] == pytest.approx([0.5, 1.0, 2.0, 2.0])
+    assert sig(0.2) == pytest.approx(math.exp(-5 * 0.25))
+    with pytest.raises(ValueError, match=r"unlabeled_rampup must be one of \['sigmoid', 'linear'\], got 'step'"):
+        ProgressRampUp(1.0, 0.4, "step")
+    with pytest.raises(ValueError, match=r"ramp in \(0, 1\]"):
+        ProgressRampUp(1.0, 0.0)
+
+
+def test_unsup_rampup_scales_every_unlabelled_term_by_the_fraction_of_iterations() -> None:
+    """At the first iteration a linear ramp gives weight 0: the total is the supervised loss alone, so no
+    unlabelled term escapes the ramp (CPS, alignment and reconstruction on ``x_u`` are all non-zero); half-way up
+    the ramp the weight is 0.5; it replaces ``lambda(e)``."""
+    teacher, student = nets()
+    trainer = make_trainer(teacher, student, max_epochs=2, epoch_length=4, rounds=1,
+                           unsup_weight=lambda e: 0.3, unsup_rampup=ProgressRampUp(1.0, 0.5, "linear"))
+    trainer.state.max_epochs, trainer.state.epoch_length = 2, 4
+    trainer.state.iteration = 1  # progress 0
+    out = trainer.compute_losses(*batch(), epoch=0)
+    assert float(out["unsup_weight"]) == 0.0 and float(out["loss_cps"]) > 0
+    assert float(out["loss_unsup"]) == 0.0
+    torch.testing.assert_close(out["loss"], out["loss_sup"])
+    trainer.state.iteration = 3  # progress 2 / 8 = 0.25: half of the ramp
+    out = trainer.compute_losses(*batch(), epoch=0)
+    assert float(out["unsup_weight"]) == pytest.approx(0.5)
+    assert float(out["loss_unsup"]) > 0
+
+
+def test_unsup_weight_in_output_follows_the_progress_ramp_per_iteration() -> None:
+    teacher, student = nets()
+    trainer = make_trainer(teacher, student, max_epochs=2, rounds=1, epoch_length=2,
+                           unsup_rampup=ProgressRampUp(1.0, 0.5, "linear"))
+    seen = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: seen.append(float(e.state.output["unsup_weight"])))
+    trainer.run()
+    assert seen == pytest.approx([0.0, 0.5, 1.0, 1.0])  # progress 0, 1/4, 2/4, 3/4 of 4 iterations, ramp 0.5

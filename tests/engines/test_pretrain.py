@@ -383,3 +383,39 @@ def test_cycle_loss_equals_the_method_formula() -> None:
     eps = (x_t - abar.sqrt() * x) / (1 - abar).sqrt()
     expected = ((eps - eps_hat) ** 2).mean()
     torch.testing.assert_close(trainer.state.output["loss_cyc"], expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "rows,use_teacher,numbers",
+    [
+        ("val_best_assignment_dice,0.40\nval_all_foreground_dice,0.4517\n", False,
+         "0.4000 does not beat the all-foreground baseline 0.4517"),
+        ("val_best_assignment_dice,0.4517\nval_all_foreground_dice,0.4517\n", False, "0.4517 does not beat"),
+        ("val_best_assignment_dice,0.4600\nval_all_foreground_dice,0.4517\n", True,
+         "0.4600 beats the all-foreground baseline 0.4517"),
+        ("val_probe_dice,0.9\nval_best_assignment_dice,0.30\nval_all_foreground_dice,0.35\n", False,
+         "best-assignment Dice 0.3000"),
+        ("val_probe_dice,0.5\nval_all_foreground_dice,0.35\n", True, "probe Dice 0.5000 beats"),
+    ],
+    ids=["below", "equal", "above", "channels-not-probe", "probe-only"],
+)
+def test_phase1_gate_falls_back_unless_the_teacher_beats_the_all_foreground_baseline(
+        tmp_path, rows: str, use_teacher: bool, numbers: str) -> None:
+    from custom_components.engines.pretrain import phase1_gate, phase1_warnings
+
+    (tmp_path / "metrics.csv").write_text(rows)
+    use, reason = phase1_gate(tmp_path / "metrics.csv")
+    assert use is use_teacher and numbers in reason
+    assert ("fresh (untrained) teacher" in reason) is not use_teacher
+    assert (phase1_warnings(tmp_path / "metrics.csv") == []) is use_teacher  # gate and warning agree
+
+
+def test_phase1_gate_without_the_phase1_checks_names_the_file(tmp_path) -> None:
+    from custom_components.engines.pretrain import phase1_gate
+    from custom_components.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match=r"phase1_gate: no phase-1 checks in .*missing.csv"):
+        phase1_gate(tmp_path / "missing.csv")
+    (tmp_path / "metrics.csv").write_text("val_best_assignment_dice,0.6\n")  # no baseline
+    with pytest.raises(CheckpointError, match=r"set phase1_metrics to that file, or phase1_gate false"):
+        phase1_gate(tmp_path / "metrics.csv")

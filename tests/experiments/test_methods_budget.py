@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_registry_holds_the_methods_in_table_order():
     assert list(METHODS) == ["supervised", "mean_teacher", "uamt", "bcp", "unimatch", "cps", "cps_diffusion",
-                             "full", "full_fast", "upper"]
+                             "full", "full_fast", "full_safe", "upper"]
     assert METHODS["full"].phases() == ("teacher_pretrain", "cotrain")
     assert METHODS["full"].phases(pretrain=False) == ("cotrain",)
     assert METHODS["cps_diffusion"].phases() == ("cotrain",) and METHODS["upper"].fixed_ratio == 1.0
@@ -29,6 +29,10 @@ def test_registry_holds_the_methods_in_table_order():
     assert fast.phase1_settings == {"backbone": "fast"} and fast.phases() == ("teacher_pretrain", "cotrain")
     assert fast.bundle_settings() == {"teacher_ckpt": "", "backbone": "fast", "round_batch": "unlabeled", "rounds": 3,
                                       "round_mode": "independent"}
+    safe = METHODS["full_safe"]  # the issue-25 safeguards; phase 1 shared with full (same phase-1 settings)
+    assert safe.phases() == ("teacher_pretrain", "cotrain") and safe.phase1_settings == METHODS["full"].phase1_settings
+    assert safe.bundle_settings() == {"teacher_ckpt": "", "phase1_gate": True, "unlabeled_rampup_frac": 0.4,
+                                      "pseudo_confidence": 0.8, "rounds": 3, "round_mode": "independent"}
     with pytest.raises(ValueError, match="phase1_settings without phase 1"):
         Method("x", bundle="cotrain", phase1_settings={"backbone": "fast"})
 
