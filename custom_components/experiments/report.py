@@ -117,7 +117,7 @@ def aggregate(runs: Sequence[Mapping[str, Any]], protocol: str) -> list[dict[str
             "base_method": bases[method],
             "ratio": ratio,
             "protocol": protocol,
-            "seeds": sorted(int(it["seed"]) for it in items),
+            "seeds": sorted({int(it["seed"]) for it in items}),
             "num_labeled": sorted({it.get("num_labeled") for it in items if it.get("num_labeled") is not None}),
             "num_test_cases": n_cases,
             **({"cv": folds[0]} if folds else {}),
@@ -227,9 +227,10 @@ def few_label_warnings(rows: Sequence[Mapping[str, Any]]) -> list[str]:
                        "trained (fewer than 3): its scores say little about the method.")
         n = cases_per_seed(r)
         if not interval_ok(n):
+            remedy = ("every labelled case is already tested once: only more labelled cases give an interval"
+                      if r.get("cv") else "use cross-validation (`run_experiments.py --cv`)")
             out.append(f"{r['method']} at {_ratio_label(r)}: {n} test case(s) per seed (fewer than {MIN_CASES}): "
-                       f"no interval or spread is printed ({TOO_SMALL}); use cross-validation "
-                       "(`make_split.py --folds`).")
+                       f"no interval or spread is printed ({TOO_SMALL}); {remedy}.")
     return out
 
 
