@@ -16,6 +16,11 @@ Examples::
         --methods supervised cps_diffusion full upper --ratios 0.05 0.1 0.2 --seeds 0 1 2 --protocol paper2d clean
     python scripts/run_experiments.py ... --methods full --rounds 1 --round-mode chained   # ablation
     python scripts/run_experiments.py ... --override cotrain:max_epochs=50 --override "*:num_workers=0"
+    python scripts/run_experiments.py --dataset data/mine --methods supervised full --cv 5   # few labels
+
+With at most 20 labelled cases and no official test split the runner cross-validates by default (``--cv``): each
+labelled case is tested once, the scores are pooled over the folds, and the recommended model (the best method,
+supervised-only included) is retrained on every labelled case into ``<work_dir>/<name>/recommended/``.
 """
 
 from __future__ import annotations
@@ -64,7 +69,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "VALUE is JSON when it parses; repeatable")
     p.add_argument("--iterations", nargs="+", default=[], metavar="PHASE=N",
                    help="override the profile's iteration budget of a phase (e.g. cotrain=400 teacher_pretrain=300)")
-    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--val-fraction", type=float, default=None,
+                   help="validation fraction (default 0.1 of a ratio split's labelled cases, 0.2 of a cross-validation "
+                        "fold's training cases; a fold's carve-out under 3 cases is dropped: the last checkpoint)")
+    p.add_argument("--cv", type=int, default=None, metavar="K",
+                   help="K-fold cross-validation over the labelled cases (0: off). Default: 5 folds (one case per fold "
+                        "with fewer) when the dataset has at most 20 labelled cases and no official test split, else "
+                        "ratio splits; the output says which")
+    p.add_argument("--no-final-model", action="store_true",
+                   help="after cross-validation, do not retrain the recommended method on every labelled case")
     p.add_argument("--test-fraction", type=float, default=0.3)
     p.add_argument("--work-dir", default=str(REPO_ROOT / "work_dirs"))
     p.add_argument("--results-dir", default=str(REPO_ROOT / "docs" / "results"))
@@ -98,7 +111,8 @@ def settings_from_args(args: argparse.Namespace) -> RunnerSettings:
         overrides=[parse_override(o) for o in args.override], iterations=parse_iterations(args.iterations),
         val_fraction=args.val_fraction, test_fraction=args.test_fraction, work_dir=Path(args.work_dir),
         results_dir=Path(args.results_dir), num_qualitative=args.num_qualitative, num_threads=args.num_threads,
-        jobs=args.jobs, force=args.force, phase1_ratio=args.phase1_ratio)
+        jobs=args.jobs, force=args.force, phase1_ratio=args.phase1_ratio, cv=args.cv,
+        final_model=not args.no_final_model)
 
 
 def parse_seed_ratios(items: Sequence[str]) -> dict[int, list[float]]:

@@ -101,7 +101,7 @@ ALLOWED_CALLABLES: frozenset[str] = frozenset({
     "custom_components.engines.SigmoidRampUp", "custom_components.engines.phase1_gate",
     "custom_components.engines.evaluation_threshold", "custom_components.engines.selected_threshold",
     "custom_components.handlers.pseudolabel_writer.check_output_dir",
-    "custom_components.handlers.pseudolabel_writer.pending_entries",
+    "custom_components.handlers.pseudolabel_writer.pending_entries", "custom_components.handlers.selection_mode",
     "custom_components.handlers.tracking.use_output_transform", "custom_components.metrics.OutputAverage",
     "custom_components.networks.ChannelProbe", "custom_components.networks.MaskPathwaySegmenter.from_teacher",
     "custom_components.networks.align_teacher_classes", "custom_components.networks.check_spatial_size",
@@ -133,7 +133,8 @@ ALLOWED_IMPORTS: frozenset[str] = frozenset({
     "custom_components.transforms.uncertainty", "glob", "ignite", "json", "monai", "numpy", "os", "pathlib", "torch",
 })
 #: methods called on config references (``@network.to(...)``), comprehension variables and call results.
-ALLOWED_METHODS: frozenset[str] = frozenset({"get", "items", "mkdir", "parameters", "run", "startswith", "to"})
+ALLOWED_METHODS: frozenset[str] = frozenset({"attach", "get", "items", "mkdir", "parameters", "run", "startswith",
+                                             "to"})
 
 #: names MONAI puts in every expression's globals (``np`` is numpy).
 _DEFAULT_GLOBALS = {"np": "numpy"}

@@ -35,8 +35,8 @@ from custom_components.errors import UserError
 class SplitError(UserError, ValueError):
     """A dataset cannot be split as asked; the message names the datalist or list file and the problem."""
 
-__all__ = ["SplitError", "make_split", "make_folds", "write_split", "split_filename", "fold_filename", "case_id",
-           "read_id_list", "MIN_VALIDATION", "FEW_LABELS"]
+__all__ = ["SplitError", "make_split", "make_folds", "make_all_labelled_split", "write_split", "split_filename",
+           "fold_filename", "all_labelled_filename", "case_id", "read_id_list", "MIN_VALIDATION", "FEW_LABELS"]
 
 MIN_VALIDATION = 3
 """Fewest validation cases worth selecting a checkpoint on; below, the last checkpoint is kept."""
@@ -109,6 +109,11 @@ def split_filename(labeled_ratio: float, seed: int, labeled_first_n: int | None 
 def fold_filename(num_folds: int, fold: int, seed: int) -> str:
     """File name of one cross-validation fold's datalist: ``datalist_cv<k>_f<i>_s<seed>.json``."""
     return f"datalist_cv{int(num_folds)}_f{int(fold)}_s{int(seed)}.json"
+
+
+def all_labelled_filename(seed: int) -> str:
+    """File name of the delivered model's datalist (every labelled case trains): ``datalist_all_s<seed>.json``."""
+    return f"datalist_all_s{int(seed)}.json"
 
 
 def _round(x: float) -> int:
@@ -399,23 +404,60 @@ def make_folds(
     out = []
     for i, test in enumerate(folds):
         train = [c for c in perm if c not in set(test)]
-        n_val = _round(val_fraction * len(train))
-        if n_val < MIN_VALIDATION:
-            n_val = 0
-        val, lab = train[:n_val], train[n_val:]
-        d: dict[str, Any] = {key: data[key] for key in _META_KEYS if key in data}
-        d.update({
-            "seed": int(seed),
-            "labeled_ratio": 1.0,
-            "fold": i,
-            "num_folds": k,
-            "selection": "best" if val else "last",
-            "split": {"cross_validation": True, "val_fraction": val_fraction, "num_labeled": len(lab),
-                      "num_unlabeled_pool": len(pool)},
-            "labeled": [dict(by_id[c]) for c in lab],
-            "unlabeled": [dict(c) for c in pool],
-            "validation": [dict(by_id[c]) for c in val],
-            "test": [dict(by_id[c]) for c in test],
-        })
+        d = _training_split(data, by_id, train, pool, seed, val_fraction, test)
+        d.update({"fold": i, "num_folds": k})
+        d["split"]["cross_validation"] = True
         out.append(d)
     return out
+
+
+def _training_split(data: Mapping[str, Any], by_id: Mapping[str, dict], train: Sequence[str], pool: Sequence[dict],
+                    seed: int, val_fraction: float, test: Sequence[str]) -> dict[str, Any]:
+    """A datalist training on ``train`` (validation = its first ``round(val_fraction * n)`` ids, none under
+    ``MIN_VALIDATION``: ``"selection": "last"``) with the whole unlabelled ``pool``, tested on ``test``."""
+    n_val = _round(val_fraction * len(train))
+    if n_val < MIN_VALIDATION:
+        n_val = 0
+    val, lab = list(train[:n_val]), list(train[n_val:])
+    d: dict[str, Any] = {key: data[key] for key in _META_KEYS if key in data}
+    d.update({
+        "seed": int(seed),
+        "labeled_ratio": 1.0,
+        "selection": "best" if val else "last",
+        "split": {"val_fraction": val_fraction, "num_labeled": len(lab), "num_unlabeled_pool": len(pool)},
+        "labeled": [dict(by_id[c]) for c in lab],
+        "unlabeled": [dict(c) for c in pool],
+        "validation": [dict(by_id[c]) for c in val],
+        "test": [dict(by_id[c]) for c in test],
+    })
+    return d
+
+
+def make_all_labelled_split(
+    datalist_or_cases: str | Path | Mapping[str, Any] | Sequence[Mapping[str, Any]],
+    seed: int = 0,
+    val_fraction: float = 0.2,
+) -> dict[str, Any]:
+    """The delivered model's datalist after cross-validation: every labelled case trains, with the whole unlabelled
+    pool and the same validation rule as a fold of :func:`make_folds` (the same seeded order; none under
+    ``MIN_VALIDATION`` cases: ``"selection": "last"``); ``test`` is empty (the folds measured the method).
+
+    Args:
+        datalist_or_cases: as for :func:`make_folds`.
+        seed: seed of the order the validation cases are taken from.
+        val_fraction: validation fraction of the labelled cases, in [0, 1).
+
+    Raises:
+        SplitError: no labelled case, or ``val_fraction`` out of range.
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise SplitError(f"val_fraction must be in [0, 1), got {val_fraction}.")
+    data, cases = _load(datalist_or_cases)
+    by_id = {case_id(c): c for c in cases}
+    if not by_id:
+        raise SplitError("make_all_labelled_split: no labelled case.")
+    ids = sorted(by_id)
+    perm = [ids[i] for i in np.random.default_rng(int(seed)).permutation(len(ids))]
+    d = _training_split(data, by_id, perm, _pool(data), seed, val_fraction, [])
+    d["split"]["all_labelled"] = True
+    return d

@@ -14,7 +14,8 @@ from .environment import relative_path
 from .methods import METHODS
 
 __all__ = ["ReportError", "aggregate", "dice_vs_ratio_figure", "dice_vs_time_figure", "dice_vs_time_points",
-           "format_console_table", "format_markdown_table", "qualitative_figure", "ratio_tag", "write_markdown"]
+           "format_console_table", "format_markdown_table", "qualitative_figure", "ratio_tag", "recommend",
+           "recommendation_lines", "write_markdown"]
 
 
 class ReportError(RuntimeError):
@@ -54,7 +55,9 @@ def aggregate(runs: Sequence[Mapping[str, Any]], protocol: str) -> list[dict[str
 
     Per-case values of every seed are pooled: Dice/Jaccard/HD95/ASD mean ± std (population std; NaN cases left out);
     ``seed_dice`` lists each seed's mean Dice; ``pooled_dice`` / ``pooled_jaccard`` are the means over seeds of the
-    protocol's pooled scores (``None`` when the protocol does not pool).
+    protocol's pooled scores (``None`` when the protocol does not pool). Cross-validation folds (runs with ``fold``)
+    of one seed are one score: every labelled case once (``seed_dice``: the mean over the pooled cases of its
+    folds; ``cv``: the number of folds); the pooled scores are then means over folds and seeds.
 
     Args:
         runs: run records with ``method``, ``ratio``, ``seed``, ``metrics`` (``{protocol: path of metrics.json}``),
@@ -75,7 +78,8 @@ def aggregate(runs: Sequence[Mapping[str, Any]], protocol: str) -> list[dict[str
         cases: dict[str, list[Any]] = {m: [] for m in ("dice", "jaccard", "hd95", "asd")}
         class_dice: dict[str, list[Any]] = {}  # foreground class -> per-case Dice (multi-class only)
         seed_dice, pooled_d, pooled_j, unit, n_cases, case_dice = [], [], [], set(), 0, {}
-        for it in sorted(items, key=lambda x: int(x["seed"])):
+        fold_dice: dict[int, list[Any]] = {}  # seed -> per-case Dice of its cross-validation folds
+        for it in sorted(items, key=lambda x: (int(x["seed"]), int(x.get("fold") or 0))):
             path = Path(it["metrics"][protocol])
             try:
                 data = json.loads(path.read_text())
@@ -91,13 +95,18 @@ def aggregate(runs: Sequence[Mapping[str, Any]], protocol: str) -> list[dict[str
                 case_dice[f"{int(it['seed'])}/{row.get('case', i)}"] = row.get(f"dice_{g}")
             for c in (c for c in summary["metrics"] if c != "mean" and g == "mean"):
                 class_dice.setdefault(c, []).extend(row.get(f"dice_{c}") for row in data["per_case"])
-            seed_dice.append(summary["metrics"][g]["dice"]["mean"])
+            if it.get("fold") is None:
+                seed_dice.append(summary["metrics"][g]["dice"]["mean"])
+            else:
+                fold_dice.setdefault(int(it["seed"]), []).extend(row.get(f"dice_{g}") for row in data["per_case"])
             unit.add(summary.get("distance_unit", ""))
             n_cases += len(data["per_case"])
             pooled = summary.get("pooled") or {}
             if pooled:
                 pooled_d.append(sum(_finite([p.get("dice") for p in pooled.values()])) / max(1, len(pooled)))
                 pooled_j.append(sum(_finite([p.get("jaccard") for p in pooled.values()])) / max(1, len(pooled)))
+        seed_dice += [_mean_std(v)["mean"] for _, v in sorted(fold_dice.items())]
+        folds = sorted({int(it["num_folds"]) for it in items if it.get("num_folds")})
         times = _finite([it.get("train_time_s") for it in items])
         # the selection of each run, with the threshold chosen again under the test window where there is one
         sels = [{**it["selection"], **({"test_threshold": it["test_thresholds"][protocol]["threshold"]}
@@ -108,9 +117,10 @@ def aggregate(runs: Sequence[Mapping[str, Any]], protocol: str) -> list[dict[str
             "base_method": bases[method],
             "ratio": ratio,
             "protocol": protocol,
-            "seeds": sorted(int(it["seed"]) for it in items),
+            "seeds": sorted({int(it["seed"]) for it in items}),
             "num_labeled": sorted({it.get("num_labeled") for it in items if it.get("num_labeled") is not None}),
             "num_test_cases": n_cases,
+            **({"cv": folds[0]} if folds else {}),
             "distance_unit": ",".join(sorted(u for u in unit if u)),
             **{m: _mean_std(v) for m, v in cases.items()},
             "class_dice": {c: _mean_std(v) for c, v in class_dice.items()},
@@ -134,7 +144,15 @@ def _num(stat: Mapping[str, Any]) -> str:
 
 def _ratio_label(row: Mapping[str, Any]) -> str:
     n = row.get("num_labeled") or []
+    if row.get("cv"):
+        return f"{row['cv']}-fold CV" + (f" ({'/'.join(str(x) for x in n)} labelled per fold)" if n else "")
     return f"{100 * row['ratio']:g} %" + (f" ({'/'.join(str(x) for x in n)})" if n else "")
+
+
+def _selected(sel: Mapping[str, Any]) -> str:
+    """``network @ threshold`` of a run's selection; ``(last checkpoint)`` when nothing was selected."""
+    last = " (last checkpoint, no validation)" if sel.get("selection") == "last" else ""
+    return f"{sel.get('network')} @ {float(sel.get('threshold', 0.5)):.2f}{last}"
 
 
 def format_markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
@@ -179,9 +197,9 @@ def format_markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
         for ref in refs:
             cells.append(format_interval((r.get("paired") or {}).get(ref)))
         sels = r.get("selection") or []
-        cells.append(", ".join(f"{s.get('network')} @ {float(s.get('threshold', 0.5)):.2f}"
-                               + (f" (test window: {float(s['test_threshold']):.2f})" if "test_threshold" in s else "")
-                               for s in sels) or "-")
+        shown = [_selected(s) + (f" (test window: {float(s['test_threshold']):.2f})" if "test_threshold" in s else "")
+                 for s in sels]
+        cells.append(", ".join(dict.fromkeys(shown)) or "-")  # the folds of a seed: each distinct choice once
         t = r.get("train_time_s") or {}
         cells.append("n/a" if t.get("mean") is None else f"{t['mean']:.0f}")
         lines.append("| " + " | ".join(cells) + " |")
@@ -209,9 +227,10 @@ def few_label_warnings(rows: Sequence[Mapping[str, Any]]) -> list[str]:
                        "trained (fewer than 3): its scores say little about the method.")
         n = cases_per_seed(r)
         if not interval_ok(n):
+            remedy = ("every labelled case is already tested once: only more labelled cases give an interval"
+                      if r.get("cv") else "use cross-validation (`run_experiments.py --cv`)")
             out.append(f"{r['method']} at {_ratio_label(r)}: {n} test case(s) per seed (fewer than {MIN_CASES}): "
-                       f"no interval or spread is printed ({TOO_SMALL}); use cross-validation "
-                       "(`make_split.py --folds`).")
+                       f"no interval or spread is printed ({TOO_SMALL}); {remedy}.")
     return out
 
 
@@ -248,6 +267,80 @@ def headline(rows: Sequence[Mapping[str, Any]], reference: str = "supervised") -
     return "; ".join(parts) + "." if parts else None
 
 
+def recommend(rows: Sequence[Mapping[str, Any]], runs: Sequence[Mapping[str, Any]], cross_validated: bool
+              ) -> dict[str, Any] | None:
+    """The method to deliver: the best score among the compared methods, supervised-only included.
+
+    After cross-validation the score is the cross-validated test Dice (``dice_over_seeds``: every labelled case
+    scored once, by a model that never trained on it). With a test split it is the **validation** Dice of the runs'
+    selected models (mean over seeds; ``model_selection.json``), so the test split never chooses: the test Dice and
+    its paired interval are then reported for the chosen method only. Fixed-ratio methods (the upper bound) are no
+    candidates; with several ratios, the largest one's rows are. Ties go to the method registered first
+    (supervised-only before the others).
+
+    Args:
+        rows: one protocol's rows after ``compare_rows``.
+        runs: the run records (their ``selection``).
+        cross_validated: the rows come from cross-validation folds.
+
+    Returns:
+        ``{"method", "base_method", "ratio", "cross_validated", "basis", "score", "scores", "test_dice",
+        "vs_supervised", "n_cases"}``, or ``None`` when no candidate has a score.
+    """
+    cands = [r for r in rows if getattr(METHODS.get(_base(r)), "fixed_ratio", None) is None]
+    if not cands:
+        return None
+    ratio = max(float(r["ratio"]) for r in cands)
+    cands = [r for r in cands if float(r["ratio"]) == ratio]
+    scores: dict[str, float | None] = {}
+    for r in cands:
+        if cross_validated:
+            scores[r["method"]] = (r.get("dice_over_seeds") or {}).get("mean")
+        else:
+            val = _finite([(it.get("selection") or {}).get("dice") for it in runs
+                           if it["method"] == r["method"] and float(it["ratio"]) == ratio])
+            scores[r["method"]] = sum(val) / len(val) if val else None
+    ranked = [r for r in cands if scores[r["method"]] is not None]
+    if not ranked:
+        return None
+    order = list(METHODS)
+    best = max(ranked, key=lambda r: (scores[r["method"]], -(order.index(_base(r)) if _base(r) in order
+                                                               else len(order))))
+    n = cases_per_seed(best)
+    basis = (f"cross-validated test Dice over all {n} labelled cases (each scored once by a model that did not "
+             f"train on it; {best.get('cv')} folds)" if cross_validated else
+             "validation Dice of the selected model (mean over seeds; the test split never chooses)")
+    return {"method": best["method"], "base_method": _base(best), "ratio": ratio, "cross_validated": cross_validated,
+            "basis": basis, "score": scores[best["method"]], "scores": scores,
+            "test_dice": (best.get("dice") or {}).get("mean"), "n_cases": n,
+            "vs_supervised": None if _base(best) == "supervised" else (best.get("paired") or {}).get("supervised")}
+
+
+def recommendation_lines(rec: Mapping[str, Any] | None) -> list[str]:
+    """The recommendation in words (results page and console), ending with the predict command."""
+    if not rec:
+        return []
+    others = ", ".join(f"{m} {'n/a' if v is None else f'{100 * v:.2f}'}" for m, v in rec["scores"].items())
+    if rec["base_method"] == "supervised":
+        vs = "it is supervised-only (no semi-supervised method scored higher)"
+    elif rec.get("vs_supervised") is None:
+        vs = "no supervised-only run to compare with"
+    else:
+        vs = (f"Δ test Dice vs supervised-only {format_interval(rec['vs_supervised'])} (paired over the "
+              f"{rec['n_cases']} test cases, 95 % bootstrap interval)")
+    test = "" if rec["cross_validated"] or rec.get("test_dice") is None else \
+        f"; its test Dice {100 * rec['test_dice']:.2f}"
+    lines = [f"recommended model: **{rec['method']}**, best {rec['basis']}: {100 * rec['score']:.2f}{test}; {vs}.",
+             f"scores of every method ({'cross-validated' if rec['cross_validated'] else 'validation'} Dice, %): "
+             f"{others}."]
+    if rec.get("how"):
+        lines.append(f"delivered model: {rec['how']}" + (f", in `{relative_path(rec['delivered'])}`"
+                                                          if rec.get("delivered") else "") + ".")
+    if rec.get("predict_command"):
+        lines.append(f"predict with it: {rec['predict_command']}")
+    return lines
+
+
 def format_console_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """A plain-text version of the table for the console.
 
@@ -266,7 +359,8 @@ def format_console_table(rows: Sequence[Mapping[str, Any]]) -> str:
 
 def write_markdown(path: Path, dataset: str, tables: Mapping[str, Sequence[Mapping[str, Any]]],
                    env: Mapping[str, Any], command: str, settings: Mapping[str, Any],
-                   runs: Sequence[Mapping[str, Any]], figures: Sequence[str] = ()) -> Path:
+                   runs: Sequence[Mapping[str, Any]], figures: Sequence[str] = (),
+                   recommendation: Mapping[str, Any] | None = None) -> Path:
     """Write the results page of one dataset.
 
     Args:
@@ -278,6 +372,7 @@ def write_markdown(path: Path, dataset: str, tables: Mapping[str, Sequence[Mappi
         settings: profile, methods, ratios, seeds, splits, overrides.
         runs: per-run records (wall times, selection).
         figures: file names of figures next to the page.
+        recommendation: ``recommend``'s choice with ``Experiment.deliver``'s keys (a "Recommended model" section).
     """
     from custom_components.metrics import get_protocol
 
@@ -299,6 +394,11 @@ def write_markdown(path: Path, dataset: str, tables: Mapping[str, Sequence[Mappi
         lines += [f"**Test Dice, protocol `{proto}`: {v}** (paired 95 % intervals over the test "
                   "cases)" for proto, v in verdicts if v]
         lines.append("")
+    if recommendation:
+        lines += ["## Recommended model", ""] + [f"- {ln}" for ln in recommendation_lines(recommendation)
+                                                 if not ln.startswith("predict with it")]
+        cmd = recommendation.get("predict_command")
+        lines += ["", "```", cmd, "```", ""] if cmd else [""]
     evidence = [w for rows in tables.values() for w in few_label_warnings(rows)]
     if evidence:
         lines += ["## Warning: little evidence", ""] + [f"- {w}" for w in dict.fromkeys(evidence)] + [""]
@@ -318,8 +418,11 @@ def write_markdown(path: Path, dataset: str, tables: Mapping[str, Sequence[Mappi
               "|---|---|---|---|---|---|---|"]
     for r in runs:
         sel = r.get("selection") or {}
-        seltxt = (f"{sel.get('network')} @ {float(sel.get('threshold', 0.5)):.2f} (val Dice "
-                  f"{100 * float(sel.get('dice', float('nan'))):.2f}, epoch {sel.get('epoch')})") if sel else "-"
+        if sel.get("selection") == "last":
+            seltxt = f"{_selected(sel)}, epoch {sel.get('epoch')}"
+        else:
+            seltxt = (f"{sel.get('network')} @ {float(sel.get('threshold', 0.5)):.2f} (val Dice "
+                      f"{100 * float(sel.get('dice', float('nan'))):.2f}, epoch {sel.get('epoch')})") if sel else "-"
         for proto, cal in (r.get("test_thresholds") or {}).items():  # chosen again under the test window
             seltxt += (f"; `{proto}`: threshold {float(cal['threshold']):.2f} chosen again on validation with the "
                        f"test window (val Dice {100 * float(cal['dice']):.2f})")
@@ -329,8 +432,8 @@ def write_markdown(path: Path, dataset: str, tables: Mapping[str, Sequence[Mappi
                                                         if r.get("train_time_covers_resumed_part_only") else "")
         etxt = "n/a" if et is None else f"{et:.0f}"
         folder = relative_path(r["folder"]) if r.get("folder") else ""
-        lines.append(f"| {r['method']} | {ratio_tag(r['ratio'])} | {r['seed']} | {ttxt} | {etxt} | {seltxt} | "
-                     f"`{folder}` |")
+        where = f"fold {r['fold']}/{r['num_folds']}" if r.get("fold") is not None else ratio_tag(r["ratio"])
+        lines.append(f"| {r['method']} | {where} | {r['seed']} | {ttxt} | {etxt} | {seltxt} | `{folder}` |")
     lines.append("")
     warned = [(r, w) for r in runs for w in r.get("warnings", [])]
     if warned:

@@ -152,7 +152,8 @@ class RunnerSettings:
         pretrain: run phase 1 before the methods that have one (``--no-pretrain`` clears it).
         overrides: ``(phase, key, value)`` bundle ids (``parse_override``).
         iterations: ``{phase: N}`` replacing the profile's iteration budgets.
-        val_fraction: validation fraction of the splits.
+        val_fraction: validation fraction of the splits (``None``: 0.1 of a ratio split's labelled cases, 0.2 of a
+            cross-validation fold's training cases).
         test_fraction: test fraction of the splits.
         work_dir: where runs are trained.
         results_dir: where the results page and figures go.
@@ -165,6 +166,13 @@ class RunnerSettings:
             at one ratio reuses that call's phase 1 instead of training its own; it must not exceed any ratio of
             this call (the nested splits then give the probe no label a run lacks).
         plan: the ``plan.json`` of ``--profile auto`` (default: next to the dataset's ``datalist.json``).
+        cv: cross-validation over the labelled cases (``make_folds``): ``K >= 2`` folds, 0 = off (ratio splits),
+            ``None`` = automatic: 5 folds (one case per fold with fewer) when the dataset has at most
+            ``FEW_LABELS`` (20) labelled cases and no official test split. Every method trains on each fold (its
+            other labelled cases plus the whole unlabelled pool) and is tested on the fold's cases; ``ratios`` and
+            fixed-ratio methods (``upper``) do not apply.
+        final_model: after cross-validation, train the recommended method on every labelled case (the delivered
+            model; ``make_all_labelled_split``).
 
     Raises:
         RunnerError: a setting out of range (checked when the object is made).
@@ -186,7 +194,7 @@ class RunnerSettings:
     pretrain: bool = True
     overrides: Sequence[tuple[str, str, Any]] = field(default_factory=list)
     iterations: Mapping[str, int] = field(default_factory=dict)
-    val_fraction: float = 0.1
+    val_fraction: float | None = None
     test_fraction: float = 0.3
     work_dir: Path = REPO_ROOT / "work_dirs"
     results_dir: Path = REPO_ROOT / "docs" / "results"
@@ -196,9 +204,13 @@ class RunnerSettings:
     force: bool = False
     phase1_ratio: float | None = None
     plan: Path | None = None
+    cv: int | None = None
+    final_model: bool = True
 
     def __post_init__(self) -> None:
         self.dataset, self.work_dir, self.results_dir = Path(self.dataset), Path(self.work_dir), Path(self.results_dir)
+        if self.cv is not None and (self.cv < 0 or self.cv == 1):
+            raise RunnerError(f"--cv must be 0 (off) or >= 2 folds, got {self.cv}.")
         if any(not 0.0 < float(r) <= 1.0 for r in self.ratios):
             raise RunnerError(f"--ratios must be in (0, 1], got {list(self.ratios)}.")
         if self.rounds < 0:
@@ -261,6 +273,36 @@ def write_splits(datalist: Path, out_dir: Path, ratios: Sequence[float], seeds: 
                                test_fraction=test_fraction)
             out[(float(r), int(s))] = write_split(split, datalist.parent, out_dir / split_filename(r, s))
     return out
+
+
+def write_folds(datalist: Path, out_dir: Path, num_folds: int, seeds: Sequence[int], val_fraction: float = 0.2
+                ) -> dict[str, Path]:
+    """Write the cross-validation folds of every seed (``make_folds``) into ``out_dir``.
+
+    Args:
+        datalist: the dataset's ``datalist.json`` (with ``"cases"``).
+        out_dir: folder for ``datalist_cv<k>_f<i>_s<seed>.json``.
+        num_folds: wanted folds (fewer when there are fewer labelled cases).
+        seeds: split seeds.
+        val_fraction: validation carved from each training fold (none under 3 cases: ``"selection": "last"``).
+
+    Returns:
+        ``{"cv<k>_f<i>_s<seed>": path}`` in seed, then fold order.
+    """
+    from custom_components.data.splits import fold_filename, make_folds, write_split
+
+    out: dict[str, Path] = {}
+    for seed in seeds:
+        for fold in make_folds(datalist, num_folds=num_folds, seed=int(seed), val_fraction=val_fraction):
+            name = fold_filename(fold["num_folds"], fold["fold"], seed)
+            out[split_tag(Path(name))] = write_split(fold, datalist.parent, out_dir / name)
+    return out
+
+
+def split_tag(split_path: Path) -> str:
+    """A split file's tag, the name of its run folders: ``datalist_r0.1_s0.json -> r0.1_s0``,
+    ``datalist_cv4_f2_s0.json -> cv4_f2_s0``, ``datalist_all_s0.json -> all_s0``."""
+    return Path(split_path).stem.removeprefix("datalist_")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -457,6 +499,7 @@ class Experiment:
         if threads > 0:  # oversubscribed OpenMP threads slow small CPU runs down by 10x or more on shared cores
             for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
                 self.env.setdefault(var, str(threads))
+        self.cv_folds, self.cv_reason = self._cross_validation()
         self.runs: list[dict[str, Any]] = []
         self.phase1_splits: dict[int, Path] = {}  # seed -> the split whose images (and probe labels) phase 1 uses
         self._locks: dict[Path, threading.Lock] = {}
@@ -465,6 +508,21 @@ class Experiment:
     @property
     def spatial_dims(self) -> int:
         return int(self.meta.get("spatial_dims", 2))
+
+    def _cross_validation(self) -> tuple[int, str]:
+        """``(folds, why)``: the number of cross-validation folds (0: ratio splits) and the reason, for the output."""
+        from custom_components.data.splits import FEW_LABELS
+
+        n, cv = len(self.meta["cases"]), self.settings.cv
+        if cv is not None:
+            return (cv, f"--cv {cv}: {min(cv, n)}-fold cross-validation over the {n} labelled cases") if cv else (
+                0, "--cv 0: ratio splits")
+        if self.meta.get("official_test"):
+            return 0, "the dataset has an official test split: ratio splits, tested on it"
+        if n <= FEW_LABELS:
+            return 5, (f"{n} labelled cases (at most {FEW_LABELS}) and no official test split: {min(5, n)}-fold "
+                       "cross-validation over the labelled cases, each scored once as test (--cv 0 turns it off)")
+        return 0, f"{n} labelled cases: ratio splits (--cv K for cross-validation)"
 
     # -- settings --------------------------------------------------------------------------------------------
     def data_overrides(self) -> dict[str, Any]:
@@ -505,6 +563,8 @@ class Experiment:
         s: dict[str, Any] = self.data_overrides()
         s.update(self.plan_ids)  # --profile auto: where a named profile stacks its bundle file
         s["seed"] = int(split["seed"])
+        if phase == "teacher_pretrain" and not split.get("validation"):  # a fold without validation: phase 1 only
+            s["val_key"] = "labeled"  # monitors (probe, class fractions) on the labelled training cases
         s.update(extra)
         files = self.bundle_files(phase, BUNDLES_DIR / phase / "configs", ["train.json"])
         bs = int(_configured(files, "batch_size", {**s, **user}, 8))
@@ -693,13 +753,37 @@ class Experiment:
 
     # -- one run ---------------------------------------------------------------------------------------------
     def run_one(self, method: str, ratio: float, seed: int, split_path: Path) -> dict[str, Any]:
-        """Train and evaluate one (method, ratio, seed).
+        """Train and evaluate one (method, ratio, seed) on one split (a ratio split or a cross-validation fold).
 
         Args:
             method: a registered method name.
             ratio: labelled ratio of the split.
             seed: split seed.
             split_path: the split datalist.
+        """
+        run = self.train_run(method, ratio, seed, split_path)
+        run_dir, bundle, label = Path(run["folder"]), run["bundle"], run.pop("label")
+        eval_t, evaluated = 0.0, False
+        for proto in self.settings.protocols:
+            path, t = self.evaluate_phase(run_dir / bundle, bundle, proto, f"{label}[{bundle}]")
+            run["metrics"][proto] = str(path)
+            cal = path.parent / "threshold_calibration.json"  # threshold_source "validation" (la_uamt)
+            if cal.is_file():
+                run.setdefault("test_thresholds", {})[proto] = json.loads(cal.read_text())
+            eval_t += t or 0.0
+            evaluated |= t is not None
+        run["eval_time_s"] = eval_t if evaluated else None
+        prev = run_dir / "run.json"
+        if not evaluated and prev.is_file():  # every evaluation was done earlier: keep the time measured then
+            run["eval_time_s"] = json.loads(prev.read_text()).get("eval_time_s")
+        (run_dir / "run.json").write_text(json.dumps(run, indent=2))
+        return run
+
+    def train_run(self, method: str, ratio: float, seed: int, split_path: Path) -> dict[str, Any]:
+        """Train one method on one split (phase 1 first where it has one), in ``<work>/<method>/<split tag>/``.
+
+        Returns:
+            the run record (no ``metrics`` yet; ``label``: the console prefix).
         """
         s = self.settings
         m: Method = METHODS[method]
@@ -712,8 +796,10 @@ class Experiment:
         if m.diffusion and s.round_batch != "all":
             name += f"_{s.round_batch}"
             extra["round_batch"] = s.round_batch
-        run_dir = self.work / name / f"r{report.ratio_tag(ratio)}_s{seed}"
-        label = f"[{name} r={report.ratio_tag(ratio)} s={seed}]"
+        tag = split_tag(split_path)
+        run_dir = self.work / name / tag
+        label = (f"[{name} r={report.ratio_tag(ratio)} s={seed}]" if tag == f"r{report.ratio_tag(ratio)}_s{seed}"
+                 else f"[{name} {tag}]")
         times: list[float] = []
         resumed = False
         if "teacher_pretrain" in m.phases(s.pretrain):
@@ -730,8 +816,10 @@ class Experiment:
         resumed |= bool(rec.get("resumed"))
         run: dict[str, Any] = {"train_time_covers_resumed_part_only": resumed, "method": name, "base_method": method,
                                "ratio": float(ratio), "seed": int(seed), "num_labeled": len(split["labeled"]),
-                               "folder": str(run_dir), "train_time_s": sum(times), "phase_times_s": times,
-                               "metrics": {}}
+                               "split": tag, "folder": str(run_dir), "bundle": bundle, "train_time_s": sum(times),
+                               "phase_times_s": times, "metrics": {}, "label": label}
+        if split.get("fold") is not None:  # a cross-validation fold
+            run.update(fold=int(split["fold"]), num_folds=int(split["num_folds"]))
         sel = run_dir / bundle / "models" / "model_selection.json"
         if sel.is_file():
             run["selection"] = json.loads(sel.read_text())
@@ -743,20 +831,6 @@ class Experiment:
             run["warnings"] += phase1_warnings(tp_dir / "eval" / "metrics.csv")
         for w in run["warnings"]:
             print(f"{label} WARNING {w}", flush=True)
-        eval_t, evaluated = 0.0, False
-        for proto in s.protocols:
-            path, t = self.evaluate_phase(run_dir / bundle, bundle, proto, f"{label}[{bundle}]")
-            run["metrics"][proto] = str(path)
-            cal = path.parent / "threshold_calibration.json"  # threshold_source "validation" (la_uamt)
-            if cal.is_file():
-                run.setdefault("test_thresholds", {})[proto] = json.loads(cal.read_text())
-            eval_t += t or 0.0
-            evaluated |= t is not None
-        run["eval_time_s"] = eval_t if evaluated else None
-        prev = run_dir / "run.json"
-        if not evaluated and prev.is_file():  # every evaluation was done earlier: keep the time measured then
-            run["eval_time_s"] = json.loads(prev.read_text()).get("eval_time_s")
-        (run_dir / "run.json").write_text(json.dumps(run, indent=2))
         return run
 
     # -- all -------------------------------------------------------------------------------------------------
@@ -776,31 +850,112 @@ class Experiment:
         return sorted(self.settings.seed_ratios.get(int(seed), [float(r) for r in self.settings.ratios]))
 
     def run(self) -> dict[str, Any]:
-        """Run every requested (method, ratio, seed), then aggregate and write the reports."""
+        """Run every requested (method, ratio, seed), or every method on every cross-validation fold, then aggregate
+        and write the reports."""
         s = self.settings
-        fixed = {METHODS[m].fixed_ratio for m in s.methods if METHODS[m].fixed_ratio is not None}
-        p1 = {float(s.phase1_ratio)} if s.phase1_ratio is not None else set()
-        ratios = sorted({float(r) for r in s.ratios} | fixed | p1)
-        splits = write_splits(self.datalist, self.work / "splits", ratios, s.seeds, s.val_fraction, s.test_fraction)
         n_pool = len(self.meta.get("unlabeled", []))  # images without a mask: in every split's 'unlabeled' whole
         print(f"[runner] dataset {self.name}: {len(self.meta['cases'])} cases"
               + (f" + {n_pool} images without a mask" if n_pool else "") + f"; splits in {self.work / 'splits'}",
               flush=True)
-        if any("teacher_pretrain" in METHODS[m].phases(s.pretrain) for m in s.methods):
-            # one phase 1 per seed, monitored with the smallest ratio's (nested) labelled set
-            self.phase1_splits = {int(seed): splits[(float(s.phase1_ratio) if s.phase1_ratio is not None
-                                                     else min(self.ratios_of(int(seed))), int(seed))]
-                                  for seed in s.seeds}
+        print(f"[runner] protocol: {self.cv_reason}", flush=True)
+        if self.cv_folds:
+            splits: Mapping[Any, Path] = write_folds(self.datalist, self.work / "splits", self.cv_folds, s.seeds,
+                                                     self.val_fraction)
+            fixed = [m for m in s.methods if METHODS[m].fixed_ratio is not None]
+            if fixed:
+                print(f"[runner] cross-validation: {fixed} left out (every labelled case of a fold already trains)",
+                      flush=True)
+            print(f"[runner] cross-validation: {len(splits) // len(s.seeds)} folds per seed; every labelled case of "
+                  "a fold's training part trains, with the whole unlabelled pool (--ratios does not apply)", flush=True)
+            seed_of = {tag: int(json.loads(p.read_text())["seed"]) for tag, p in splits.items()}
+            tasks = [(m, 1.0, int(seed), path) for seed in s.seeds for m in s.methods
+                     if METHODS[m].fixed_ratio is None for tag, path in splits.items() if seed_of[tag] == int(seed)]
+            self.phase1_splits = {}  # each fold's phase 1 trains on that fold's images: never on its test cases
+        else:
+            fixed_r = {METHODS[m].fixed_ratio for m in s.methods if METHODS[m].fixed_ratio is not None}
+            p1 = {float(s.phase1_ratio)} if s.phase1_ratio is not None else set()
+            ratios = sorted({float(r) for r in s.ratios} | fixed_r | p1)
+            splits = write_splits(self.datalist, self.work / "splits", ratios, s.seeds, self.val_fraction,
+                                  s.test_fraction)
+            if any("teacher_pretrain" in METHODS[m].phases(s.pretrain) for m in s.methods):
+                # one phase 1 per seed, monitored with the smallest ratio's (nested) labelled set
+                self.phase1_splits = {int(seed): splits[(float(s.phase1_ratio) if s.phase1_ratio is not None
+                                                         else min(self.ratios_of(int(seed))), int(seed))]
+                                      for seed in s.seeds}
+            tasks = self.tasks(splits)
         t_all = time.time()
-        self.runs.extend(run_tasks(self.run_one, self.tasks(splits), s.jobs))
+        self.runs.extend(run_tasks(self.run_one, tasks, s.jobs))
         return self.report(time.time() - t_all, splits)
 
-    def report(self, total_s: float, splits: Mapping[tuple[float, int], Path]) -> dict[str, Any]:
-        """Aggregate, write ``<dataset>.md/.json`` and figures, print the table.
+    @property
+    def val_fraction(self) -> float:
+        """``--val-fraction``, else 0.1 of a ratio split's labelled cases, 0.2 of a fold's training cases."""
+        v = self.settings.val_fraction
+        return float(v) if v is not None else (0.2 if self.cv_folds else 0.1)
+
+    def deliver(self, rec: Mapping[str, Any]) -> dict[str, Any]:
+        """The model delivered for prediction, copied to ``<work>/<dataset>/recommended/`` (a complete trained bundle
+        folder: ``configs/inference.json`` predicts with it).
+
+        After cross-validation it is the recommended method **retrained on every labelled case** (plus the whole
+        unlabelled pool) with the folds' schedule (the same iteration budget, ``make_all_labelled_split``: validation
+        carved by the same rule, none under 3 cases, then the last checkpoint), under
+        ``<work>/<dataset>/<method>/all_s<seed>/``; it has no test score of its own (the folds measured the method).
+        With a test split it is the recommended method's run of the first seed, as tested.
+
+        Args:
+            rec: ``report.recommend``'s choice.
+
+        Returns:
+            ``{"delivered": folder, "how": sentence, "predict_command": command}`` (``delivered`` ``None`` when
+            ``final_model`` is off after cross-validation).
+        """
+        from custom_components.data.splits import all_labelled_filename, make_all_labelled_split, write_split
+
+        s = self.settings
+        seed = int(s.seeds[0])
+        if self.cv_folds:
+            if not s.final_model:
+                return {"delivered": None, "how": "not trained (--no-final-model)", "predict_command": None}
+            split = make_all_labelled_split(self.datalist, seed=seed, val_fraction=self.val_fraction)
+            path = write_split(split, self.datalist.parent, self.work / "splits" / all_labelled_filename(seed))
+            run = self.train_run(str(rec["base_method"]), 1.0, seed, path)
+            n_val = len(split["validation"])
+            how = (f"{rec['method']} retrained on all {len(self.meta['cases'])} labelled cases "
+                   f"({n_val} of them for validation)" if n_val else
+                   f"{rec['method']} retrained on all {len(self.meta['cases'])} labelled cases (no validation: "
+                   "the last checkpoint)") + (" + the unlabelled images" if split["unlabeled"] else "") + \
+                ", with the folds' iteration budget (split seed " + f"{seed})"
+        else:
+            runs = sorted((r for r in self.runs if r["method"] == rec["method"]
+                           and float(r["ratio"]) == float(rec["ratio"])), key=lambda r: int(r["seed"]))
+            run = runs[0]
+            how = (f"{rec['method']}'s run at {100 * float(rec['ratio']):g} % labels, split seed {run['seed']}, as "
+                   "tested above")
+        src, dest = Path(run["folder"]) / run["bundle"], self.work / "recommended"
+        if dest.exists():
+            shutil.rmtree(dest)
+
+        def skip(folder: str, names: list[str]) -> set[str]:  # training state and outputs; configs + models travel
+            top = Path(folder) == src
+            return {n for n in names if n.startswith("train_state.pt") or top and (
+                n in ("eval", DONE_MARKER, SETTINGS_FILE, "run.json") or n.endswith((".log", ".sh")))}
+
+        shutil.copytree(src, dest, ignore=skip)
+        record = {"method": rec["method"], "basis": rec["basis"], "score": rec["score"], "trained_in": str(src),
+                  "how": how}
+        (dest / "recommended.json").write_text(json.dumps(record, indent=2))
+        cmd = (f"python -m monai.bundle run --config_file {relative_path(dest / 'configs' / 'inference.json')} "
+               f"--input_dir <folder of new images> --output_dir predictions/{self.name}")
+        return {"delivered": str(dest), "how": how, "predict_command": cmd}
+
+    def report(self, total_s: float, splits: Mapping[Any, Path]) -> dict[str, Any]:
+        """Aggregate, recommend a model (and deliver it: ``deliver``), write ``<dataset>.md/.json`` and figures,
+        print the table.
 
         Args:
             total_s: wall time of this call's training and evaluation.
-            splits: the split files.
+            splits: the split files (``{(ratio, seed): path}``, or ``{fold tag: path}`` after cross-validation).
         """
         s = self.settings
         try:
@@ -841,20 +996,29 @@ class Experiment:
             "profile bundle settings": (f"{relative_path(self.plan_path)}: {json.dumps(self.plan_ids)}"
                                         if self.plan_path else f"bundles/<phase>/configs/profiles/{s.profile}.json"),
             **{f"plan: {k}": v for k, v in self.plan_reasons.items()},
-            "splits": {f"r{report.ratio_tag(r)}_s{sd}": relative_path(p) for (r, sd), p in splits.items()},
+            "evaluation protocol": self.cv_reason,
+            "splits": {(k if isinstance(k, str) else f"r{report.ratio_tag(k[0])}_s{k[1]}"): relative_path(p)
+                       for k, p in splits.items()},
             "wall time of this call (s)": round(total_s, 1),
         }
+        rec = report.recommend(tables[s.protocols[0]], self.runs, cross_validated=bool(self.cv_folds))
+        if rec:
+            rec.update(self.deliver(rec))
         md = report.write_markdown(self.results_dir / f"{self.name}.md", self.name, tables, env, self.command,
-                                   settings, self.runs, figures)
+                                   settings, self.runs, figures, recommendation=rec)
         runs = [{**r, "folder": relative_path(r["folder"]),
                  "metrics": {k: relative_path(v) for k, v in r.get("metrics", {}).items()}} for r in self.runs]
+        if rec and rec.get("delivered"):
+            rec = {**rec, "delivered": relative_path(rec["delivered"])}
         payload = {"dataset": self.name, "command": self.command, "environment": env, "settings": settings,
-                   "tables": tables, "runs": runs}
+                   "tables": tables, "runs": runs, "recommendation": rec}
         (self.results_dir / f"{self.name}.json").write_text(json.dumps(payload, indent=2, default=str))
         for proto, rows in tables.items():
             print(f"\n[runner] test results, dataset {self.name}, protocol {proto} "
                   f"(mean ± std over per-case values):", flush=True)
             print(report.format_console_table(rows), flush=True)
+        for line in report.recommendation_lines(rec):
+            print(f"[runner] {line}", flush=True)
         print(f"\n[runner] wrote {md}, {self.results_dir / (self.name + '.json')} and {len(figures)} figure(s); "
               f"total wall time {total_s:.0f} s", flush=True)
         return payload

@@ -2,11 +2,12 @@
 
 from .nan_guard import NaNGuard, NonFiniteLossError
 from .resumable import ResumableCheckpoint
-from .selected_model import SelectedModelSaver
+from .selected_model import SelectedModelSaver, selection_mode
 
 __all__ = [
     "NaNGuard",
     "NonFiniteLossError",
     "ResumableCheckpoint",
     "SelectedModelSaver",
+    "selection_mode",
 ]

@@ -16,13 +16,38 @@ from ..networks.deployable import MaskPathwaySegmenter
 from ..runtime.distributed import is_rank_zero, unwrap_module
 from ..runtime.files import atomic_torch_save, atomic_write_json
 
-__all__ = ["SelectedModelSaver"]
+__all__ = ["SELECTION_MODES", "SelectedModelSaver", "selection_mode"]
+
+#: ``best``: the network / epoch / threshold that validation scores best; ``last``: no selection, the last epoch's
+#: first network at threshold 0.5 (no validation set, or one too small to select on: ``make_folds``)
+SELECTION_MODES = ("best", "last")
 
 logger = logging.getLogger(__name__)
 
 
+def selection_mode(datalist: str | Path, val_key: str = "validation") -> str:
+    """How a training run on ``datalist`` chooses its model: ``"last"`` when the datalist says
+    ``"selection": "last"`` (``make_folds``: a validation carve-out under 3 cases) or has no ``val_key`` cases,
+    else ``"best"`` (the bundles' ``selection`` id).
+
+    Raises:
+        DatalistError: unreadable datalist, or a ``selection`` value other than ``best`` / ``last``.
+    """
+    from ..data.datalist import DatalistError
+
+    try:
+        data = json.loads(Path(datalist).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise DatalistError(f"{datalist}: cannot read the datalist ({e}).") from e
+    mode = data.get("selection", "best")
+    if mode not in SELECTION_MODES:
+        raise DatalistError(f"{datalist}: 'selection' is {mode!r}; use one of {list(SELECTION_MODES)}.")
+    return "last" if mode == "last" or not data.get(val_key) else "best"
+
+
 class SelectedModelSaver:
-    """Save the selected network as the deployable model whenever validation improves.
+    """Save the selected network as the deployable model whenever validation improves (or, with
+    ``selection="last"``, the last epoch's network when training ends).
 
     Attached to a ``DualNetworkEvaluator``; at the end of each validation run, if ``val_dice`` beats the best so
     far, ``filename`` receives a ``state_dict`` (one network, ``torch.load(weights_only=True)``-loadable, written
@@ -35,6 +60,11 @@ class SelectedModelSaver:
     value) belongs in the resumable training state, so a resumed run never overwrites a better model with a worse
     one; on resume an unreadable model file makes it forget the best value, so the next validation rewrites it.
 
+    ``selection="last"`` (no validation set, or one under 3 cases): nothing is selected on validation; attached to
+    the *trainer* (the bundles' ``run`` list does it and disables the ``ValidationHandler``), it saves
+    ``last_network`` (default: the first of ``mask_nets``) when training completes, at threshold 0.5, and
+    ``<stem>_selection.json`` says ``"selection": "last"`` with the reason.
+
     Args:
         save_dir: folder of the model file.
         deployable: the ``MaskPathwaySegmenter`` template (its configuration; its weights are replaced), or ``None``
@@ -46,6 +76,11 @@ class SelectedModelSaver:
         also_save: file name -> module, saved (``state_dict``) together with every new best model.
         warnings: run-level warnings written first in the ``warnings`` of every ``<stem>_selection.json`` (the
             experiment runner shows them in its report), e.g. the phase-1 gate's fall-back to a fresh teacher.
+        selection: ``"best"`` (on validation) or ``"last"`` (the last checkpoint; see above).
+        last_network: the network of ``mask_nets`` saved under ``selection="last"`` (default: the first).
+
+    Raises:
+        ValueError: an unknown ``selection`` or a ``last_network`` not in ``mask_nets``.
     """
 
     def __init__(
@@ -57,7 +92,15 @@ class SelectedModelSaver:
         trainer: Engine | None = None,
         also_save: dict[str, nn.Module] | None = None,
         warnings: Sequence[str] | None = None,
+        selection: str = "best",
+        last_network: str | None = None,
     ) -> None:
+        if selection not in SELECTION_MODES:
+            raise ValueError(f"selection must be one of {list(SELECTION_MODES)}, got {selection!r}.")
+        if last_network is not None and last_network not in mask_nets:
+            raise ValueError(f"last_network {last_network!r} is not one of mask_nets {list(mask_nets)}.")
+        self.selection = selection
+        self.last_network = last_network or next(iter(mask_nets))
         self.save_dir = Path(save_dir)
         self.deployable = deployable
         self.mask_nets = mask_nets
@@ -70,12 +113,42 @@ class SelectedModelSaver:
         self.history: list[dict] = []
 
     def attach(self, engine: Engine) -> None:
-        """Attach to the evaluator.
+        """Attach to the evaluator (``selection="best"``) or to the trainer (``selection="last"``).
 
         Args:
-            engine: the ``DualNetworkEvaluator``.
+            engine: the ``DualNetworkEvaluator``, or the trainer under ``selection="last"``.
         """
-        engine.add_event_handler(Events.COMPLETED, self)
+        engine.add_event_handler(Events.COMPLETED, self.save_last if self.selection == "last" else self)
+
+    def save_last(self, engine: Engine) -> None:
+        """``selection="last"``: save ``last_network`` of the finished training as the model (threshold 0.5).
+
+        Args:
+            engine: the trainer.
+        """
+        epoch = int(engine.state.epoch)
+        record = {"selection": "last", "network": self.last_network, "threshold": 0.5, "dice": None, "epoch": epoch,
+                  "reason": "no validation set to select on (none, or fewer than 3 cases): the last checkpoint is "
+                            "the model, at threshold 0.5"}
+        if self.warnings:
+            record["warnings"] = list(self.warnings)
+        self.best, self.history = record, [*self.history, record]
+        if not is_rank_zero():
+            return
+        self._save(self.mask_nets[self.last_network], record)
+        logger.info("no selection (selection: last): %s of the last epoch (%d) at threshold 0.50 -> %s",
+                    self.last_network, epoch, self.save_dir / self.filename)
+
+    def _save(self, src: nn.Module, record: dict) -> None:
+        """Write the model (wrapped as the deployable when there is one), ``also_save`` and the selection file."""
+        if self.deployable is not None:
+            self.deployable.mask_net.load_state_dict(unwrap_module(src).state_dict())
+            src = self.deployable
+        atomic_torch_save(self._weights(src), self.save_dir / self.filename)
+        for name, module in self.also_save.items():
+            atomic_torch_save(self._weights(module), self.save_dir / name)
+        atomic_write_json(record, self.save_dir / f"{Path(self.filename).stem}_selection.json")
+        record_threshold(self.save_dir, record["threshold"])  # metadata.json, embedded in exported models
 
     def state_dict(self) -> dict:
         """The best value so far and the validation history (for the resumable state)."""
@@ -119,16 +192,7 @@ class SelectedModelSaver:
         if sel["dice"] > self.best_dice:
             self.best_dice = sel["dice"]
             self.best = record
-            src = self.mask_nets[sel["network"]]
-            if self.deployable is not None:
-                self.deployable.mask_net.load_state_dict(unwrap_module(src).state_dict())
-                src = self.deployable
-            atomic_torch_save(self._weights(src), self.save_dir / self.filename)
-            for name, module in self.also_save.items():
-                atomic_torch_save(self._weights(module), self.save_dir / name)
-            stem = Path(self.filename).stem
-            atomic_write_json(record, self.save_dir / f"{stem}_selection.json")
-            record_threshold(self.save_dir, sel["threshold"])  # metadata.json, embedded in exported models
+            self._save(self.mask_nets[sel["network"]], record)
             logger.info(
                 "new best model: %s at threshold %.2f, validation Dice %.4f (epoch %d) -> %s",
                 sel["network"], sel["threshold"], sel["dice"], epoch, self.save_dir / self.filename,

@@ -51,7 +51,7 @@ def tutorial_commands(section: str, doc: Path = DOC) -> list[str]:
     return cmds
 
 
-def make_raw_2d(root: Path, n_labelled: int = 6, n_unlabelled: int = 20, n_new: int = 3, size: int = 40) -> None:
+def make_raw_2d(root: Path, n_labelled: int = 4, n_unlabelled: int = 20, n_new: int = 3, size: int = 40) -> None:
     """``my_data/{images,masks,unlabelled,new}``: RGB PNG images, ``*_mask.png`` masks holding 0/255."""
     rng = np.random.default_rng(0)
 
@@ -143,6 +143,11 @@ def _check_outputs(section: str, cwd: Path) -> None:
     assert "full" in text, results
     if dl["num_classes"] > 2:
         assert all(f"class{c}" in text for c in range(1, dl["num_classes"])), "no per-class Dice in the report"
+    # few labelled cases: cross-validated (every labelled case once), a recommended model, no interval from n < 5
+    assert "-fold CV" in text and "## Recommended model" in text, results
+    if section == "2d":  # the 4 labelled images of the issue's example: 4 folds, every image scored, no interval
+        assert "4-fold CV" in text and "n too small" in text and "| 4 |" in text, text
+    assert (cwd / "runs" / dl["name"] / "recommended" / "configs" / "inference.json").is_file()
 
 
 def test_tutorial_commands_are_extracted():
@@ -154,23 +159,23 @@ def test_tutorial_commands_are_extracted():
 
 
 @pytest.mark.parametrize("section", sorted(SECTIONS))
-def test_tutorial_data_steps_and_command_consistency(section, tmp_path):
+def test_tutorial_data_steps_and_command_consistency(section, tmp_path, monkeypatch):
     """Default suite: the data steps run as written; the training and prediction commands parse and agree.
 
-    The prediction command must read the configs of the run folder the runner command creates
-    (``<work-dir>/<name>/<method>/r<ratio>_s<seed>/cotrain/configs``).
+    The prediction command must read the configs of the recommended model the runner command delivers
+    (``<work-dir>/<name>/recommended/configs``), and the runner must cross-validate these few labelled cases.
     """
-    from custom_components.experiments.methods import METHODS, run_name
-    from custom_components.experiments.report import ratio_tag
-
     run_tutorial(section, tmp_path, tiny=False, until_training=True)
     _check_dataset(section, tmp_path)
     rx = load_script("run_experiments")
     cmds = tutorial_commands(section)
     (train,) = [c for c in cmds if c.startswith(RUNNER)]
     a = rx.build_parser().parse_args(shlex.split(train)[2:])
-    run_dir = Path(a.work_dir) / a.name / run_name(METHODS["full"], a.rounds, a.round_mode, not a.no_pretrain)
-    run_dir = run_dir / f"r{ratio_tag(a.ratios[0])}_s{a.seeds[0]}" / "cotrain" / "configs"
+    run_dir = Path(a.work_dir) / a.name / "recommended" / "configs"
+    from custom_components.experiments.runner import Experiment
+
+    monkeypatch.chdir(tmp_path)  # the command's relative paths
+    assert Experiment(rx.settings_from_args(a), "cmd").cv_folds >= 2  # few labelled cases: cross-validated
     (predict,) = [c for c in cmds if c.startswith("python -m monai.bundle run")]
     words = shlex.split(predict)
     # one file: the trained folder's inference.json holds the settings training recorded (docs/sharing.md)
