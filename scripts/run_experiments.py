@@ -57,12 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep the largest connected component of the prediction before the metrics")
     p.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS, help="diffusion rounds R of the full method")
     p.add_argument("--round-mode", choices=("independent", "chained"), default=DEFAULT_ROUND_MODE)
-    p.add_argument("--backbone", choices=("diffusion_unet", "fast"), default="diffusion_unet",
-                   help="backbone of both diffusion pathways in phase 1 and the co-training methods (diffusion_unet: "
-                        "MONAI's DiffusionModelUNet, the paper's; fast: the supervised UNet's layout with the "
-                        "timestep, docs/performance.md); a non-default one marks the run names (full_fast)")
-    p.add_argument("--round-batch", choices=("all", "unlabeled"), default="all",
-                   help="the diffusion rounds on the whole batch (the paper's) or the unlabelled half only")
+    p.add_argument("--backbone", choices=("diffusion_unet", "fast"), default=None,
+                   help="backbone of both diffusion pathways in phase 1 and the co-training methods (default: the "
+                        "bundles', fast: the supervised UNet's layout with the timestep, docs/performance.md; "
+                        "diffusion_unet: MONAI's DiffusionModelUNet, the paper's); given, it marks the run names "
+                        "(full_diffusion_unet)")
+    p.add_argument("--round-batch", choices=("all", "unlabeled"), default=None,
+                   help="the diffusion rounds on the unlabelled half only (the bundles' default, unlabeled) or the "
+                        "whole batch (all, the paper's); given, it marks the run names (full_all)")
     p.add_argument("--no-pretrain", action="store_true", help="full method without phase 1 (ablation)")
     p.add_argument("--override", action="append", default=[], metavar="PHASE:KEY=VALUE",
                    help="bundle id for one phase (supervised, teacher_pretrain, cotrain, or * for all); "

@@ -146,9 +146,11 @@ class RunnerSettings:
         largest_cc: keep the largest connected component before the metrics (``None``: the protocol's default).
         rounds: diffusion rounds ``R`` of the diffusion methods.
         round_mode: ``independent`` or ``chained``.
-        backbone: both pathways' backbone in phase 1 and the co-training methods (``diffusion_unet``, the paper's,
-            or ``fast``); a non-default one marks the run's name (``full_fast``) and phase 1's folder.
-        round_batch: the diffusion methods' ``round_batch`` (``all`` or ``unlabeled``, marked ``_unlabeled``).
+        backbone: both pathways' backbone in phase 1 and the co-training methods (``None``: the bundles' default,
+            ``fast``; ``diffusion_unet``, the paper's); given, it marks the run's name (``full_diffusion_unet``) and
+            phase 1's folder.
+        round_batch: the diffusion methods' ``round_batch`` (``None``: the bundles' default, ``unlabeled``;
+            ``all``, the paper's); given, it marks the run's name (``full_all``).
         pretrain: run phase 1 before the methods that have one (``--no-pretrain`` clears it).
         overrides: ``(phase, key, value)`` bundle ids (``parse_override``).
         iterations: ``{phase: N}`` replacing the profile's iteration budgets.
@@ -189,8 +191,8 @@ class RunnerSettings:
     largest_cc: bool | None = None
     rounds: int = DEFAULT_ROUNDS
     round_mode: str = DEFAULT_ROUND_MODE
-    backbone: str = "diffusion_unet"
-    round_batch: str = "all"
+    backbone: str | None = None
+    round_batch: str | None = None
     pretrain: bool = True
     overrides: Sequence[tuple[str, str, Any]] = field(default_factory=list)
     iterations: Mapping[str, int] = field(default_factory=dict)
@@ -217,7 +219,7 @@ class RunnerSettings:
             raise RunnerError(f"--rounds must be >= 0, got {self.rounds}.")
         if self.jobs < 1:
             raise RunnerError(f"--jobs must be >= 1, got {self.jobs}.")
-        if self.backbone not in ("diffusion_unet", "fast") or self.round_batch not in ("all", "unlabeled"):
+        if self.backbone not in (None, "diffusion_unet", "fast") or self.round_batch not in (None, "all", "unlabeled"):
             raise RunnerError(f"--backbone {self.backbone!r} / --round-batch {self.round_batch!r}: use diffusion_unet "
                               "or fast / all or unlabeled.")
         r_min = min(float(r) for r in self.ratios)
@@ -748,8 +750,8 @@ class Experiment:
                                              f"{label}[phase 1 {phase_dir.parent.name}]")
 
     def backbone_ids(self) -> dict[str, Any]:
-        """``{"backbone": ...}`` when not the default (so the default runs keep their settings' fingerprints)."""
-        return {"backbone": self.settings.backbone} if self.settings.backbone != "diffusion_unet" else {}
+        """``{"backbone": ...}`` when ``--backbone`` was given (else the bundles' default, ``fast``)."""
+        return {"backbone": self.settings.backbone} if self.settings.backbone is not None else {}
 
     # -- one run ---------------------------------------------------------------------------------------------
     def run_one(self, method: str, ratio: float, seed: int, split_path: Path) -> dict[str, Any]:
@@ -793,7 +795,7 @@ class Experiment:
         if m.bundle == "cotrain" and self.backbone_ids():
             name += f"_{s.backbone}"
             extra.update(self.backbone_ids())
-        if m.diffusion and s.round_batch != "all":
+        if m.diffusion and s.round_batch is not None:
             name += f"_{s.round_batch}"
             extra["round_batch"] = s.round_batch
         tag = split_tag(split_path)
@@ -990,7 +992,7 @@ class Experiment:
             "dataset": relative_path(self.datalist), "profile": s.profile, "methods": list(s.methods),
             "ratios": [float(r) for r in s.ratios], "seeds": [int(x) for x in s.seeds], "protocols": list(s.protocols),
             "rounds (full)": s.rounds, "round_mode (full)": s.round_mode, "phase 1 (full)": s.pretrain,
-            "backbone": s.backbone, "round_batch (full)": s.round_batch,
+            "backbone": s.backbone or "bundle default", "round_batch (full)": s.round_batch or "bundle default",
             "overrides": [f"{p}:{k}={json.dumps(v)}" for p, k, v in self.overrides],
             "profile budgets": {k: vars(v) for k, v in self.profile.phases.items()},
             "profile bundle settings": (f"{relative_path(self.plan_path)}: {json.dumps(self.plan_ids)}"

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_registry_holds_the_methods_in_table_order():
     assert list(METHODS) == ["supervised", "mean_teacher", "uamt", "bcp", "unimatch", "cps", "cps_diffusion",
-                             "full", "full_fast", "full_safe", "upper"]
+                             "full", "full_safe", "full_paper", "upper"]
     assert METHODS["full"].phases() == ("teacher_pretrain", "cotrain")
     assert METHODS["full"].phases(pretrain=False) == ("cotrain",)
     assert METHODS["cps_diffusion"].phases() == ("cotrain",) and METHODS["upper"].fixed_ratio == 1.0
@@ -25,10 +25,10 @@ def test_registry_holds_the_methods_in_table_order():
     assert METHODS["mean_teacher"].overrides == ("methods/semi_supervised.json", "methods/mean_teacher.json")
     assert METHODS["full"].bundle_settings(1, "chained") == {"teacher_ckpt": "", "rounds": 1, "round_mode": "chained"}
     assert METHODS["supervised"].bundle_settings() == {}
-    fast = METHODS["full_fast"]  # the cheaper recipe: its phase 1 on the same backbone as its phase 2
-    assert fast.phase1_settings == {"backbone": "fast"} and fast.phases() == ("teacher_pretrain", "cotrain")
-    assert fast.bundle_settings() == {"teacher_ckpt": "", "backbone": "fast", "round_batch": "unlabeled", "rounds": 3,
-                                      "round_mode": "independent"}
+    paper = METHODS["full_paper"]  # the paper's backbone and rounds: its phase 1 on the same backbone as phase 2
+    assert paper.phase1_settings == {"backbone": "diffusion_unet"} and paper.phases() == ("teacher_pretrain", "cotrain")
+    assert paper.bundle_settings() == {"teacher_ckpt": "", "backbone": "diffusion_unet", "round_batch": "all",
+                                       "rounds": 3, "round_mode": "independent"}
     safe = METHODS["full_safe"]  # the issue-25 safeguards; phase 1 shared with full (same phase-1 settings)
     assert safe.phases() == ("teacher_pretrain", "cotrain") and safe.phase1_settings == METHODS["full"].phase1_settings
     assert safe.bundle_settings() == {"teacher_ckpt": "", "phase1_gate": True, "unlabeled_rampup_frac": 0.4,
