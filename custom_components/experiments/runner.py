@@ -170,7 +170,7 @@ class RunnerSettings:
         plan: the ``plan.json`` of ``--profile auto`` (default: next to the dataset's ``datalist.json``).
         cv: cross-validation over the labelled cases (``make_folds``): ``K >= 2`` folds, 0 = off (ratio splits),
             ``None`` = automatic: 5 folds (one case per fold with fewer) when the dataset has at most
-            ``FEW_LABELS`` (20) labelled cases and no official test split. Every method trains on each fold (its
+            ``FEW_LABELS`` (20) labelled cases, images without masks (``unlabeled``) and no official test split. Every method trains on each fold (its
             other labelled cases plus the whole unlabelled pool) and is tested on the fold's cases; ``ratios`` and
             fixed-ratio methods (``upper``) do not apply.
         final_model: after cross-validation, train the recommended method on every labelled case (the delivered
@@ -521,6 +521,9 @@ class Experiment:
                 0, "--cv 0: ratio splits")
         if self.meta.get("official_test"):
             return 0, "the dataset has an official test split: ratio splits, tested on it"
+        if not self.meta.get("unlabeled"):  # every image has a mask: the ratio splits hide the others' labels
+            return 0, (f"{n} labelled cases and no unlabelled images: ratio splits (the labels of the unlabelled "
+                       "part hidden; --cv K to cross-validate)")
         if n <= FEW_LABELS:
             return 5, (f"{n} labelled cases (at most {FEW_LABELS}) and no official test split: {min(5, n)}-fold "
                        "cross-validation over the labelled cases, each scored once as test (--cv 0 turns it off)")

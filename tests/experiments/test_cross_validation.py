@@ -148,13 +148,14 @@ def test_four_labelled_cases_four_folds_and_no_interval(cases_datalist, tmp_path
 
 
 def test_cv_is_automatic_only_with_few_labels_and_no_official_test(cases_datalist, tmp_path):
-    def folds(n: int, **kw) -> int:
-        sub = tmp_path / f"d{n}_{len(kw)}_{kw.get('cv')}"
+    def folds(n: int, n_pool: int = 5, **kw) -> int:
+        sub = tmp_path / f"d{n}_{n_pool}_{len(kw)}_{kw.get('cv')}"
         meta = kw.pop("meta", {})
-        return Experiment(RunnerSettings(dataset=_dataset(cases_datalist, sub, n, **meta), work_dir=tmp_path / "w",
-                                         **kw), "cmd").cv_folds
+        return Experiment(RunnerSettings(dataset=_dataset(cases_datalist, sub, n, n_pool, **meta),
+                                         work_dir=tmp_path / "w", **kw), "cmd").cv_folds
 
     assert folds(20) == 5 and folds(21) == 0
+    assert folds(12, n_pool=0) == 0  # every image has a mask: ratio splits hide labels (a benchmark set)
     assert folds(8, meta={"official_test": ["case_000"]}) == 0  # test on the official split instead
     assert folds(40, cv=3) == 3 and folds(8, cv=0) == 0
     with pytest.raises(RunnerError, match="--cv must be 0"):
