@@ -115,6 +115,11 @@ CPU_SWITCHES.update({
     "fast_R3_unlabeled": {**_CF, "phase": "p2", "rounds": 3, "backbone": "fast", "round_batch": "unlabeled"},
     "fast_R1_unlabeled": {**_CF, "phase": "p2", "rounds": 1, "backbone": "fast", "round_batch": "unlabeled"},
     "diffusion_unet_R3": {**_CF, "phase": "p2", "rounds": 3},
+    # the paper's backbone with cheaper rounds (the candidates of docs/results/ph2_32_cpu_fast_recipe.md)
+    "diffusion_unet_R3_unlabeled": {**_CF, "phase": "p2", "rounds": 3, "round_batch": "unlabeled"},
+    "diffusion_unet_R1": {**_CF, "phase": "p2", "rounds": 1},
+    "diffusion_unet_R1_unlabeled": {**_CF, "phase": "p2", "rounds": 1, "round_batch": "unlabeled"},
+    "diffusion_unet_R0": {**_CF, "phase": "p2", "rounds": 0},
     # one-pass inference (fp32, as the bundles' inference), the supervised bundle's UNet against the deployable
     "infer_sup": {"phase": "infer", "backbone": "unet"},
     "infer_fast": {"phase": "infer", "backbone": "fast"},
@@ -125,7 +130,8 @@ CPU_SWITCHES.update({
 FAST_GROUPS = [
     ("pass", ["pass_unet", "pass_fast", "pass_diffusion_unet"]),
     ("fast_step", ["sup_cpu_fast", "fast_R3_fp32", "fast_R3", "fast_R3_unlabeled", "fast_R1_unlabeled",
-                   "diffusion_unet_R3"]),
+                   "diffusion_unet_R3", "diffusion_unet_R3_unlabeled", "diffusion_unet_R1", "diffusion_unet_R1_unlabeled",
+                   "diffusion_unet_R0"]),
     ("infer_cmp", ["infer_sup", "infer_fast", "infer_diffusion_unet"]),
 ]
 
