@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_registry_holds_the_methods_in_table_order():
     assert list(METHODS) == ["supervised", "mean_teacher", "uamt", "bcp", "unimatch", "cps", "cps_diffusion",
-                             "full", "full_safe", "full_paper", "upper"]
+                             "full", "full_safe", "full_fast", "full_paper", "upper"]
     assert METHODS["full"].phases() == ("teacher_pretrain", "cotrain")
     assert METHODS["full"].phases(pretrain=False) == ("cotrain",)
     assert METHODS["cps_diffusion"].phases() == ("cotrain",) and METHODS["upper"].fixed_ratio == 1.0
@@ -25,14 +25,16 @@ def test_registry_holds_the_methods_in_table_order():
     assert METHODS["mean_teacher"].overrides == ("methods/semi_supervised.json", "methods/mean_teacher.json")
     assert METHODS["full"].bundle_settings(1, "chained") == {"teacher_ckpt": "", "rounds": 1, "round_mode": "chained"}
     assert METHODS["supervised"].bundle_settings() == {}
-    paper = METHODS["full_paper"]  # the paper's backbone and rounds: its phase 1 on the same backbone as phase 2
-    assert paper.phase1_settings == {"backbone": "diffusion_unet"} and paper.phases() == ("teacher_pretrain", "cotrain")
-    assert paper.bundle_settings() == {"teacher_ckpt": "", "backbone": "diffusion_unet", "round_batch": "all",
-                                       "rounds": 3, "round_mode": "independent"}
+    paper = METHODS["full_paper"]  # the paper's R = 3 on the whole batch, whatever --rounds says; phase 1 as full's
+    assert paper.phase1_settings == {} and paper.phases() == ("teacher_pretrain", "cotrain")
+    assert paper.bundle_settings(rounds=1) == {"teacher_ckpt": "", "rounds": 3, "round_batch": "all"}
+    fast = METHODS["full_fast"]  # the cheap backbone: its phase 1 on the same backbone as its phase 2
+    assert fast.phase1_settings == {"backbone": "fast"}
+    assert fast.bundle_settings() == {"teacher_ckpt": "", "backbone": "fast", "round_batch": "unlabeled", "rounds": 3}
     safe = METHODS["full_safe"]  # the issue-25 safeguards; phase 1 shared with full (same phase-1 settings)
     assert safe.phases() == ("teacher_pretrain", "cotrain") and safe.phase1_settings == METHODS["full"].phase1_settings
     assert safe.bundle_settings() == {"teacher_ckpt": "", "phase1_gate": True, "unlabeled_rampup_frac": 0.4,
-                                      "pseudo_confidence": 0.8, "rounds": 3, "round_mode": "independent"}
+                                      "pseudo_confidence": 0.8, "rounds": 1, "round_mode": "independent"}
     with pytest.raises(ValueError, match="phase1_settings without phase 1"):
         Method("x", bundle="cotrain", phase1_settings={"backbone": "fast"})
 
@@ -40,7 +42,7 @@ def test_registry_holds_the_methods_in_table_order():
 def test_run_name_marks_ablations():
     assert run_name(METHODS["cps_diffusion"], rounds=1) == "cps_diffusion"
     assert run_name(METHODS["full"]) == "full"
-    assert run_name(METHODS["full"], rounds=1) == "full_R1"
+    assert run_name(METHODS["full"], rounds=3) == "full_R3"  # the default is R = 1
     assert run_name(METHODS["full"], round_mode="chained", pretrain=False) == "full_chained_nopretrain"
 
 

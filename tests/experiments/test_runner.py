@@ -420,10 +420,10 @@ def test_seed_ratios_restrict_a_seed_and_alternate_seeds_among_equal_runs(cases_
 
 
 def test_a_methods_phase1_settings_give_it_its_own_phase1(cases_datalist, tmp_path, monkeypatch):
-    """``full`` and ``full_paper`` in one call: each phase 2 starts from a teacher of its own backbone (two phase-1
-    folders), and ``full`` keeps the bundles' defaults (no ``backbone`` id)."""
+    """``full`` and ``full_fast`` in one call: each phase 2 starts from a teacher of its own backbone (two phase-1
+    folders); ``full_paper`` (no phase-1 settings) shares ``full``'s phase 1; ``full`` passes no ``backbone`` id."""
     dl = cases_datalist(tmp_path, 40)
-    exp = Experiment(_args(tmp_path, dl, methods=["full", "full_paper"]), "cmd")
+    exp = Experiment(_args(tmp_path, dl, methods=["full", "full_fast", "full_paper"]), "cmd")
     calls = []
 
     def fake_run_phase(phase_dir, bundle, settings, label, method_files=()):
@@ -434,14 +434,15 @@ def test_a_methods_phase1_settings_give_it_its_own_phase1(cases_datalist, tmp_pa
     monkeypatch.setattr(exp, "run_phase", fake_run_phase)
     monkeypatch.setattr(exp, "evaluate_phase", lambda *a, **k: (tmp_path / "metrics.json", 0.0))
     monkeypatch.setattr(exp, "report", lambda total, splits: exp.runs)
-    assert sorted(r["method"] for r in exp.run()) == ["full", "full_paper"]
+    assert sorted(r["method"] for r in exp.run()) == ["full", "full_fast", "full_paper"]
     p1 = {d: st for b, d, st in calls if b == "teacher_pretrain"}
     co = {d.split("/")[0]: st for b, d, st in calls if b == "cotrain"}
-    assert len(p1) == 2 and sorted(str(st.get("backbone")) for st in p1.values()) == ["None", "diffusion_unet"]
-    paper_p1 = next(d for d, st in p1.items() if st.get("backbone") == "diffusion_unet")
-    assert co["full_paper"]["teacher_ckpt"] == str(exp.work / paper_p1 / "models" / "teacher.pt")
-    assert co["full_paper"]["backbone"] == "diffusion_unet" and co["full_paper"]["round_batch"] == "all"
-    assert "backbone" not in co["full"] and not co["full"]["teacher_ckpt"].startswith(str(exp.work / paper_p1))
+    assert len(p1) == 2 and sorted(str(st.get("backbone")) for st in p1.values()) == ["None", "fast"]
+    fast_p1 = next(d for d, st in p1.items() if st.get("backbone") == "fast")
+    assert co["full_fast"]["teacher_ckpt"] == str(exp.work / fast_p1 / "models" / "teacher.pt")
+    assert co["full_fast"]["backbone"] == "fast" and co["full_fast"]["round_batch"] == "unlabeled"
+    assert "backbone" not in co["full"] and co["full"]["teacher_ckpt"] == co["full_paper"]["teacher_ckpt"]
+    assert co["full"]["rounds"] == 1 and (co["full_paper"]["rounds"], co["full_paper"]["round_batch"]) == (3, "all")
 
 
 def test_phase1_ratio_lets_an_ablation_reuse_an_earlier_calls_phase1(cases_datalist, tmp_path, monkeypatch):
