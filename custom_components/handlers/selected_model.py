@@ -30,15 +30,20 @@ def selection_mode(datalist: str | Path, val_key: str = "validation") -> str:
     ``"selection": "last"`` (``make_folds``: a validation carve-out under 3 cases) or has no ``val_key`` cases,
     else ``"best"`` (the bundles' ``selection`` id).
 
+    A datalist that cannot be read (missing, malformed, not a JSON object) gives ``"best"``: the bundles'
+    ``validate_datalist`` in ``initialize`` then reports that problem with its own message, naming the file.
+
     Raises:
-        DatalistError: unreadable datalist, or a ``selection`` value other than ``best`` / ``last``.
+        DatalistError: a ``selection`` value other than ``best`` / ``last``.
     """
     from ..data.datalist import DatalistError
 
     try:
         data = json.loads(Path(datalist).read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise DatalistError(f"{datalist}: cannot read the datalist ({e}).") from e
+    except (OSError, ValueError):
+        return "best"
+    if not isinstance(data, dict):
+        return "best"
     mode = data.get("selection", "best")
     if mode not in SELECTION_MODES:
         raise DatalistError(f"{datalist}: 'selection' is {mode!r}; use one of {list(SELECTION_MODES)}.")
