@@ -130,8 +130,8 @@ CPU_SWITCHES.update({
 FAST_GROUPS = [
     ("pass", ["pass_unet", "pass_fast", "pass_diffusion_unet"]),
     ("fast_step", ["sup_cpu_fast", "fast_R3_fp32", "fast_R3", "fast_R3_unlabeled", "fast_R1_unlabeled",
-                   "diffusion_unet_R3", "diffusion_unet_R3_unlabeled", "diffusion_unet_R1", "diffusion_unet_R1_unlabeled",
-                   "diffusion_unet_R0"]),
+                   "diffusion_unet_R3", "diffusion_unet_R3_unlabeled", "diffusion_unet_R1",
+                   "diffusion_unet_R1_unlabeled", "diffusion_unet_R0"]),
     ("infer_cmp", ["infer_sup", "infer_fast", "infer_diffusion_unet"]),
 ]
 

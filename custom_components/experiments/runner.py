@@ -170,9 +170,9 @@ class RunnerSettings:
         plan: the ``plan.json`` of ``--profile auto`` (default: next to the dataset's ``datalist.json``).
         cv: cross-validation over the labelled cases (``make_folds``): ``K >= 2`` folds, 0 = off (ratio splits),
             ``None`` = automatic: 5 folds (one case per fold with fewer) when the dataset has at most
-            ``FEW_LABELS`` (20) labelled cases, images without masks (``unlabeled``) and no official test split. Every method trains on each fold (its
-            other labelled cases plus the whole unlabelled pool) and is tested on the fold's cases; ``ratios`` and
-            fixed-ratio methods (``upper``) do not apply.
+            ``FEW_LABELS`` (20) labelled cases, images without masks (``unlabeled``) and no official test split.
+            Every method trains on each fold (its other labelled cases plus the whole unlabelled pool) and is tested
+            on the fold's cases; ``ratios`` and fixed-ratio methods (``upper``) do not apply.
         final_model: after cross-validation, train the recommended method on every labelled case (the delivered
             model; ``make_all_labelled_split``).
 

@@ -52,4 +52,7 @@ def test_cotrain_bundle_under_selection_last_has_no_validation_and_saves_at_the_
     assert "validation" not in parser.get_parsed_content("initialize#0#require_keys")
     assert parser.get_parsed_content("validate#model_saver").selection == "last"
     assert not any(type(h).__name__ == "ValidationHandler" for h in parser.get_parsed_content("train#handlers"))
-    assert "model_saver.attach(@train::trainer)" in parser["run"][0].replace("#", "::")
+    run = [r.replace("::", "#") for r in parser["run"]]
+    attach = [r for r in run if "model_saver" in r]  # wired before the trainer runs, after it is built
+    assert len(attach) == 1 and ".attach(@train#trainer)" in attach[0] and run[-1] == "$@train#trainer.run()"
+    assert attach[0].index("@train#trainer") < attach[0].index("@validate#model_saver")
