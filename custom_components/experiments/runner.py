@@ -744,8 +744,7 @@ class Experiment:
         tp_split = json.loads(tp_path.read_text())
         settings = {"dataset_dir": str(self.datalist.parent), "datalist": str(tp_path),
                     **self.phase_settings("teacher_pretrain", tp_split, {**self.backbone_ids(), **(method_ids or {})})}
-        tag = tp_path.stem.removeprefix("datalist_")
-        phase_dir = self.work / "phase1" / f"{tag}_{fingerprint(settings)[:8]}" / "teacher_pretrain"
+        phase_dir = self.work / "phase1" / f"{split_tag(tp_path)}_{fingerprint(settings)[:8]}" / "teacher_pretrain"
         with self._locks_guard:
             lock = self._locks.setdefault(phase_dir, threading.Lock())
         with lock:

@@ -499,6 +499,21 @@ def _reference_losses(teacher, student, x_l, y, x_u, rounds: int, mode: str, lam
             "_kept": (float((w_s > 0).float().mean()), float((w_t > 0).float().mean()))}
 
 
+def _losses_under_row_draws(monkeypatch: pytest.MonkeyPatch, **trainer_kw) -> tuple[dict, DiffusionTeacher,
+                                                                                     DiffusionTeacher, tuple]:
+    """``compute_losses`` of a trainer (``make_trainer(**trainer_kw)``) on the seed-2 networks and a 2 + 3 batch,
+    under ``RowDraws`` (so ``_reference_losses`` can recompute the same draws): ``(losses, teacher, student,
+    (x_l, y, x_u))``."""
+    teacher, student = nets(seed=2)
+    x_l, y, x_u = batch(n_l=2, n_u=3)
+    with monkeypatch.context() as m:
+        RowDraws(m, teacher, 1)
+        RowDraws(m, student, 2)
+        trainer = make_trainer(teacher, student, **trainer_kw)
+        got = {k: v.detach() for k, v in trainer.compute_losses(x_l, y, x_u, epoch=0).items()}
+    return got, teacher, student, (x_l, y, x_u)
+
+
 @pytest.mark.parametrize(
     "mode,batch_rounds", [("independent", True), ("independent", False), ("chained", False)],
     ids=["independent-batched", "independent-loop", "chained"],
@@ -508,14 +523,9 @@ def test_total_loss_equals_the_method_formula(monkeypatch: pytest.MonkeyPatch, m
     make ``lambda`` on the diffusion terms, ``w_d / R`` and the alignment target visible) equals the METHOD.md
     formula recomputed here from the same networks under the same draws."""
     rounds, lam, w_d = 3, 0.6, 0.7
-    teacher, student = nets(seed=2)
-    x_l, y, x_u = batch(n_l=2, n_u=3)
-    with monkeypatch.context() as m:
-        RowDraws(m, teacher, 1)
-        RowDraws(m, student, 2)
-        trainer = make_trainer(teacher, student, rounds=rounds, round_mode=mode, batch_rounds=batch_rounds, w_d=w_d,
-                               unsup_weight=lambda e: lam)
-        got = {k: v.detach() for k, v in trainer.compute_losses(x_l, y, x_u, epoch=0).items()}
+    got, teacher, student, (x_l, y, x_u) = _losses_under_row_draws(monkeypatch, rounds=rounds, round_mode=mode,
+                                                                   batch_rounds=batch_rounds, w_d=w_d,
+                                                                   unsup_weight=lambda e: lam)
     with torch.no_grad():
         ref = _reference_losses(teacher, student, x_l, y, x_u, rounds, mode, lam, w_d)
     # guards: the mutations this test must catch change the result on this batch
@@ -615,14 +625,9 @@ def test_pseudo_confidence_weights_every_pseudo_labelled_term_as_the_formula(
     (weighted by ``P_S``, the source of its target) equal the formula with the weights; the labelled terms keep
     ``y`` unweighted."""
     rounds, lam, w_d = 2, 0.6, 0.7
-    teacher, student = nets(seed=2)
-    x_l, y, x_u = batch(n_l=2, n_u=3)
-    with monkeypatch.context() as m:
-        RowDraws(m, teacher, 1)
-        RowDraws(m, student, 2)
-        trainer = make_trainer(teacher, student, rounds=rounds, round_mode=mode, batch_rounds=batch_rounds, w_d=w_d,
-                               unsup_weight=lambda e: lam, pseudo_confidence=confidence, pseudo_weighting=weighting)
-        got = {k: v.detach() for k, v in trainer.compute_losses(x_l, y, x_u, epoch=0).items()}
+    got, teacher, student, (x_l, y, x_u) = _losses_under_row_draws(
+        monkeypatch, rounds=rounds, round_mode=mode, batch_rounds=batch_rounds, w_d=w_d, unsup_weight=lambda e: lam,
+        pseudo_confidence=confidence, pseudo_weighting=weighting)
     with torch.no_grad():
         ref = _reference_losses(teacher, student, x_l, y, x_u, rounds, mode, lam, w_d, confidence, weighting)
         plain = _reference_losses(teacher, student, x_l, y, x_u, rounds, mode, lam, w_d)
